@@ -44,7 +44,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `now_unix` seconds.
     pub fn new(now_unix: i64) -> Self {
-        Self { now: AtomicI64::new(now_unix) }
+        Self {
+            now: AtomicI64::new(now_unix),
+        }
     }
 
     /// Moves the clock to `now_unix`.
