@@ -1,1 +1,122 @@
-fn main() {}
+//! `kling-audit`: the command-line front of the ledger, the simulator and the gateway.
+//!
+//! This crate only parses flags, turns them into library options, prints results and chooses
+//! exit codes: 0 success (and an intact ledger), 1 an integrity fault or a refused input,
+//! 2 the command could not run (usage, missing directory, permissions, I/O).
+
+mod ledger_cmds;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tamper-evident audit trail for Kling AI operations.
+#[derive(Debug, Parser)]
+#[command(name = "kling-audit", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every command understands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The ledger directory.
+    #[arg(long, global = true, env = "KLING_AUDIT_DIR", default_value = "./audit")]
+    pub dir: PathBuf,
+    /// The keys directory (default: `<dir>.keys`, beside the ledger directory).
+    #[arg(long, global = true, env = "KLING_AUDIT_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a ledger and its keys; prints the verifier key and, once, the MAC root key.
+    Init {
+        /// The log's origin name (used as the checkpoint key name).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Show public key information.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Append records and print `{"seq":N,"hash":"<hex>"}` for each once it is durable.
+    Log {
+        /// The record type, e.g. `task.submitted`.
+        #[arg(long = "type", required_unless_present = "stdin", conflicts_with = "stdin")]
+        kind: Option<String>,
+        /// Who acted.
+        #[arg(long, required_unless_present = "stdin", conflicts_with = "stdin")]
+        actor: Option<String>,
+        /// A JSON object with the details.
+        #[arg(long, conflicts_with = "stdin")]
+        details: Option<String>,
+        /// Read one JSON object per line: {"type":..., "actor":..., "details":{...}}.
+        #[arg(long)]
+        stdin: bool,
+        #[command(flatten)]
+        write: ledger_cmds::WriteArgs,
+    },
+    /// Check every record, link, segment and checkpoint. Exit 0 intact, 1 faults, 2 could not run.
+    Verify(ledger_cmds::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print the public verifier key.
+    Show,
+}
+
+/// How a command ended.
+pub enum Exit {
+    Ok,
+    Fault,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Fault) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KLING_AUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { origin } => ledger_cmds::init(g, origin),
+        Command::Keys { command: KeysCommand::Show } => ledger_cmds::keys_show(g),
+        Command::Log { stdin: true, write, .. } => ledger_cmds::log_stdin(g, &write),
+        Command::Log { kind, actor, details, write, .. } => ledger_cmds::log_one(
+            g,
+            &write,
+            kind.unwrap_or_default(),
+            actor.unwrap_or_default(),
+            details,
+        ),
+        Command::Verify(a) => ledger_cmds::verify_cmd(g, &a),
+    }
+}

@@ -1,1 +1,441 @@
-//! Placeholder.
+//! The kling-audit ledger: an append-only, hash-chained, Merkle-checkpointed audit log.
+//!
+//! Records are JSON lines in segment files (see [`record`] for the byte-level hash rule). One
+//! writer per directory appends them through a group-commit thread ([`Ledger::append`] returns
+//! only once the record is durable), MACs each under a forward-secure epoch key, and signs a
+//! C2SP checkpoint of the RFC 6962 tree at least every second while records arrive. The
+//! [`verify`] module checks a ledger offline. This crate does no networking.
+
+pub mod commit;
+pub mod cpstore;
+pub mod details;
+pub mod epoch;
+pub mod error;
+pub mod keys;
+pub mod lock;
+pub mod open;
+pub mod record;
+pub mod segment;
+pub mod sign;
+pub mod verify;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kling_audit_merkle::Hash;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+pub use commit::Commitments;
+pub use details::Details;
+pub use error::{AppendError, EntryError, OpenError};
+pub use keys::{InitSecrets, KeySet};
+pub use open::TornTail;
+pub use record::Entry;
+
+/// How long to wait before an acknowledged record is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledge only after `fdatasync` of the batch. A crash, even a power loss, loses no
+    /// acknowledged record. The default.
+    #[default]
+    Sync,
+    /// Acknowledge after `write(2)`; sync within about 100 ms. A process crash loses nothing,
+    /// a power loss or kernel crash may lose the last fraction of a second of records.
+    Buffered,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "buffered" => Ok(Durability::Buffered),
+            other => Err(format!("unknown durability mode {other:?}; use `sync` or `buffered`")),
+        }
+    }
+}
+
+/// A source of wall-clock time; replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+/// Called by the writer after each checkpoint it signs and stores.
+pub type CheckpointHook = Arc<dyn Fn(&SignedCheckpoint) + Send + Sync>;
+
+/// A checkpoint as the writer signed it.
+#[derive(Debug, Clone)]
+pub struct SignedCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+/// How to open a ledger for writing.
+#[derive(Clone)]
+pub struct LedgerOptions {
+    pub dir: PathBuf,
+    /// Where the keys are; by default the sibling directory `<dir>.keys`.
+    pub keys_dir: Option<PathBuf>,
+    /// Create keys (storing the MAC root key beside them) when the keys directory has none.
+    pub create_keys: bool,
+    /// The origin for created keys; by default `kling-audit/<random>`.
+    pub origin: Option<String>,
+    pub durability: Durability,
+    pub max_segment_bytes: u64,
+    pub epoch_max_records: u64,
+    pub epoch_max_age: Duration,
+    pub checkpoint_interval: Duration,
+    pub queue_capacity: usize,
+    pub clock: Clock,
+    pub on_checkpoint: Option<CheckpointHook>,
+}
+
+/// Default segment size limit: 64 MiB.
+pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl LedgerOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LedgerOptions {
+            dir: dir.into(),
+            keys_dir: None,
+            create_keys: true,
+            origin: None,
+            durability: Durability::Sync,
+            max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
+            epoch_max_records: 100_000,
+            epoch_max_age: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_millis(500),
+            queue_capacity: 65_536,
+            clock: Arc::new(OffsetDateTime::now_utc),
+            on_checkpoint: None,
+        }
+    }
+
+    /// The keys directory in use.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir.clone().unwrap_or_else(|| default_keys_dir(&self.dir))
+    }
+}
+
+/// `<dir>.keys`, beside the ledger directory and outside it.
+pub fn default_keys_dir(dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ledger".into());
+    abs.with_file_name(format!("{name}.keys"))
+}
+
+/// A new random origin.
+pub fn random_origin() -> String {
+    format!("kling-audit/{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// The acknowledgement of a durable record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub hash: Hash,
+    pub id: uuid::Uuid,
+    pub ts: String,
+}
+
+/// The writer's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Number of durable records.
+    pub size: u64,
+    /// Hash of the newest record (zeros when empty).
+    pub hash: Hash,
+    /// RFC 6962 root over all records.
+    pub root: Hash,
+    /// Size of the newest signed checkpoint.
+    pub checkpoint_size: u64,
+    pub epoch: u64,
+    /// Why the writer stopped accepting records, if it did.
+    pub poisoned: Option<String>,
+}
+
+/// What opening found and did.
+#[derive(Debug)]
+pub struct OpenReport {
+    pub records: u64,
+    pub torn_tail: Option<TornTail>,
+    /// Set when this open created the keys.
+    pub created_keys: Option<InitSecrets>,
+    pub keys_dir: PathBuf,
+}
+
+impl std::fmt::Debug for InitSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitSecrets").field("verifier_key", &self.verifier_key).finish_non_exhaustive()
+    }
+}
+
+/// A handle to an open ledger. Cheap to clone; the writer stops when the last handle is
+/// dropped or [`Ledger::close`] is called.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    head: Arc<Mutex<Head>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    dir: PathBuf,
+    origin: String,
+    capacity: usize,
+    commitments: Commitments,
+}
+
+use writer::Msg;
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `opts.dir` for writing.
+    pub fn open(opts: LedgerOptions) -> Result<(Ledger, OpenReport), OpenError> {
+        let dir = opts.dir.clone();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path, source }
+        };
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            if let Some(parent) = std::path::absolute(&dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)) {
+                segment::sync_dir(&parent).map_err(io(&parent))?;
+            }
+        }
+        let lock = lock::DirLock::acquire(&dir)?;
+        let keys_dir = opts.keys_dir();
+        let key_err = |e: keys::KeyError| OpenError::Keys { dir: dir.clone(), detail: e.to_string() };
+        let (keys, created) = if keys::exists(&keys_dir) {
+            (KeySet::load(&keys_dir).map_err(key_err)?, None)
+        } else if opts.create_keys {
+            let (segs, _) = segment::list_segments(&dir).map_err(io(&dir))?;
+            if !segs.is_empty() {
+                return Err(key_err(keys::KeyError::Missing { dir: keys_dir.clone() }));
+            }
+            let origin = opts.origin.clone().unwrap_or_else(random_origin);
+            let (k, s) = KeySet::create(&keys_dir, &origin, true).map_err(key_err)?;
+            (k, Some(s))
+        } else {
+            return Err(key_err(keys::KeyError::Missing { dir: keys_dir.clone() }));
+        };
+        let scan = open::scan_and_recover(&dir)?;
+        let cplog = cpstore::CheckpointLog::open(&dir).map_err(io(&dir))?;
+        let (cps, _) = cpstore::read_checkpoints(&dir).map_err(io(&dir))?;
+        let last_cp_size = cps.iter().map(|c| c.size).max().unwrap_or(0).min(scan.frontier.size());
+        let seg = match scan.segments.last() {
+            Some(s) => Some(
+                writer::reopen_segment(&s.path, &s.name, &s.day, scan.last_segment_len)
+                    .map_err(io(&s.path))?,
+            ),
+            None => None,
+        };
+        let mut keys = keys;
+        // A new process never reuses the epoch of an earlier one.
+        if scan.next_seq > 0 {
+            keys.advance_epoch().map_err(key_err)?;
+        }
+        let records = scan.next_seq;
+        let head = Head {
+            size: records,
+            hash: scan.prev,
+            root: scan.frontier.root(),
+            checkpoint_size: last_cp_size,
+            epoch: keys.epoch.epoch(),
+            poisoned: None,
+        };
+        let shared = Arc::new(Mutex::new(head));
+        let origin = keys.origin.clone();
+        let commitments = Commitments::new(*keys.commit_key);
+        let w = writer::Writer {
+            dir: dir.clone(),
+            cfg: writer::Config {
+                durability: opts.durability,
+                max_segment_bytes: opts.max_segment_bytes,
+                epoch_max_records: opts.epoch_max_records.max(1),
+                epoch_max_age: opts.epoch_max_age,
+                checkpoint_interval: opts.checkpoint_interval,
+                clock: opts.clock.clone(),
+                on_checkpoint: opts.on_checkpoint.clone(),
+            },
+            keys,
+            seg,
+            next_seq: scan.next_seq,
+            prev: scan.prev,
+            frontier: scan.frontier,
+            last_ts: scan.last_ts.unwrap_or_default(),
+            epoch_started: Instant::now(),
+            epoch_count: 0,
+            cplog,
+            last_cp_size,
+            last_cp_time: Instant::now(),
+            poisoned: None,
+            unsynced: false,
+            shared: shared.clone(),
+            buf: Vec::with_capacity(1 << 20),
+        };
+        let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                let _lock = lock;
+                w.run(rx)
+            })
+            .map_err(io(&dir))?;
+        spawn_ticker(tx.downgrade());
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                tx,
+                head: shared,
+                thread: Mutex::new(Some(thread)),
+                dir: dir.clone(),
+                origin,
+                capacity: opts.queue_capacity.max(1),
+                commitments,
+            }),
+        };
+        if let Some(t) = &scan.torn {
+            let details = serde_json::json!({
+                "segment": t.segment,
+                "offset": t.offset,
+                "length": t.len,
+                "sha256": hex::encode(t.sha256),
+                "quarantine": t.quarantine,
+                "reason": "torn tail after a crash",
+            });
+            let entry = Entry::new("ledger.recovery", "kling-audit", Details::from_value(&details)?)?;
+            ledger.append(entry).map_err(|e| OpenError::Damaged {
+                dir: dir.clone(),
+                detail: format!("could not record the recovery: {e}"),
+            })?;
+        }
+        let report = OpenReport { records, torn_tail: scan.torn, created_keys: created, keys_dir };
+        Ok((ledger, report))
+    }
+
+    /// Appends one record and returns once it is durable. Must not be called from inside an
+    /// async runtime; use [`Ledger::append_async`] there.
+    pub fn append(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        let (ack, rx) = oneshot::channel();
+        self.inner.tx.blocking_send(Msg::Append(entry, ack)).map_err(|_| AppendError::Closed)?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Queues one record without waiting; [`PendingAppend::wait`] returns once it is durable.
+    /// Lets one thread keep many appends in flight, so they share syncs.
+    pub fn submit(&self, entry: Entry) -> Result<PendingAppend, AppendError> {
+        let (ack, rx) = oneshot::channel();
+        self.inner.tx.blocking_send(Msg::Append(entry, ack)).map_err(|_| AppendError::Closed)?;
+        Ok(PendingAppend(rx))
+    }
+
+    /// Appends one record and resolves once it is durable.
+    pub async fn append_async(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        let (ack, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Append(entry, ack)).await.map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Syncs and signs a checkpoint of everything acknowledged so far.
+    pub fn flush(&self) -> Result<Head, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.tx.blocking_send(Msg::Flush(tx)).map_err(|_| AppendError::Closed)?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Async form of [`Ledger::flush`].
+    pub async fn flush_async(&self) -> Result<Head, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Flush(tx)).await.map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Seals the ledger (sync and final checkpoint) and stops the writer. Later appends fail
+    /// with [`AppendError::Closed`].
+    pub fn close(&self) -> Result<Head, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.blocking_send(Msg::Close(tx)).is_err() {
+            return Err(AppendError::Closed);
+        }
+        let result = rx.blocking_recv().map_err(|_| AppendError::Closed)?;
+        if let Some(t) = self.inner.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        result
+    }
+
+    /// Async form of [`Ledger::close`].
+    pub async fn close_async(&self) -> Result<Head, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Close(tx)).await.is_err() {
+            return Err(AppendError::Closed);
+        }
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// The durable state as of the last batch.
+    pub fn head(&self) -> Head {
+        self.inner.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Appends waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.capacity - self.inner.tx.capacity()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// Keyed commitments under this deployment's commit key.
+    pub fn commitments(&self) -> &Commitments {
+        &self.inner.commitments
+    }
+}
+
+/// An append in flight.
+pub struct PendingAppend(oneshot::Receiver<Result<Receipt, AppendError>>);
+
+impl PendingAppend {
+    /// Blocks until the record is durable or refused.
+    pub fn wait(self) -> Result<Receipt, AppendError> {
+        self.0.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+}
+
+/// Wakes the writer regularly so checkpoints and buffered syncs happen while idle.
+fn spawn_ticker(tx: mpsc::WeakSender<Msg>) {
+    let _ = std::thread::Builder::new().name("ledger-ticker".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(tx) = tx.upgrade() else { return };
+        let _ = tx.try_send(Msg::Tick);
+    });
+}
+
+/// Formats a time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn format_ts(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+impl From<EntryError> for OpenError {
+    fn from(e: EntryError) -> Self {
+        OpenError::Damaged { dir: PathBuf::new(), detail: e.to_string() }
+    }
+}

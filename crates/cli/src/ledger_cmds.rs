@@ -1,0 +1,326 @@
+//! `init`, `keys show`, `log` and `verify`: the ledger commands.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use kling_audit_ledger::verify::{self, Report, VerifyOptions};
+use kling_audit_ledger::{Details, Durability, Entry, Ledger, LedgerOptions};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{Exit, Global};
+
+/// Options shared by commands that write to the ledger.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriteArgs {
+    /// Durability mode: `sync` acknowledges after fdatasync; `buffered` after write(2).
+    #[arg(long, default_value = "sync", env = "KLING_AUDIT_DURABILITY")]
+    pub durability: Durability,
+    /// Start a new segment once the current one would pass this size.
+    #[arg(long, default_value_t = kling_audit_ledger::DEFAULT_MAX_SEGMENT_BYTES)]
+    pub max_segment_bytes: u64,
+}
+
+impl WriteArgs {
+    pub fn options(&self, g: &Global) -> LedgerOptions {
+        let mut o = LedgerOptions::new(&g.dir);
+        o.keys_dir = g.keys_dir.clone();
+        o.durability = self.durability;
+        o.max_segment_bytes = self.max_segment_bytes.max(1);
+        o
+    }
+}
+
+/// Opens the ledger for writing, telling the operator about created keys and repairs.
+pub fn open_ledger(opts: LedgerOptions) -> Result<Ledger> {
+    let (ledger, report) = Ledger::open(opts)?;
+    if let Some(secrets) = &report.created_keys {
+        eprintln!(
+            "note: created a new ledger with keys in {}\n      verifier key: {}\n      \
+             the MAC root key is stored beside them; run `kling-audit init` to keep it offline instead",
+            report.keys_dir.display(),
+            secrets.verifier_key
+        );
+    }
+    if let Some(t) = &report.torn_tail {
+        eprintln!(
+            "warning: cut a torn tail of {} bytes from {} at offset {} into {} (recorded as a ledger.recovery record)",
+            t.len, t.segment, t.offset, t.quarantine
+        );
+    }
+    Ok(ledger)
+}
+
+pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
+    let keys_dir = g.keys_dir.clone().unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    if kling_audit_ledger::keys::exists(&keys_dir) {
+        bail!(
+            "keys already exist in {}; a ledger is initialised once. Use `kling-audit keys show` to see its public key",
+            keys_dir.display()
+        );
+    }
+    let origin = origin.unwrap_or_else(kling_audit_ledger::random_origin);
+    let (_, secrets) = kling_audit_ledger::KeySet::create(&keys_dir, &origin, false)?;
+    std::fs::create_dir_all(&g.dir).with_context(|| format!("cannot create {}", g.dir.display()))?;
+    println!("ledger directory: {}", g.dir.display());
+    println!("keys directory:   {}", keys_dir.display());
+    println!("origin:           {origin}");
+    println!("verifier key:     {}", secrets.verifier_key);
+    println!("MAC root key:     {}", &*secrets.mac_root_hex);
+    println!();
+    println!("Give the verifier key to your auditors. Store the MAC root key offline now:");
+    println!("it is shown only this once and is not kept on this machine.");
+    Ok(Exit::Ok)
+}
+
+pub fn keys_show(g: &Global) -> Result<Exit> {
+    let keys_dir = g.keys_dir.clone().unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    let path = keys_dir.join(kling_audit_ledger::keys::VERIFIER_FILE);
+    let key = std::fs::read_to_string(&path).with_context(|| {
+        format!("no verifier key at {}; run `kling-audit init` first", path.display())
+    })?;
+    println!("keys directory: {}", keys_dir.display());
+    println!("verifier key:   {}", key.trim());
+    Ok(Exit::Ok)
+}
+
+pub fn log_one(g: &Global, w: &WriteArgs, kind: String, actor: String, details: Option<String>) -> Result<Exit> {
+    let details = match details {
+        Some(text) => Details::parse(&text).context("--details is not usable")?,
+        None => Details::empty(),
+    };
+    let entry = Entry::new(kind, actor, details)?;
+    let ledger = open_ledger(w.options(g))?;
+    let receipt = ledger.append(entry)?;
+    ledger.close()?;
+    println!("{{\"seq\":{},\"hash\":\"{}\"}}", receipt.seq, hex::encode(receipt.hash));
+    Ok(Exit::Ok)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StdinEntry<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    actor: String,
+    #[serde(borrow)]
+    details: Option<&'a RawValue>,
+}
+
+fn parse_stdin_line(line: &[u8]) -> Result<Entry, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 ({e})"))?;
+    let e: StdinEntry<'_> = serde_json::from_str(text)
+        .map_err(|e| format!("expected a JSON object with `type`, `actor` and optional `details`: {e}"))?;
+    let details = match e.details {
+        Some(raw) => Details::parse(raw.get()).map_err(|e| e.to_string())?,
+        None => Details::empty(),
+    };
+    Entry::new(e.kind, e.actor, details).map_err(|e| e.to_string())
+}
+
+/// Appends one record per input line, printing each acknowledgement once it is durable.
+pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
+    let ledger = open_ledger(w.options(g))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
+    // Acknowledgements are printed in input order by a second thread, so input keeps flowing
+    // into the writer's queue while earlier records are being synced.
+    let printer = std::thread::spawn(move || -> Result<usize> {
+        let stdout = std::io::stdout();
+        let mut failed = 0;
+        for (line_no, pending) in rx {
+            match pending.wait() {
+                Ok(r) => {
+                    let mut out = stdout.lock();
+                    writeln!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, hex::encode(r.hash))?;
+                    out.flush()?;
+                }
+                Err(e) => {
+                    eprintln!("error: line {line_no}: not recorded: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        Ok(failed)
+    });
+    let stdin = std::io::stdin();
+    let mut reader = stdin.lock();
+    let mut buf = Vec::new();
+    let mut bad = 0usize;
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).context("cannot read standard input")? == 0 {
+            break;
+        }
+        line_no += 1;
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match parse_stdin_line(line) {
+            Ok(entry) => {
+                let pending = ledger.submit(entry)?;
+                if tx.send((line_no, pending)).is_err() {
+                    break;
+                }
+            }
+            Err(reason) => {
+                eprintln!("error: line {line_no}: {reason}; this line was not recorded");
+                bad += 1;
+            }
+        }
+    }
+    drop(tx);
+    let failed = printer.join().map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    ledger.close()?;
+    if failed > 0 {
+        bail!("{failed} records could not be written; see the errors above");
+    }
+    if bad > 0 {
+        eprintln!("{bad} input lines were refused; every other line was recorded");
+        return Ok(Exit::Fault);
+    }
+    Ok(Exit::Ok)
+}
+
+/// Output format of `verify`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// The checkpoint verifier key (`<name>+<id>+<base64>`), or `@FILE` to read it from a file.
+    #[arg(long, env = "KLING_AUDIT_VERIFIER_KEY")]
+    pub key: Option<String>,
+    /// The MAC root key in hex, or `@FILE`.
+    #[arg(long, env = "KLING_AUDIT_MAC_KEY", hide_env_values = true)]
+    pub mac_key: Option<String>,
+    /// A signed checkpoint kept from earlier; the ledger must extend it.
+    #[arg(long)]
+    pub trusted_checkpoint: Option<PathBuf>,
+    /// Stop listing faults after this many (all are still counted).
+    #[arg(long, default_value_t = verify::DEFAULT_MAX_FAULTS)]
+    pub max_faults: usize,
+}
+
+/// Reads `@FILE` arguments, or returns the text itself.
+pub fn arg_or_file(value: &str) -> Result<String> {
+    match value.strip_prefix('@') {
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {path}"))?
+            .trim()
+            .to_owned()),
+        None => Ok(value.trim().to_owned()),
+    }
+}
+
+pub fn verify_cmd(g: &Global, a: &VerifyArgs) -> Result<Exit> {
+    let mut opts = VerifyOptions { max_faults: Some(a.max_faults), ..Default::default() };
+    if let Some(k) = &a.key {
+        opts.verifier_key = Some(arg_or_file(k)?);
+    }
+    if let Some(k) = &a.mac_key {
+        let text = arg_or_file(k)?;
+        let key = kling_audit_ledger::keys::parse_key_hex(Path::new("--mac-key"), &text)
+            .context("--mac-key must be the 64 hex digits printed by `kling-audit init`")?;
+        opts.mac_root = Some(key);
+    }
+    if let Some(p) = &a.trusted_checkpoint {
+        opts.trusted_checkpoint = Some(
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        );
+    }
+    let bar = progress_bar(&g.dir);
+    if let Some(bar) = &bar {
+        let bar = bar.clone();
+        opts.progress = Some(Arc::new(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }));
+    }
+    let report = verify::verify(&g.dir, &opts)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print_text(&report),
+    }
+    Ok(if report.intact { Exit::Ok } else { Exit::Fault })
+}
+
+fn progress_bar(dir: &Path) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    // Small ledgers verify faster than a bar can be drawn.
+    if total < 64 * 1024 * 1024 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {eta}")
+            .ok()?,
+    );
+    Some(bar)
+}
+
+fn print_text(r: &Report) {
+    for f in &r.faults {
+        let mut loc = String::new();
+        if let Some(s) = &f.segment {
+            loc.push_str(&format!(" segment={s}"));
+        }
+        if let Some(l) = f.line {
+            loc.push_str(&format!(" line={l}"));
+        }
+        if let Some(s) = f.seq {
+            loc.push_str(&format!(" seq={s}"));
+        }
+        println!("{:<20}{}  {}", f.kind.code(), loc, f.message);
+    }
+    if r.faults_total > r.faults.len() as u64 {
+        println!("... and {} more faults not listed", r.faults_total - r.faults.len() as u64);
+    }
+    let range = match (r.first_seq, r.last_seq) {
+        (Some(a), Some(b)) => format!("seq {a}..={b}"),
+        _ => "no records".to_owned(),
+    };
+    let sigs = if r.checkpoints.signatures_checked { "signatures checked" } else { "signatures NOT checked" };
+    let macs = if r.macs_checked { "MACs checked" } else { "MACs NOT checked" };
+    println!(
+        "{}: {} records in {} segments ({range}), {} checkpoints up to size {} ({sigs}), {macs}",
+        if r.intact { "INTACT" } else { "FAULTY" },
+        r.records,
+        r.segments,
+        r.checkpoints.count,
+        r.checkpoints.largest_size
+    );
+    if let Some(h) = &r.head {
+        println!("head {h}  root {}", r.root);
+    }
+    if !r.intact {
+        println!("{} faults found", r.faults_total);
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    if let Some(e) = &r.equivocation {
+        println!("equivocation evidence (two signed, inconsistent checkpoints for size {}):", e.size);
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+    }
+}

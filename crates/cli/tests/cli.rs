@@ -1,0 +1,136 @@
+//! The command line as users meet it: outputs, exit codes and error texts (golden).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kling-audit");
+
+fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("KLING_AUDIT_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8], dir: &std::path::Path) -> String {
+    String::from_utf8_lossy(b).replace(&dir.display().to_string(), "<DIR>")
+}
+
+#[test]
+fn log_prints_seq_and_hash_and_verify_says_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let out = run(&dir, &["log", "--type", "task.submitted", "--actor", "alice", "--details", r#"{"n": 1e21}"#], None);
+    assert!(out.status.success(), "{}", text(&out.stderr, &dir));
+    let ack: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ack["seq"], 0);
+    assert_eq!(ack["hash"].as_str().unwrap().len(), 64);
+    let out = run(&dir, &["log", "--type", "t", "--actor", "bob"], None);
+    let ack: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ack["seq"], 1);
+    let out = run(&dir, &["verify", "--format", "json"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["intact"], true);
+    assert_eq!(r["records"], 2);
+    assert_eq!(r["last_seq"], 1);
+}
+
+#[test]
+fn log_stdin_acks_each_good_line_and_names_bad_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let input = concat!(
+        "{\"type\":\"a\",\"actor\":\"x\",\"details\":{\"k\":1}}\n",
+        "{\"type\":\"b\",\"actor\":\"x\",\"details\":[1]}\n",
+        "not json\n",
+        "{\"type\":\"c\",\"actor\":\"x\"}\n",
+    );
+    let out = run(&dir, &["log", "--stdin"], Some(input));
+    assert_eq!(out.status.code(), Some(1));
+    let acks: Vec<serde_json::Value> =
+        text(&out.stdout, &dir).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[1]["seq"], 1);
+    let err = text(&out.stderr, &dir);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: line")).collect::<Vec<_>>(),
+        vec![
+            "error: line 2: details must be a JSON object, got an array; this line was not recorded",
+            "error: line 3: expected a JSON object with `type`, `actor` and optional `details`: expected ident at line 1 column 2; this line was not recorded",
+        ]
+    );
+}
+
+#[test]
+fn golden_error_for_verify_of_a_missing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nowhere");
+    let out = run(&dir, &["verify"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr, &dir), "error: no ledger directory at <DIR>\n");
+}
+
+#[test]
+fn golden_error_for_details_that_are_not_an_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a", "--details", "[1,2]"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr, &dir),
+        "error: --details is not usable\n  caused by: details must be a JSON object, got an array\n"
+    );
+    assert!(!dir.exists(), "a refused record must not create the ledger");
+}
+
+#[test]
+fn golden_error_for_a_second_writer_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let (_held, _) = kling_audit_ledger::Ledger::open(kling_audit_ledger::LedgerOptions::new(&dir)).unwrap();
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr, &dir),
+        format!(
+            "error: ledger directory <DIR> is locked by another writer (pid {}); stop that process first, or use a different --dir\n",
+            std::process::id()
+        )
+    );
+}
+
+#[test]
+fn verify_exit_code_is_one_on_a_fault_and_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    for i in 0..3 {
+        let d = format!("{{\"i\":{i}}}");
+        assert!(run(&dir, &["log", "--type", "t", "--actor", "a", "--details", &d], None).status.success());
+    }
+    let seg = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .unwrap();
+    let data = std::fs::read_to_string(&seg).unwrap().replacen("\"i\":1", "\"i\":7", 1);
+    std::fs::write(&seg, data).unwrap();
+    let out = run(&dir, &["verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout, &dir);
+    assert!(stdout.starts_with("ALTERED_RECORD"), "{stdout}");
+    assert!(stdout.contains("line=2 seq=1"), "{stdout}");
+    assert!(stdout.contains("FAULTY"), "{stdout}");
+}

@@ -1,0 +1,91 @@
+//! The checkpoint log: every signed checkpoint the writer made, append-only, beside the segments.
+//!
+//! `checkpoints.jsonl` holds one JSON object per line, `{"size":N,"note":"<signed note>"}`.
+//! The note is the C2SP signed note exactly as signed; JSON only escapes its newlines. A torn
+//! last line (a crash during an append) is cut when a writer opens the ledger; any other bad
+//! line is left for the verifier to report.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
+
+/// One line of the checkpoint log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+}
+
+/// A line of the checkpoint log that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadCheckpointLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Appends checkpoints durably.
+pub struct CheckpointLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl CheckpointLog {
+    /// Opens the log for appending, cutting a torn last line.
+    pub fn open(dir: &Path) -> io::Result<CheckpointLog> {
+        let path = dir.join(CHECKPOINTS_FILE);
+        let existed = path.exists();
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        if !existed {
+            crate::segment::sync_dir(dir)?;
+        }
+        let data = fs::read(&path)?;
+        if !data.is_empty() && !data.ends_with(b"\n") {
+            let keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            file.set_len(keep as u64)?;
+            file.sync_all()?;
+            tracing::warn!(path = %path.display(), cut = data.len() - keep, "cut a torn checkpoint line");
+        }
+        Ok(CheckpointLog { file, path })
+    }
+
+    /// Appends one checkpoint and syncs it.
+    pub fn append(&mut self, size: u64, note: &str) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&StoredCheckpoint { size, note: note.to_owned() })
+            .map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads every checkpoint line of `dir`; a missing file reads as empty.
+pub fn read_checkpoints(
+    dir: &Path,
+) -> io::Result<(Vec<StoredCheckpoint>, Vec<BadCheckpointLine>)> {
+    let data = match fs::read(dir.join(CHECKPOINTS_FILE)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<StoredCheckpoint>(line) {
+            Ok(cp) => good.push(cp),
+            Err(e) => bad.push(BadCheckpointLine { line: i + 1, reason: e.to_string() }),
+        }
+    }
+    Ok((good, bad))
+}

@@ -1,0 +1,274 @@
+//! The `details` object of a record: validated strictly and kept as written.
+//!
+//! Details are stored as the caller's own JSON text with insignificant whitespace removed, so a
+//! number such as `1e21`, `-0.0` or a 30-digit integer is kept exactly as given. Parsing into
+//! `serde_json::Value` and printing it again would round such numbers (serde_json can only keep
+//! number text through a crate-wide feature that changes every user of the crate), which is why
+//! the minifier below is written by hand; `serde_json` still does the validation.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::error::EntryError;
+
+/// A JSON object fit to be written into a record: valid, without duplicate keys, one line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Details(String);
+
+impl Details {
+    /// The empty object.
+    pub fn empty() -> Self {
+        Details("{}".to_owned())
+    }
+
+    /// Validates `text` as a JSON object and keeps it, minus insignificant whitespace.
+    ///
+    /// Refused: invalid JSON, a top level other than an object, a key repeated within one
+    /// object, nesting deeper than serde_json's limit of 128.
+    pub fn parse(text: &str) -> Result<Self, EntryError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let kind = StrictValue
+            .deserialize(&mut de)
+            .and_then(|kind| de.end().map(|()| kind))
+            .map_err(|e| map_json_error(&e))?;
+        if kind != Kind::Object {
+            return Err(EntryError::DetailsNotObject { found: kind.name() });
+        }
+        Ok(Details(minify(text)))
+    }
+
+    /// Builds details from a value made in code. Only objects are accepted.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, EntryError> {
+        match value {
+            serde_json::Value::Object(_) => Ok(Details(value.to_string())),
+            other => Err(EntryError::DetailsNotObject { found: value_kind(other) }),
+        }
+    }
+
+    /// The JSON text as it will be written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Details {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Details({} bytes)", self.0.len())
+    }
+}
+
+impl TryFrom<serde_json::Value> for Details {
+    type Error = EntryError;
+    fn try_from(value: serde_json::Value) -> Result<Self, EntryError> {
+        Details::from_value(&value)
+    }
+}
+
+fn value_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+const DUPLICATE_PREFIX: &str = "duplicate key ";
+
+fn map_json_error(e: &serde_json::Error) -> EntryError {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix(DUPLICATE_PREFIX) {
+        // The key is carried through serde's custom error text; strip the position suffix.
+        let key = rest.split(" at line ").next().unwrap_or(rest);
+        return EntryError::DuplicateKey { key: key.trim_matches('"').to_owned() };
+    }
+    let reason = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+    EntryError::DetailsNotJson { reason, line: e.line(), column: e.column() }
+}
+
+/// Removes whitespace outside strings. The input must already be valid JSON.
+fn minify(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for ch in text.chars() {
+        if in_string {
+            out.push(ch);
+            if escaped {
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == '"' {
+                in_string = false;
+            }
+        } else if ch == '"' {
+            in_string = true;
+            out.push(ch);
+        } else if !matches!(ch, ' ' | '\t' | '\n' | '\r') {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+/// A validating visitor: accepts any JSON value, rejects repeated keys, keeps nothing.
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Kind;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Kind, E> {
+        Ok(Kind::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+        Ok(Kind::Bool)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+        Ok(Kind::Number)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+        Ok(Kind::Number)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+        Ok(Kind::Number)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Kind, E> {
+        Ok(Kind::String)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
+        while seq.next_element_seed(StrictValue)?.is_some() {}
+        Ok(Kind::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value_seed(StrictValue)?;
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{key:?}")));
+            }
+        }
+        Ok(Kind::Object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_kept_as_written() {
+        let d = Details::parse(r#"{ "a": 1e21, "b": -0.0, "c": 123456789012345678901234567890 }"#)
+            .unwrap();
+        assert_eq!(d.as_str(), r#"{"a":1e21,"b":-0.0,"c":123456789012345678901234567890}"#);
+    }
+
+    #[test]
+    fn whitespace_inside_strings_is_kept() {
+        let d = Details::parse("{\"k\" :\n \"a b\\n\\\" c\"}").unwrap();
+        assert_eq!(d.as_str(), "{\"k\":\"a b\\n\\\" c\"}");
+    }
+
+    #[test]
+    fn non_objects_are_refused_with_their_kind() {
+        for (text, kind) in [("[1]", "an array"), ("3", "a number"), ("null", "null")] {
+            match Details::parse(text) {
+                Err(EntryError::DetailsNotObject { found }) => assert_eq!(found, kind),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        match Details::parse(r#"{"a":{"x":1,"x":2}}"#) {
+            Err(EntryError::DuplicateKey { key }) => assert_eq!(key, "x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_and_nan_are_refused() {
+        assert!(matches!(
+            Details::parse(r#"{"a":"\ud800"}"#),
+            Err(EntryError::DetailsNotJson { .. })
+        ));
+        assert!(matches!(Details::parse(r#"{"a":NaN}"#), Err(EntryError::DetailsNotJson { .. })));
+        assert!(matches!(Details::parse(r#"{"a":1} x"#), Err(EntryError::DetailsNotJson { .. })));
+    }
+
+    #[test]
+    fn deep_nesting_within_the_limit_is_kept() {
+        let depth = 100;
+        let text = format!("{}{}", "{\"a\":".repeat(depth), "1".to_owned() + &"}".repeat(depth));
+        assert_eq!(Details::parse(&text).unwrap().as_str(), text);
+        let too_deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let obj = format!("{{\"a\":{too_deep}}}");
+        assert!(matches!(Details::parse(&obj), Err(EntryError::DetailsNotJson { .. })));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn minified_details_parse_to_the_same_value(v in arb_json(3)) {
+            let obj = serde_json::json!({ "v": v });
+            let pretty = serde_json::to_string_pretty(&obj).unwrap();
+            let d = Details::parse(&pretty).unwrap();
+            let back: serde_json::Value = serde_json::from_str(d.as_str()).unwrap();
+            proptest::prop_assert_eq!(back, obj);
+            proptest::prop_assert!(!d.as_str().contains('\n'));
+        }
+    }
+
+    fn arb_json(depth: u32) -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            "\\PC{0,12}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(depth, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z ]{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

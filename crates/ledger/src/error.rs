@@ -1,0 +1,66 @@
+//! Error types of the ledger.
+//!
+//! Every variant carries what an operator needs to act on it: the path, the segment and byte
+//! offset, the sequence number, and the expected and actual values where there are some.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why an entry was refused before anything was written.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("details are not valid JSON: {reason} (line {line}, column {column})")]
+    DetailsNotJson { reason: String, line: usize, column: usize },
+    #[error("details must be a JSON object, got {found}")]
+    DetailsNotObject { found: &'static str },
+    #[error("details repeat the key {key:?} in one object; each key may appear once")]
+    DuplicateKey { key: String },
+    #[error("{field} is empty; give a non-empty value")]
+    EmptyField { field: &'static str },
+    #[error("{field} is {len} bytes, over the limit of {max}")]
+    FieldTooLong { field: &'static str, len: usize, max: usize },
+    #[error("{field} contains the character {ch:?}, which is not allowed ({rule})")]
+    BadCharacter { field: &'static str, ch: char, rule: &'static str },
+    #[error("the record would be {len} bytes, over the limit of {max} bytes per record")]
+    RecordTooLarge { len: usize, max: usize },
+}
+
+/// Why a ledger could not be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot use ledger directory {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "ledger directory {dir} is locked by another writer{}; stop that process first, \
+         or use a different --dir",
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, holder: Option<u32> },
+    #[error(
+        "ledger {dir} is damaged before its tail ({detail}); nothing was changed. \
+         Run `kling-audit verify` to locate every fault"
+    )]
+    Damaged { dir: PathBuf, detail: String },
+    #[error("keys for ledger {dir} are unusable: {detail}")]
+    Keys { dir: PathBuf, detail: String },
+}
+
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Entry(#[from] std::sync::Arc<EntryError>),
+    #[error(
+        "the ledger stopped accepting records after a failed write or sync ({cause}); \
+         records since then are not durable. Fix the storage, then restart the writer"
+    )]
+    Poisoned { cause: String },
+    #[error("the ledger writer has shut down")]
+    Closed,
+}
+
+impl From<EntryError> for AppendError {
+    fn from(e: EntryError) -> Self {
+        AppendError::Entry(std::sync::Arc::new(e))
+    }
+}

@@ -1,0 +1,506 @@
+//! The offline verifier.
+//!
+//! It reads a ledger directory without writing to it and reports every fault it can locate:
+//! altered records, broken links, gaps, duplicates, reordering, second geneses, malformed lines,
+//! torn tails, missing and foreign segments; with the auditor's keys also bad or unknown
+//! checkpoint signatures, bad MACs, epoch-key misuse, truncation below a checkpoint, forks and
+//! unsealed tails. Segments are read one at a time (memory is bounded by the segment size) and
+//! lines are parsed and hashed on all cores; only the link checks run in order.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kling_audit_merkle::{Frontier, Hash};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::cpstore::read_checkpoints;
+use crate::epoch::EpochKey;
+use crate::record::{parse_line, GENESIS_PREV};
+use crate::segment::{list_segments, SegmentFile};
+use crate::sign::{open_checkpoint, CheckpointBody};
+
+/// The longest time one epoch may span, by record timestamps. Writers use at most 60 s.
+pub const MAX_EPOCH_SPAN_SECS: i64 = 61;
+/// The most records one epoch may hold. Writers use at most this many.
+pub const MAX_EPOCH_RECORDS: u64 = 1_000_000;
+/// Faults kept in the report; later ones are only counted.
+pub const DEFAULT_MAX_FAULTS: usize = 1000;
+
+/// The kind of a fault. Stable names; documented in docs/format.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    AlteredRecord,
+    BrokenLink,
+    Gap,
+    Duplicate,
+    Reordered,
+    SecondGenesis,
+    MalformedLine,
+    TornTail,
+    MissingSegment,
+    ForeignSegment,
+    ClockRegression,
+    BadMac,
+    EpochKeyMismatch,
+    BadCheckpoint,
+    BadSignature,
+    UnknownKey,
+    CheckpointMismatch,
+    Truncated,
+    Forked,
+    UnsealedTail,
+}
+
+impl FaultKind {
+    /// The upper-case code used in text output.
+    pub fn code(self) -> String {
+        let json = serde_json::to_string(&self).unwrap_or_default();
+        json.trim_matches('"').to_ascii_uppercase()
+    }
+}
+
+/// One located finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub segment: Option<String>,
+    pub line: Option<u64>,
+    pub seq: Option<u64>,
+    pub message: String,
+}
+
+/// What was checked about checkpoints.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointSummary {
+    pub count: usize,
+    pub largest_size: u64,
+    pub signatures_checked: bool,
+    pub trusted_size: Option<u64>,
+}
+
+/// The verifier's result. Serialized as the stable JSON schema of `verify --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub intact: bool,
+    pub records: u64,
+    pub segments: usize,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Hash of the last record, hex.
+    pub head: Option<String>,
+    /// RFC 6962 root over all well-formed records, hex.
+    pub root: String,
+    pub checkpoints: CheckpointSummary,
+    pub macs_checked: bool,
+    pub faults: Vec<Fault>,
+    pub faults_total: u64,
+    pub warnings: Vec<String>,
+    /// Two validly signed, inconsistent checkpoints, when found.
+    pub equivocation: Option<Equivocation>,
+}
+
+/// Portable proof that the log signed two inconsistent views.
+#[derive(Debug, Clone, Serialize)]
+pub struct Equivocation {
+    pub origin: String,
+    pub size: u64,
+    pub note_a: String,
+    pub note_b: String,
+}
+
+/// Progress callback: bytes read so far, total bytes.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// What to verify and with which trust roots.
+#[derive(Clone, Default)]
+pub struct VerifyOptions {
+    /// The auditor's pinned checkpoint verifier key, `<name>+<id>+<base64>`.
+    pub verifier_key: Option<String>,
+    /// The epoch-0 MAC key.
+    pub mac_root: Option<[u8; 32]>,
+    /// A signed checkpoint the auditor kept from earlier.
+    pub trusted_checkpoint: Option<String>,
+    pub max_faults: Option<usize>,
+    pub progress: Option<Progress>,
+}
+
+/// Why verification could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no ledger directory at {0}")]
+    NoDirectory(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the trusted checkpoint is unusable: {0}")]
+    TrustedCheckpoint(String),
+    #[error("a trusted checkpoint can only be checked with the verifier key (--key)")]
+    TrustedNeedsKey,
+}
+
+struct Faults {
+    list: Vec<Fault>,
+    total: u64,
+    max: usize,
+}
+
+impl Faults {
+    fn push(&mut self, kind: FaultKind, seg: Option<&str>, line: Option<u64>, seq: Option<u64>, message: String) {
+        self.total += 1;
+        if self.list.len() < self.max {
+            self.list.push(Fault { kind, segment: seg.map(str::to_owned), line, seq, message });
+        }
+    }
+}
+
+struct Parsed {
+    seq: u64,
+    prev: Hash,
+    hash: Hash,
+    leaf: Hash,
+    ts: String,
+    epoch: u64,
+    mac: Option<bool>,
+}
+
+/// Verifies the ledger in `dir`.
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    if !dir.is_dir() {
+        return Err(VerifyError::NoDirectory(dir.to_path_buf()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VerifyError::Io { path, source }
+    };
+    let mut faults = Faults { list: Vec::new(), total: 0, max: opts.max_faults.unwrap_or(DEFAULT_MAX_FAULTS) };
+    let mut warnings = Vec::new();
+    let (segments, strays) = list_segments(dir).map_err(io(dir))?;
+    for stray in &strays {
+        let name = stray.file_name().map(|n| n.to_string_lossy().into_owned());
+        faults.push(FaultKind::ForeignSegment, name.as_deref(), None, None, "file name is not a segment name of this ledger".into());
+    }
+
+    // Checkpoints: signatures first, so only trusted roots are compared with records.
+    let (stored, bad_lines) = read_checkpoints(dir).map_err(io(dir))?;
+    for b in bad_lines {
+        faults.push(FaultKind::BadCheckpoint, Some(crate::cpstore::CHECKPOINTS_FILE), Some(b.line as u64), None, format!("unreadable checkpoint line: {}", b.reason));
+    }
+    let mut expected: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
+    let mut summary = CheckpointSummary { signatures_checked: opts.verifier_key.is_some(), ..Default::default() };
+    let mut equivocation = None;
+    for (i, cp) in stored.iter().enumerate() {
+        let line = Some(i as u64 + 1);
+        let body = match open_checkpoint(&cp.note, opts.verifier_key.as_deref()) {
+            Ok(body) => body,
+            Err(e) => {
+                faults.push(e.kind, Some(crate::cpstore::CHECKPOINTS_FILE), line, None, e.message);
+                continue;
+            }
+        };
+        if body.size != cp.size {
+            faults.push(FaultKind::BadCheckpoint, Some(crate::cpstore::CHECKPOINTS_FILE), line, None, format!("line says size {} but the note says {}", cp.size, body.size));
+            continue;
+        }
+        summary.count += 1;
+        summary.largest_size = summary.largest_size.max(body.size);
+        if let Some((root, note)) = expected.get(&body.size) {
+            if *root != body.root {
+                faults.push(FaultKind::Forked, Some(crate::cpstore::CHECKPOINTS_FILE), line, None, format!("two checkpoints of size {} have different roots", body.size));
+                if opts.verifier_key.is_some() && equivocation.is_none() {
+                    equivocation = Some(Equivocation { origin: body.origin.clone(), size: body.size, note_a: note.clone(), note_b: cp.note.clone() });
+                }
+            }
+            continue;
+        }
+        expected.insert(body.size, (body.root, cp.note.clone()));
+    }
+    let mut trusted: Option<(CheckpointBody, String)> = None;
+    if let Some(note) = &opts.trusted_checkpoint {
+        let key = opts.verifier_key.as_deref().ok_or(VerifyError::TrustedNeedsKey)?;
+        let body = open_checkpoint(note, Some(key)).map_err(|e| VerifyError::TrustedCheckpoint(e.message))?;
+        summary.trusted_size = Some(body.size);
+        trusted = Some((body, note.clone()));
+    }
+
+    let total_bytes: u64 = segments.iter().filter_map(|s| fs::metadata(&s.path).ok()).map(|m| m.len()).sum();
+    let mut done_bytes = 0u64;
+    let mut st = ChainState {
+        expected_seq: 0,
+        expected_prev: GENESIS_PREV,
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        last_ts: String::new(),
+        frontier: Frontier::new(),
+        epoch: None,
+        epoch_first_ts: String::new(),
+        epoch_count: 0,
+        mac_key: opts.mac_root.map(EpochKey::root),
+        checkpoint_mismatches: 0,
+        trusted: trusted.as_ref().map(|(b, _)| (b.size, b.root)),
+        trusted_root_ok: None,
+    };
+    for (si, seg) in segments.iter().enumerate() {
+        let data = fs::read(&seg.path).map_err(io(&seg.path))?;
+        let is_last = si + 1 == segments.len();
+        check_segment(seg, &data, is_last, &mut st, &expected, &mut faults);
+        done_bytes += data.len() as u64;
+        if let Some(p) = &opts.progress {
+            p(done_bytes, total_bytes);
+        }
+    }
+
+    let size = st.frontier.size();
+    if summary.largest_size > size {
+        faults.push(FaultKind::Truncated, None, None, Some(size), format!("the ledger holds {size} records but a signed checkpoint covers {}", summary.largest_size));
+    }
+    if let Some((body, note)) = &trusted {
+        if body.size > size {
+            faults.push(FaultKind::Truncated, None, None, Some(size), format!("the ledger holds {size} records but the trusted checkpoint covers {}", body.size));
+        } else if let Some((root, own)) = expected.get(&body.size) {
+            if *root != body.root {
+                faults.push(FaultKind::Forked, None, None, Some(body.size), format!("the trusted checkpoint of size {} disagrees with the ledger's own signed checkpoint", body.size));
+                equivocation = Some(Equivocation { origin: body.origin.clone(), size: body.size, note_a: note.clone(), note_b: own.clone() });
+            }
+        }
+        let matched = if body.size == 0 { true } else { st.trusted_root_ok == Some(true) };
+        if body.size <= size && !matched {
+            faults.push(FaultKind::Forked, None, None, Some(body.size), format!("the records up to size {} do not have the trusted checkpoint's root", body.size));
+        }
+    }
+    if size > summary.largest_size {
+        let unsealed = size - summary.largest_size;
+        let msg = format!("{unsealed} records after the last signed checkpoint (size {})", summary.largest_size);
+        if opts.verifier_key.is_some() {
+            faults.push(FaultKind::UnsealedTail, segments.last().map(|s| s.name.as_str()), None, Some(summary.largest_size), msg);
+        } else {
+            warnings.push(msg);
+        }
+    }
+    if opts.verifier_key.is_none() {
+        warnings.push("checkpoint signatures were not checked: pass the verifier key (--key) to detect rewritten histories".into());
+    }
+    if opts.mac_root.is_none() {
+        warnings.push("record MACs were not checked: pass the MAC root key (--mac-key) to check them".into());
+    }
+    if segments.is_empty() {
+        warnings.push("the ledger has no records".into());
+    }
+    Ok(Report {
+        intact: faults.total == 0,
+        records: st.records,
+        segments: segments.len(),
+        first_seq: st.first_seq,
+        last_seq: st.last_seq,
+        head: st.last_seq.map(|_| hex::encode(st.expected_prev)),
+        root: hex::encode(st.frontier.root()),
+        checkpoints: summary,
+        macs_checked: opts.mac_root.is_some(),
+        faults: faults.list,
+        faults_total: faults.total,
+        warnings,
+        equivocation,
+    })
+}
+
+struct ChainState {
+    expected_seq: u64,
+    expected_prev: Hash,
+    records: u64,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    last_ts: String,
+    frontier: Frontier,
+    epoch: Option<u64>,
+    epoch_first_ts: String,
+    epoch_count: u64,
+    mac_key: Option<EpochKey>,
+    checkpoint_mismatches: u64,
+    /// The trusted checkpoint's size and root, and whether the records matched it.
+    trusted: Option<(u64, Hash)>,
+    trusted_root_ok: Option<bool>,
+}
+
+
+/// Lines of one batch parsed in parallel.
+const BATCH: usize = 1 << 16;
+
+fn check_segment(
+    seg: &SegmentFile,
+    data: &[u8],
+    is_last: bool,
+    st: &mut ChainState,
+    expected: &BTreeMap<u64, (Hash, String)>,
+    faults: &mut Faults,
+) {
+    let name = Some(seg.name.as_str());
+    if data.is_empty() {
+        if !is_last {
+            faults.push(FaultKind::MissingSegment, name, None, None, "segment is empty".into());
+        }
+        return;
+    }
+    let torn = !data.ends_with(b"\n");
+    let mut lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    // The piece after the final newline is empty, or a torn tail.
+    let tail = lines.pop().unwrap_or_default();
+    let mut line_no = 0u64;
+    let mut first_in_segment = true;
+    for chunk in lines.chunks(BATCH) {
+        let parsed: Vec<Result<Parsed, String>> = chunk
+            .par_iter()
+            .map(|l| {
+                parse_line(l).map_err(|e| e.to_string()).map(|v| Parsed {
+                    seq: v.seq,
+                    prev: v.prev,
+                    hash: v.hash,
+                    leaf: v.leaf,
+                    ts: v.ts.to_owned(),
+                    epoch: v.epoch,
+                    mac: None,
+                })
+            })
+            .collect();
+        let mut parsed = parsed;
+        if st.mac_key.is_some() {
+            check_macs(chunk, &mut parsed, st, faults, name, line_no);
+        }
+        for p in parsed {
+            line_no += 1;
+            let line = Some(line_no);
+            let p = match p {
+                Ok(p) => p,
+                Err(reason) => {
+                    faults.push(FaultKind::MalformedLine, name, line, None, reason);
+                    continue;
+                }
+            };
+            let seq = Some(p.seq);
+            if p.hash != p.leaf {
+                faults.push(FaultKind::AlteredRecord, name, line, seq, format!("stored hash {} but the bytes hash to {}", short(&p.hash), short(&p.leaf)));
+            }
+            if first_in_segment && p.seq != seg.first_seq {
+                faults.push(FaultKind::ForeignSegment, name, line, seq, format!("the name says the segment starts at seq {} but its first record is seq {}", seg.first_seq, p.seq));
+            }
+            if p.seq == st.expected_seq {
+                if p.prev != st.expected_prev {
+                    let kind = if first_in_segment && st.records > 0 { FaultKind::ForeignSegment } else { FaultKind::BrokenLink };
+                    faults.push(kind, name, line, seq, format!("prev is {} but the previous record's hash is {}", short(&p.prev), short(&st.expected_prev)));
+                }
+            } else if p.seq > st.expected_seq {
+                let kind = if first_in_segment { FaultKind::MissingSegment } else { FaultKind::Gap };
+                faults.push(kind, name, line, seq, format!("records {}..={} are missing", st.expected_seq, p.seq - 1));
+            } else if p.seq == 0 && p.prev == GENESIS_PREV {
+                faults.push(FaultKind::SecondGenesis, name, line, seq, "a second chain starts here".into());
+            } else if st.last_seq == Some(p.seq) && p.hash == st.expected_prev {
+                faults.push(FaultKind::Duplicate, name, line, seq, "the previous record is repeated".into());
+            } else {
+                faults.push(FaultKind::Reordered, name, line, seq, format!("seq {} appears after seq {}", p.seq, st.expected_seq.saturating_sub(1)));
+            }
+            if p.ts < st.last_ts {
+                faults.push(FaultKind::ClockRegression, name, line, seq, format!("ts {} is earlier than the previous record's {}", p.ts, st.last_ts));
+            }
+            check_epoch(&p, st, faults, name, line);
+            first_in_segment = false;
+            st.records += 1;
+            st.first_seq.get_or_insert(p.seq);
+            st.last_seq = Some(p.seq);
+            st.expected_seq = p.seq + 1;
+            st.expected_prev = p.hash;
+            st.last_ts = p.ts;
+            st.frontier.push(p.leaf);
+            let size = st.frontier.size();
+            if let Some((tsize, troot)) = st.trusted {
+                if tsize == size {
+                    st.trusted_root_ok = Some(troot == st.frontier.root());
+                }
+            }
+            if let Some((root, _)) = expected.get(&size) {
+                if *root != st.frontier.root() {
+                    st.checkpoint_mismatches += 1;
+                    if st.checkpoint_mismatches == 1 {
+                        faults.push(FaultKind::CheckpointMismatch, name, line, seq, format!("the records up to seq {} do not have the root of the signed checkpoint of size {size}", p.seq));
+                    }
+                }
+            }
+        }
+    }
+    if torn || (!tail.is_empty()) {
+        let kind = if is_last { FaultKind::TornTail } else { FaultKind::MalformedLine };
+        faults.push(kind, name, Some(line_no + 1), None, format!("{} bytes without a final newline", tail.len()));
+    }
+}
+
+fn check_epoch(p: &Parsed, st: &mut ChainState, faults: &mut Faults, name: Option<&str>, line: Option<u64>) {
+    let seq = Some(p.seq);
+    match st.epoch {
+        Some(e) if p.epoch < e => {
+            faults.push(FaultKind::EpochKeyMismatch, name, line, seq, format!("epoch {} after epoch {e}: epochs never go back", p.epoch));
+            return;
+        }
+        Some(e) if p.epoch == e => st.epoch_count += 1,
+        _ => {
+            st.epoch = Some(p.epoch);
+            st.epoch_first_ts.clone_from(&p.ts);
+            st.epoch_count = 1;
+        }
+    }
+    if st.epoch_count == MAX_EPOCH_RECORDS + 1 {
+        faults.push(FaultKind::EpochKeyMismatch, name, line, seq, format!("epoch {} holds more than {MAX_EPOCH_RECORDS} records", p.epoch));
+    }
+    if let (Some(a), Some(b)) = (ts_secs(&st.epoch_first_ts), ts_secs(&p.ts)) {
+        if b - a > MAX_EPOCH_SPAN_SECS && st.epoch_count > 1 {
+            faults.push(FaultKind::EpochKeyMismatch, name, line, seq, format!("epoch {} spans more than {MAX_EPOCH_SPAN_SECS} s", p.epoch));
+            // Report once per epoch.
+            st.epoch_first_ts.clone_from(&p.ts);
+        }
+    }
+}
+
+/// Checks MACs of a batch in parallel, deriving each epoch key once.
+fn check_macs(chunk: &[&[u8]], parsed: &mut [Result<Parsed, String>], st: &mut ChainState, faults: &mut Faults, name: Option<&str>, line_base: u64) {
+    let Some(key) = st.mac_key.as_mut() else { return };
+    let mut keys: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
+    for (i, p) in parsed.iter().enumerate() {
+        if let Ok(p) = p {
+            if keys.contains_key(&p.epoch) {
+                continue;
+            }
+            if key.epoch() <= p.epoch && key.advance_to(p.epoch) {
+                keys.insert(p.epoch, *key.key());
+            } else if !keys.contains_key(&p.epoch) {
+                faults.push(FaultKind::EpochKeyMismatch, name, Some(line_base + i as u64 + 1), Some(p.seq), format!("record claims epoch {} after epoch {} was used", p.epoch, key.epoch()));
+            }
+        }
+    }
+    let verdicts: Vec<Option<bool>> = chunk
+        .par_iter()
+        .zip(parsed.par_iter())
+        .map(|(l, p)| {
+            let p = p.as_ref().ok()?;
+            let k = keys.get(&p.epoch)?;
+            let v = parse_line(l).ok()?;
+            Some(v.mac_ok(k))
+        })
+        .collect();
+    for (i, (p, ok)) in parsed.iter_mut().zip(verdicts).enumerate() {
+        if let Ok(p) = p {
+            p.mac = ok;
+            if ok == Some(false) {
+                faults.push(FaultKind::BadMac, name, Some(line_base + i as u64 + 1), Some(p.seq), format!("MAC does not verify under the key of epoch {}", p.epoch));
+            }
+        }
+    }
+}
+
+fn ts_secs(ts: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    time::PrimitiveDateTime::parse(ts, &fmt).ok().map(|t| t.assume_utc().unix_timestamp())
+}
+
+fn short(h: &Hash) -> String {
+    hex::encode(&h[..6])
+}

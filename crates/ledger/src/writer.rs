@@ -1,0 +1,361 @@
+//! The group-commit writer: one thread that owns the files and turns whatever is queued into
+//! one write and one sync.
+//!
+//! Appenders put `(entry, ack)` on a bounded queue, which pushes back when full and never
+//! drops. The writer takes everything queued (up to a batch limit), stamps `seq`, `ts`, `prev`,
+//! epoch and MAC, writes the batch, syncs it as the durability mode says, and only then
+//! advances its in-memory state and acknowledges. If a write or a sync fails, the batch is
+//! failed and the writer is poisoned: it refuses every later append, because after a failed
+//! sync the kernel may report a later sync as successful while the data is gone.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kling_audit_merkle::{Frontier, Hash};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cpstore::CheckpointLog;
+use crate::error::AppendError;
+use crate::keys::KeySet;
+use crate::record::{encode, Entry, Stamp};
+use crate::segment::{create_segment, day_of, segment_name};
+use crate::{Clock, Durability, Head, Receipt};
+
+/// Most records in one batch.
+const MAX_BATCH: usize = 4096;
+
+pub(crate) type AckTx = oneshot::Sender<Result<Receipt, AppendError>>;
+
+pub(crate) enum Msg {
+    Append(Entry, AckTx),
+    Tick,
+    /// Sync and sign a checkpoint of everything acknowledged so far.
+    Flush(oneshot::Sender<Result<Head, AppendError>>),
+    /// Flush, then stop.
+    Close(oneshot::Sender<Result<Head, AppendError>>),
+}
+
+pub(crate) struct Config {
+    pub durability: Durability,
+    pub max_segment_bytes: u64,
+    pub epoch_max_records: u64,
+    pub epoch_max_age: Duration,
+    pub checkpoint_interval: Duration,
+    pub clock: Clock,
+    pub on_checkpoint: Option<crate::CheckpointHook>,
+}
+
+pub(crate) struct OpenSegment {
+    pub file: File,
+    pub name: String,
+    pub day: String,
+    pub len: u64,
+}
+
+pub(crate) struct Writer {
+    pub dir: PathBuf,
+    pub cfg: Config,
+    pub keys: KeySet,
+    pub seg: Option<OpenSegment>,
+    pub next_seq: u64,
+    pub prev: Hash,
+    pub frontier: Frontier,
+    pub last_ts: String,
+    pub epoch_started: Instant,
+    pub epoch_count: u64,
+    pub cplog: CheckpointLog,
+    pub last_cp_size: u64,
+    pub last_cp_time: Instant,
+    pub poisoned: Option<String>,
+    pub unsynced: bool,
+    pub shared: Arc<Mutex<Head>>,
+    pub buf: Vec<u8>,
+}
+
+struct Staged {
+    entry_seq: u64,
+    leaf: Hash,
+    id: uuid::Uuid,
+    ts: String,
+    ack: AckTx,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut closing = None;
+        while let Some(first) = rx.blocking_recv() {
+            let mut appends = Vec::new();
+            let mut flushes = Vec::new();
+            let mut route = |m: Msg, appends: &mut Vec<(Entry, AckTx)>| match m {
+                Msg::Append(e, ack) => appends.push((e, ack)),
+                Msg::Tick => {}
+                Msg::Flush(tx) => flushes.push(tx),
+                Msg::Close(tx) => closing = Some(tx),
+            };
+            route(first, &mut appends);
+            while appends.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => route(m, &mut appends),
+                    Err(_) => break,
+                }
+            }
+            if !appends.is_empty() {
+                self.commit_batch(appends);
+            }
+            let force = !flushes.is_empty() || closing.is_some();
+            let result = self.housekeeping(force);
+            for tx in flushes {
+                let _ = tx.send(result.clone());
+            }
+            if let Some(tx) = closing.take() {
+                rx.close();
+                // Appends that raced with close are refused, never silently dropped.
+                while let Ok(m) = rx.try_recv() {
+                    if let Msg::Append(_, ack) = m {
+                        let _ = ack.send(Err(AppendError::Closed));
+                    }
+                }
+                let _ = tx.send(result);
+                return;
+            }
+        }
+        // Every handle is gone: seal what is there.
+        let _ = self.housekeeping(true);
+    }
+
+    fn poison(&mut self, cause: String) {
+        tracing::error!(%cause, "ledger write failed; refusing all further appends");
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).poisoned = Some(cause.clone());
+        self.poisoned = Some(cause);
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(Entry, AckTx)>) {
+        if let Some(cause) = &self.poisoned {
+            for (_, ack) in batch {
+                let _ = ack.send(Err(AppendError::Poisoned { cause: cause.clone() }));
+            }
+            return;
+        }
+        match self.write_batch(batch) {
+            Ok(staged) => {
+                for s in &staged {
+                    self.frontier.push(s.leaf);
+                }
+                if let Some(last) = staged.last() {
+                    self.next_seq = last.entry_seq + 1;
+                    self.prev = last.leaf;
+                    self.last_ts.clone_from(&last.ts);
+                }
+                self.publish_head();
+                for s in staged {
+                    let _ = s.ack.send(Ok(Receipt { seq: s.entry_seq, hash: s.leaf, id: s.id, ts: s.ts }));
+                }
+            }
+            Err((cause, acks)) => {
+                self.poison(cause.clone());
+                for ack in acks {
+                    let _ = ack.send(Err(AppendError::Poisoned { cause: cause.clone() }));
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs a batch. On error returns the cause and every ack still owed.
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &mut self,
+        batch: Vec<(Entry, AckTx)>,
+    ) -> Result<Vec<Staged>, (String, Vec<AckTx>)> {
+        let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+        let mut seq = self.next_seq;
+        let mut prev = self.prev;
+        let mut last_ts = self.last_ts.clone();
+        self.buf.clear();
+        let mut iter = batch.into_iter();
+        let fail = |cause: String, staged: Vec<Staged>, rest: std::vec::IntoIter<(Entry, AckTx)>| {
+            let acks = staged.into_iter().map(|s| s.ack).chain(rest.map(|(_, a)| a)).collect();
+            (cause, acks)
+        };
+        while let Some((entry, ack)) = iter.next() {
+            if self.epoch_count >= self.cfg.epoch_max_records
+                || self.epoch_started.elapsed() >= self.cfg.epoch_max_age
+            {
+                if let Err(e) = self.keys.advance_epoch() {
+                    return Err(fail(format!("cannot store the next epoch key: {e}"), staged, iter));
+                }
+                self.epoch_started = Instant::now();
+                self.epoch_count = 0;
+            }
+            let ts = next_ts(&self.cfg.clock, &last_ts);
+            let id = uuid::Uuid::now_v7();
+            let start = self.buf.len();
+            let stamp = Stamp {
+                seq,
+                ts: &ts,
+                id: &id,
+                prev: &prev,
+                epoch: self.keys.epoch.epoch(),
+                mac_key: self.keys.epoch.key(),
+            };
+            let leaf = match encode(&mut self.buf, &stamp, &entry) {
+                Ok(leaf) => leaf,
+                Err(e) => {
+                    let _ = ack.send(Err(e.into()));
+                    continue;
+                }
+            };
+            let rec_len = (self.buf.len() - start) as u64;
+            let day = day_of(&ts);
+            let pending = start as u64;
+            let rotate = match &self.seg {
+                None => true,
+                Some(s) => {
+                    s.day != day
+                        || (s.len + pending > 0
+                            && s.len + pending + rec_len > self.cfg.max_segment_bytes)
+                }
+            };
+            if rotate {
+                let record = self.buf.split_off(start);
+                if let Err(cause) = self.write_out() {
+                    return Err(fail(cause, staged, iter).map_with(ack));
+                }
+                if let Err(cause) = self.open_new_segment(seq, &day) {
+                    return Err(fail(cause, staged, iter).map_with(ack));
+                }
+                self.buf = record;
+            }
+            self.epoch_count += 1;
+            staged.push(Staged { entry_seq: seq, leaf, id, ts: ts.clone(), ack });
+            seq += 1;
+            prev = leaf;
+            last_ts = ts;
+        }
+        if let Err(cause) = self.write_out() {
+            return Err(fail(cause, staged, iter));
+        }
+        Ok(staged)
+    }
+
+    /// Writes the buffer to the current segment and syncs it as configured.
+    fn write_out(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(seg) = self.seg.as_mut() else {
+            return Err("no open segment".to_owned());
+        };
+        seg.file
+            .write_all(&self.buf)
+            .map_err(|e| format!("write to segment {}: {e}", seg.name))?;
+        seg.len += self.buf.len() as u64;
+        self.buf.clear();
+        match self.cfg.durability {
+            Durability::Sync => {
+                seg.file.sync_data().map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?
+            }
+            Durability::Buffered => self.unsynced = true,
+        }
+        Ok(())
+    }
+
+    fn open_new_segment(&mut self, first_seq: u64, day: &str) -> Result<(), String> {
+        if let Some(old) = self.seg.take() {
+            old.file.sync_all().map_err(|e| format!("sync of segment {}: {e}", old.name))?;
+            self.unsynced = false;
+        }
+        let name = segment_name(first_seq, day);
+        let file = create_segment(&self.dir, &name)
+            .map_err(|e| format!("create segment {name}: {e}"))?;
+        tracing::info!(segment = %name, "opened a new segment");
+        self.seg = Some(OpenSegment { file, name, day: day.to_owned(), len: 0 });
+        // A segment boundary is also a checkpoint boundary.
+        self.last_cp_time = Instant::now() - self.cfg.checkpoint_interval;
+        Ok(())
+    }
+
+    /// Syncs buffered data and signs a checkpoint when one is due (or `force`).
+    fn housekeeping(&mut self, force: bool) -> Result<Head, AppendError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(AppendError::Poisoned { cause: cause.clone() });
+        }
+        let due = self.last_cp_time.elapsed() >= self.cfg.checkpoint_interval;
+        if self.unsynced && (force || due || self.cfg.durability == Durability::Buffered) {
+            if let Some(seg) = &self.seg {
+                if let Err(e) = seg.file.sync_data() {
+                    let cause = format!("fdatasync of segment {}: {e}", seg.name);
+                    self.poison(cause.clone());
+                    return Err(AppendError::Poisoned { cause });
+                }
+            }
+            self.unsynced = false;
+        }
+        let size = self.frontier.size();
+        if size > self.last_cp_size && (force || due) {
+            let root = self.frontier.root();
+            let note = self
+                .keys
+                .signer
+                .sign_checkpoint(size, &root)
+                .map_err(|cause| AppendError::Poisoned { cause })?;
+            if let Err(e) = self.cplog.append(size, &note) {
+                let cause = format!("append to {}: {e}", self.cplog.path().display());
+                self.poison(cause.clone());
+                return Err(AppendError::Poisoned { cause });
+            }
+            self.last_cp_size = size;
+            self.last_cp_time = Instant::now();
+            self.publish_head();
+            if let Some(hook) = &self.cfg.on_checkpoint {
+                hook(&crate::SignedCheckpoint { size, root, note });
+            }
+        }
+        Ok(self.head_snapshot())
+    }
+
+    fn head_snapshot(&self) -> Head {
+        Head {
+            size: self.frontier.size(),
+            hash: self.prev,
+            root: self.frontier.root(),
+            checkpoint_size: self.last_cp_size,
+            epoch: self.keys.epoch.epoch(),
+            poisoned: self.poisoned.clone(),
+        }
+    }
+
+    fn publish_head(&self) {
+        let head = self.head_snapshot();
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = head;
+    }
+}
+
+trait MapWith {
+    fn map_with(self, ack: AckTx) -> Self;
+}
+
+impl MapWith for (String, Vec<AckTx>) {
+    fn map_with(mut self, ack: AckTx) -> Self {
+        self.1.push(ack);
+        self
+    }
+}
+
+/// The timestamp for the next record: the clock, never earlier than the previous record's.
+fn next_ts(clock: &Clock, last: &str) -> String {
+    let now = crate::format_ts(clock());
+    if now.as_str() < last {
+        tracing::warn!(now = %now, last = %last, "clock went backwards; repeating the last timestamp");
+        return last.to_owned();
+    }
+    now
+}
+
+/// Opens the newest segment for appending.
+pub(crate) fn reopen_segment(path: &std::path::Path, name: &str, day: &str, len: u64) -> std::io::Result<OpenSegment> {
+    let file = OpenOptions::new().append(true).open(path)?;
+    Ok(OpenSegment { file, name: name.to_owned(), day: day.to_owned(), len })
+}

@@ -1,0 +1,252 @@
+//! The writer: continuity, concurrency, locking, recovery and poisoning.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use kling_audit_ledger::verify::{verify, FaultKind, VerifyOptions};
+use kling_audit_ledger::{Details, Entry, Ledger, OpenError};
+use time::macros::datetime;
+
+fn intact(dir: &std::path::Path) -> kling_audit_ledger::verify::Report {
+    let r = verify(dir, &VerifyOptions::default()).unwrap();
+    assert!(r.intact, "expected intact, got {:#?}", r.faults);
+    r
+}
+
+#[test]
+fn chain_continues_across_restarts_instead_of_restarting_at_genesis() {
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let l = open(options(tmp.path()));
+        for i in 0..10 {
+            let r = l.append(entry(i)).unwrap();
+            assert_eq!(r.seq, round * 10 + i as u64);
+        }
+        l.close().unwrap();
+    }
+    let r = intact(&ledger_dir(tmp.path()));
+    assert_eq!(r.records, 30);
+    let genesis = all_lines(&ledger_dir(tmp.path()))
+        .iter()
+        .filter(|l| l.contains(&format!("\"prev\":\"{}\"", "0".repeat(64))))
+        .count();
+    assert_eq!(genesis, 1, "only seq 0 may link to the genesis value");
+}
+
+#[test]
+fn chain_runs_unbroken_across_utc_midnight_into_a_new_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = FakeClock::at(datetime!(2026-12-04 23:59:59.999 UTC));
+    let mut opts = options(tmp.path());
+    opts.clock = clock.clock();
+    let l = open(opts.clone());
+    l.append(entry(0)).unwrap();
+    clock.set(datetime!(2026-12-05 00:00:00.000001 UTC));
+    let r = l.append(entry(1)).unwrap();
+    assert_eq!(r.ts, "2026-12-05T00:00:00.000001Z");
+    l.close().unwrap();
+    let segs = segments(&ledger_dir(tmp.path()));
+    assert_eq!(segs.len(), 2);
+    assert!(segs[0].to_string_lossy().ends_with("-20261204.jsonl"));
+    assert!(segs[1].to_string_lossy().ends_with("-20261205.jsonl"));
+    // The timestamp that is hashed is the one stored: the line carries exactly the receipt's.
+    let last = std::fs::read_to_string(&segs[1]).unwrap();
+    assert!(last.contains("\"ts\":\"2026-12-05T00:00:00.000001Z\""));
+    intact(&ledger_dir(tmp.path()));
+}
+
+#[test]
+fn segments_rotate_at_the_size_limit_and_chain_across() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(tmp.path());
+    opts.max_segment_bytes = 2000;
+    let l = open(opts);
+    for i in 0..40 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let segs = segments(&ledger_dir(tmp.path()));
+    assert!(segs.len() >= 5, "{} segments", segs.len());
+    for s in &segs {
+        assert!(std::fs::metadata(s).unwrap().len() <= 2000);
+    }
+    assert_eq!(intact(&ledger_dir(tmp.path())).records, 40);
+}
+
+#[test]
+fn sixteen_threads_append_sixteen_thousand_contiguous_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                (0..1000).map(|i| l.append(entry(t * 1000 + i)).unwrap().seq).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..16_000).collect::<Vec<u64>>());
+    l.close().unwrap();
+    assert_eq!(intact(&ledger_dir(tmp.path())).records, 16_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_tasks_share_syncs_and_all_get_durable_receipts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move { l.append_async(entry(i)).await.unwrap().seq })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..500).collect::<Vec<u64>>());
+    l.close_async().await.unwrap();
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_directory_and_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _l = open(options(tmp.path()));
+    match Ledger::open(options(tmp.path())) {
+        Err(e @ OpenError::Locked { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&ledger_dir(tmp.path()).display().to_string()), "{text}");
+            assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a second writer was let in"),
+    }
+}
+
+fn torn_tail_case(tail: &[u8]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    // No close: a crash leaves no final checkpoint, only the periodic ones.
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let seg = segments(&ledger_dir(tmp.path())).pop().unwrap();
+    let before = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(tail).unwrap();
+    let (l, report) = Ledger::open(options(tmp.path())).unwrap();
+    let torn = report.torn_tail.expect("the tail must be reported");
+    assert_eq!(torn.offset, before);
+    assert_eq!(torn.len, tail.len() as u64);
+    let q = std::fs::read(ledger_dir(tmp.path()).join(&torn.quarantine)).unwrap();
+    assert_eq!(q, tail, "the cut bytes are kept in quarantine");
+    let r = l.append(entry(99)).unwrap();
+    assert_eq!(r.seq, 6, "seq 5 is the recovery record");
+    l.close().unwrap();
+    let lines = all_lines(&ledger_dir(tmp.path()));
+    assert!(lines[5].contains("\"type\":\"ledger.recovery\""));
+    assert!(lines[5].contains(&format!("\"offset\":{before}")));
+    intact(&ledger_dir(tmp.path()));
+}
+
+#[test]
+fn torn_partial_line_is_cut_into_quarantine_and_recorded() {
+    torn_tail_case(b"{\"v\":1,\"seq\":5,\"ts\":\"2026-");
+}
+
+#[test]
+fn zero_filled_tail_after_power_loss_is_cut() {
+    torn_tail_case(&[0u8; 4096]);
+}
+
+#[test]
+fn garbage_tail_with_newlines_is_cut() {
+    torn_tail_case(b"garbage\nmore garbage\n\x01\x02");
+}
+
+#[test]
+fn damage_before_the_tail_is_never_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let seg = segments(&ledger_dir(tmp.path())).pop().unwrap();
+    let original = std::fs::read_to_string(&seg).unwrap();
+    let damaged = original.replacen("actor-1", "actor-7", 1);
+    std::fs::write(&seg, &damaged).unwrap();
+    match Ledger::open(options(tmp.path())) {
+        Err(e @ OpenError::Damaged { .. }) => assert!(e.to_string().contains("kling-audit verify")),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a damaged ledger was opened for writing"),
+    }
+    assert_eq!(std::fs::read_to_string(&seg).unwrap(), damaged, "nothing may be changed");
+}
+
+#[test]
+fn a_cut_tail_covered_by_a_checkpoint_is_not_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let seg = segments(&ledger_dir(tmp.path())).pop().unwrap();
+    let data = std::fs::read(&seg).unwrap();
+    // Tear the last signed record in half.
+    std::fs::write(&seg, &data[..data.len() - 40]).unwrap();
+    assert!(matches!(Ledger::open(options(tmp.path())), Err(OpenError::Damaged { .. })));
+}
+
+#[test]
+fn invalid_entries_are_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let e = Entry::new("t", "a", Details::parse(&big).unwrap()).unwrap();
+    assert!(l.append(e).is_err());
+    let r = l.append(entry(0)).unwrap();
+    assert_eq!(r.seq, 0, "a refused entry takes no seq");
+    l.close().unwrap();
+    intact(&ledger_dir(tmp.path()));
+}
+
+#[test]
+fn verify_reports_nothing_on_clean_ledgers_and_names_truncation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    for i in 0..10 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let dir = ledger_dir(tmp.path());
+    intact(&dir);
+    let seg = segments(&dir).pop().unwrap();
+    let text = std::fs::read_to_string(&seg).unwrap();
+    let kept: Vec<&str> = text.lines().take(7).collect();
+    std::fs::write(&seg, kept.join("\n") + "\n").unwrap();
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(!r.intact);
+    assert!(r.faults.iter().any(|f| f.kind == FaultKind::Truncated), "{:#?}", r.faults);
+}
+
+#[test]
+fn an_emptied_segment_is_not_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    for i in 0..3 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let dir = ledger_dir(tmp.path());
+    std::fs::write(segments(&dir).pop().unwrap(), b"").unwrap();
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(!r.intact);
+}
