@@ -54,7 +54,10 @@ pub fn open_ledger(opts: LedgerOptions) -> Result<Ledger> {
 }
 
 pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
-    let keys_dir = g.keys_dir.clone().unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    let keys_dir = g
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
     if kling_audit_ledger::keys::exists(&keys_dir) {
         bail!(
             "keys already exist in {}; a ledger is initialised once. Use `kling-audit keys show` to see its public key",
@@ -63,7 +66,8 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     }
     let origin = origin.unwrap_or_else(kling_audit_ledger::random_origin);
     let (_, secrets) = kling_audit_ledger::KeySet::create(&keys_dir, &origin, false)?;
-    std::fs::create_dir_all(&g.dir).with_context(|| format!("cannot create {}", g.dir.display()))?;
+    std::fs::create_dir_all(&g.dir)
+        .with_context(|| format!("cannot create {}", g.dir.display()))?;
     println!("ledger directory: {}", g.dir.display());
     println!("keys directory:   {}", keys_dir.display());
     println!("origin:           {origin}");
@@ -76,17 +80,29 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
 }
 
 pub fn keys_show(g: &Global) -> Result<Exit> {
-    let keys_dir = g.keys_dir.clone().unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    let keys_dir = g
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
     let path = keys_dir.join(kling_audit_ledger::keys::VERIFIER_FILE);
     let key = std::fs::read_to_string(&path).with_context(|| {
-        format!("no verifier key at {}; run `kling-audit init` first", path.display())
+        format!(
+            "no verifier key at {}; run `kling-audit init` first",
+            path.display()
+        )
     })?;
     println!("keys directory: {}", keys_dir.display());
     println!("verifier key:   {}", key.trim());
     Ok(Exit::Ok)
 }
 
-pub fn log_one(g: &Global, w: &WriteArgs, kind: String, actor: String, details: Option<String>) -> Result<Exit> {
+pub fn log_one(
+    g: &Global,
+    w: &WriteArgs,
+    kind: String,
+    actor: String,
+    details: Option<String>,
+) -> Result<Exit> {
     let details = match details {
         Some(text) => Details::parse(&text).context("--details is not usable")?,
         None => Details::empty(),
@@ -95,7 +111,11 @@ pub fn log_one(g: &Global, w: &WriteArgs, kind: String, actor: String, details: 
     let ledger = open_ledger(w.options(g))?;
     let receipt = ledger.append(entry)?;
     ledger.close()?;
-    println!("{{\"seq\":{},\"hash\":\"{}\"}}", receipt.seq, hex::encode(receipt.hash));
+    println!(
+        "{{\"seq\":{},\"hash\":\"{}\"}}",
+        receipt.seq,
+        hex::encode(receipt.hash)
+    );
     Ok(Exit::Ok)
 }
 
@@ -111,8 +131,9 @@ struct StdinEntry<'a> {
 
 fn parse_stdin_line(line: &[u8]) -> Result<Entry, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 ({e})"))?;
-    let e: StdinEntry<'_> = serde_json::from_str(text)
-        .map_err(|e| format!("expected a JSON object with `type`, `actor` and optional `details`: {e}"))?;
+    let e: StdinEntry<'_> = serde_json::from_str(text).map_err(|e| {
+        format!("expected a JSON object with `type`, `actor` and optional `details`: {e}")
+    })?;
     let details = match e.details {
         Some(raw) => Details::parse(raw.get()).map_err(|e| e.to_string())?,
         None => Details::empty(),
@@ -123,7 +144,8 @@ fn parse_stdin_line(line: &[u8]) -> Result<Entry, String> {
 /// Appends one record per input line, printing each acknowledgement once it is durable.
 pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     let ledger = open_ledger(w.options(g))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
     // into the writer's queue while earlier records are being synced.
     let printer = std::thread::spawn(move || -> Result<usize> {
@@ -133,7 +155,12 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
             match pending.wait() {
                 Ok(r) => {
                     let mut out = stdout.lock();
-                    writeln!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, hex::encode(r.hash))?;
+                    writeln!(
+                        out,
+                        "{{\"seq\":{},\"hash\":\"{}\"}}",
+                        r.seq,
+                        hex::encode(r.hash)
+                    )?;
                     out.flush()?;
                 }
                 Err(e) => {
@@ -151,7 +178,11 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     let mut line_no = 0usize;
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf).context("cannot read standard input")? == 0 {
+        if reader
+            .read_until(b'\n', &mut buf)
+            .context("cannot read standard input")?
+            == 0
+        {
             break;
         }
         line_no += 1;
@@ -174,7 +205,9 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         }
     }
     drop(tx);
-    let failed = printer.join().map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    let failed = printer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
     ledger.close()?;
     if failed > 0 {
         bail!("{failed} records could not be written; see the errors above");
@@ -223,7 +256,10 @@ pub fn arg_or_file(value: &str) -> Result<String> {
 }
 
 pub fn verify_cmd(g: &Global, a: &VerifyArgs) -> Result<Exit> {
-    let mut opts = VerifyOptions { max_faults: Some(a.max_faults), ..Default::default() };
+    let mut opts = VerifyOptions {
+        max_faults: Some(a.max_faults),
+        ..Default::default()
+    };
     if let Some(k) = &a.key {
         opts.verifier_key = Some(arg_or_file(k)?);
     }
@@ -294,14 +330,25 @@ fn print_text(r: &Report) {
         println!("{:<20}{}  {}", f.kind.code(), loc, f.message);
     }
     if r.faults_total > r.faults.len() as u64 {
-        println!("... and {} more faults not listed", r.faults_total - r.faults.len() as u64);
+        println!(
+            "... and {} more faults not listed",
+            r.faults_total - r.faults.len() as u64
+        );
     }
     let range = match (r.first_seq, r.last_seq) {
         (Some(a), Some(b)) => format!("seq {a}..={b}"),
         _ => "no records".to_owned(),
     };
-    let sigs = if r.checkpoints.signatures_checked { "signatures checked" } else { "signatures NOT checked" };
-    let macs = if r.macs_checked { "MACs checked" } else { "MACs NOT checked" };
+    let sigs = if r.checkpoints.signatures_checked {
+        "signatures checked"
+    } else {
+        "signatures NOT checked"
+    };
+    let macs = if r.macs_checked {
+        "MACs checked"
+    } else {
+        "MACs NOT checked"
+    };
     println!(
         "{}: {} records in {} segments ({range}), {} checkpoints up to size {} ({sigs}), {macs}",
         if r.intact { "INTACT" } else { "FAULTY" },
@@ -320,7 +367,125 @@ fn print_text(r: &Report) {
         println!("warning: {w}");
     }
     if let Some(e) = &r.equivocation {
-        println!("equivocation evidence (two signed, inconsistent checkpoints for size {}):", e.size);
+        println!(
+            "equivocation evidence (two signed, inconsistent checkpoints for size {}):",
+            e.size
+        );
         println!("{}", serde_json::to_string(e).unwrap_or_default());
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProveArgs {
+    /// Make an inclusion bundle for the record with this seq.
+    #[arg(
+        long,
+        conflicts_with = "consistency",
+        required_unless_present = "consistency"
+    )]
+    pub seq: Option<u64>,
+    /// Make a consistency bundle from the signed checkpoint of this size...
+    #[arg(long)]
+    pub consistency: Option<u64>,
+    /// ...to the signed checkpoint of this size (default: the newest).
+    #[arg(long, requires = "consistency")]
+    pub to: Option<u64>,
+    /// Write the bundle here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn own_verifier_key(g: &Global) -> Result<String> {
+    let keys_dir = g
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    let path = keys_dir.join(kling_audit_ledger::keys::VERIFIER_FILE);
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("no verifier key at {}; pass --keys-dir", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+pub fn prove(g: &Global, a: &ProveArgs) -> Result<Exit> {
+    use kling_audit_ledger::proof;
+    if !g.dir.is_dir() {
+        bail!("no ledger directory at {}", g.dir.display());
+    }
+    let key = own_verifier_key(g)?;
+    let json = match (a.seq, a.consistency) {
+        (Some(seq), _) => {
+            serde_json::to_string_pretty(&proof::make_inclusion_bundle(&g.dir, seq, &key)?)?
+        }
+        (None, Some(old)) => {
+            serde_json::to_string_pretty(&proof::make_consistency_bundle(&g.dir, old, a.to, &key)?)?
+        }
+        (None, None) => bail!("give --seq N or --consistency OLD_SIZE"),
+    };
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => println!("{json}"),
+    }
+    Ok(Exit::Ok)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyProofArgs {
+    /// The bundle file made by `kling-audit prove`.
+    pub bundle: PathBuf,
+    /// The auditor's pinned verifier key (`<name>+<id>+<base64>` or `@FILE`). The key inside
+    /// the bundle is never trusted.
+    #[arg(long, env = "KLING_AUDIT_VERIFIER_KEY")]
+    pub key: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+pub fn verify_proof(a: &VerifyProofArgs) -> Result<Exit> {
+    use kling_audit_ledger::proof::{verify_bundle, Verdict};
+    let bytes =
+        std::fs::read(&a.bundle).with_context(|| format!("cannot read {}", a.bundle.display()))?;
+    let key = arg_or_file(&a.key)?;
+    match verify_bundle(&bytes, &key) {
+        Ok(Verdict::Inclusion(v)) => {
+            match a.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "kind": "inclusion", "verdict": v})
+                ),
+                Format::Text => println!(
+                    "VALID: record seq {} ({} by {} at {}) is included in {} at tree size {}",
+                    v.seq, v.record_type, v.actor, v.ts, v.origin, v.tree_size
+                ),
+            }
+            Ok(Exit::Ok)
+        }
+        Ok(Verdict::Consistency(v)) => {
+            match a.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "kind": "consistency", "verdict": v})
+                ),
+                Format::Text => println!(
+                    "VALID: {} at size {} extends its signed state at size {}",
+                    v.origin, v.new_size, v.old_size
+                ),
+            }
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            match a.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "error": e.to_string()})
+                ),
+                Format::Text => println!("INVALID: {e}"),
+            }
+            Ok(Exit::Fault)
+        }
     }
 }

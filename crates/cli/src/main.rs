@@ -25,7 +25,12 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// The ledger directory.
-    #[arg(long, global = true, env = "KLING_AUDIT_DIR", default_value = "./audit")]
+    #[arg(
+        long,
+        global = true,
+        env = "KLING_AUDIT_DIR",
+        default_value = "./audit"
+    )]
     pub dir: PathBuf,
     /// The keys directory (default: `<dir>.keys`, beside the ledger directory).
     #[arg(long, global = true, env = "KLING_AUDIT_KEYS_DIR")]
@@ -48,7 +53,11 @@ enum Command {
     /// Append records and print `{"seq":N,"hash":"<hex>"}` for each once it is durable.
     Log {
         /// The record type, e.g. `task.submitted`.
-        #[arg(long = "type", required_unless_present = "stdin", conflicts_with = "stdin")]
+        #[arg(
+            long = "type",
+            required_unless_present = "stdin",
+            conflicts_with = "stdin"
+        )]
         kind: Option<String>,
         /// Who acted.
         #[arg(long, required_unless_present = "stdin", conflicts_with = "stdin")]
@@ -64,6 +73,11 @@ enum Command {
     },
     /// Check every record, link, segment and checkpoint. Exit 0 intact, 1 faults, 2 could not run.
     Verify(ledger_cmds::VerifyArgs),
+    /// Write an evidence bundle: a record with its inclusion proof and a signed checkpoint, or
+    /// a consistency proof between two checkpoints.
+    Prove(ledger_cmds::ProveArgs),
+    /// Check an evidence bundle offline against a pinned verifier key.
+    VerifyProof(ledger_cmds::VerifyProofArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +110,8 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KLING_AUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_env("KLING_AUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -108,9 +123,19 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     let g = &cli.global;
     match cli.command {
         Command::Init { origin } => ledger_cmds::init(g, origin),
-        Command::Keys { command: KeysCommand::Show } => ledger_cmds::keys_show(g),
-        Command::Log { stdin: true, write, .. } => ledger_cmds::log_stdin(g, &write),
-        Command::Log { kind, actor, details, write, .. } => ledger_cmds::log_one(
+        Command::Keys {
+            command: KeysCommand::Show,
+        } => ledger_cmds::keys_show(g),
+        Command::Log {
+            stdin: true, write, ..
+        } => ledger_cmds::log_stdin(g, &write),
+        Command::Log {
+            kind,
+            actor,
+            details,
+            write,
+            ..
+        } => ledger_cmds::log_one(
             g,
             &write,
             kind.unwrap_or_default(),
@@ -118,5 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             details,
         ),
         Command::Verify(a) => ledger_cmds::verify_cmd(g, &a),
+        Command::Prove(a) => ledger_cmds::prove(g, &a),
+        Command::VerifyProof(a) => ledger_cmds::verify_proof(&a),
     }
 }

@@ -32,7 +32,19 @@ fn text(b: &[u8], dir: &std::path::Path) -> String {
 fn log_prints_seq_and_hash_and_verify_says_intact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    let out = run(&dir, &["log", "--type", "task.submitted", "--actor", "alice", "--details", r#"{"n": 1e21}"#], None);
+    let out = run(
+        &dir,
+        &[
+            "log",
+            "--type",
+            "task.submitted",
+            "--actor",
+            "alice",
+            "--details",
+            r#"{"n": 1e21}"#,
+        ],
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr, &dir));
     let ack: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ack["seq"], 0);
@@ -60,8 +72,10 @@ fn log_stdin_acks_each_good_line_and_names_bad_lines() {
     );
     let out = run(&dir, &["log", "--stdin"], Some(input));
     assert_eq!(out.status.code(), Some(1));
-    let acks: Vec<serde_json::Value> =
-        text(&out.stdout, &dir).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let acks: Vec<serde_json::Value> = text(&out.stdout, &dir)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(acks.len(), 2);
     assert_eq!(acks[1]["seq"], 1);
     let err = text(&out.stderr, &dir);
@@ -80,14 +94,21 @@ fn golden_error_for_verify_of_a_missing_directory() {
     let dir = tmp.path().join("nowhere");
     let out = run(&dir, &["verify"], None);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(text(&out.stderr, &dir), "error: no ledger directory at <DIR>\n");
+    assert_eq!(
+        text(&out.stderr, &dir),
+        "error: no ledger directory at <DIR>\n"
+    );
 }
 
 #[test]
 fn golden_error_for_details_that_are_not_an_object() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    let out = run(&dir, &["log", "--type", "t", "--actor", "a", "--details", "[1,2]"], None);
+    let out = run(
+        &dir,
+        &["log", "--type", "t", "--actor", "a", "--details", "[1,2]"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr, &dir),
@@ -100,7 +121,8 @@ fn golden_error_for_details_that_are_not_an_object() {
 fn golden_error_for_a_second_writer_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    let (_held, _) = kling_audit_ledger::Ledger::open(kling_audit_ledger::LedgerOptions::new(&dir)).unwrap();
+    let (_held, _) =
+        kling_audit_ledger::Ledger::open(kling_audit_ledger::LedgerOptions::new(&dir)).unwrap();
     let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
@@ -118,14 +140,22 @@ fn verify_exit_code_is_one_on_a_fault_and_names_it() {
     let dir = tmp.path().join("audit");
     for i in 0..3 {
         let d = format!("{{\"i\":{i}}}");
-        assert!(run(&dir, &["log", "--type", "t", "--actor", "a", "--details", &d], None).status.success());
+        assert!(run(
+            &dir,
+            &["log", "--type", "t", "--actor", "a", "--details", &d],
+            None
+        )
+        .status
+        .success());
     }
     let seg = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .unwrap();
-    let data = std::fs::read_to_string(&seg).unwrap().replacen("\"i\":1", "\"i\":7", 1);
+    let data = std::fs::read_to_string(&seg)
+        .unwrap()
+        .replacen("\"i\":1", "\"i\":7", 1);
     std::fs::write(&seg, data).unwrap();
     let out = run(&dir, &["verify"], None);
     assert_eq!(out.status.code(), Some(1));

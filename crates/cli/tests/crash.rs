@@ -47,7 +47,10 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                got.push((v["seq"].as_u64().unwrap(), v["hash"].as_str().unwrap().to_owned()));
+                got.push((
+                    v["seq"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_owned(),
+                ));
             }
             got
         });
@@ -59,7 +62,11 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
             acked.insert(seq, hash);
         }
     }
-    assert!(acked.len() > 100, "the child acknowledged only {} records: too little to prove anything", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the child acknowledged only {} records: too little to prove anything",
+        acked.len()
+    );
     // Reopen once more (recovering any torn tail), then check every acknowledgement.
     let (ledger, _) = Ledger::open(LedgerOptions::new(&dir)).unwrap();
     ledger.close().unwrap();
@@ -71,11 +78,18 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
         }
         for line in std::fs::read_to_string(&p).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            on_disk.insert(v["seq"].as_u64().unwrap(), v["hash"].as_str().unwrap().to_owned());
+            on_disk.insert(
+                v["seq"].as_u64().unwrap(),
+                v["hash"].as_str().unwrap().to_owned(),
+            );
         }
     }
     for (seq, hash) in &acked {
-        assert_eq!(on_disk.get(seq), Some(hash), "acknowledged record {seq} is missing or changed");
+        assert_eq!(
+            on_disk.get(seq),
+            Some(hash),
+            "acknowledged record {seq} is missing or changed"
+        );
     }
     let report = verify(&dir, &VerifyOptions::default()).unwrap();
     assert!(report.intact, "{:#?}", report.faults);

@@ -13,15 +13,24 @@ fn python(dir: &std::path::Path, mac_root: Option<&str>) -> (i32, String) {
     if let Some(k) = mac_root {
         cmd.arg(k);
     }
-    let out = cmd.output().expect("python3 is needed for this test (see README)");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd
+        .output()
+        .expect("python3 is needed for this test (see README)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
 fn python_verifier_accepts_rust_ledgers_and_finds_tampering() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    let deep = format!("{}{}", "{\"d\":".repeat(60), "\"bottom\"".to_owned() + &"}".repeat(60));
+    let deep = format!(
+        "{}{}",
+        "{\"d\":".repeat(60),
+        "\"bottom\"".to_owned() + &"}".repeat(60)
+    );
     let lines = [
         r#"{"type":"t","actor":"zoë","details":{"text":"日本語 ünïcode","emoji":"🎬🦀"}}"#.to_owned(),
         r#"{"type":"t","actor":"a","details":{"big":1e21,"negzero":-0.0,"float":1.0,"huge":123456789012345678901234567890}}"#.to_owned(),
@@ -48,7 +57,11 @@ fn python_verifier_accepts_rust_ledgers_and_finds_tampering() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 20);
     let segs = std::fs::read_dir(&dir).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-")
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("seg-")
     });
     assert!(segs.count() > 2, "the test needs several segments");
 
@@ -64,7 +77,9 @@ fn python_verifier_accepts_rust_ledgers_and_finds_tampering() {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
-    assert!(all.contains(r#""big":1e21,"negzero":-0.0,"float":1.0,"huge":123456789012345678901234567890"#));
+    assert!(all.contains(
+        r#""big":1e21,"negzero":-0.0,"float":1.0,"huge":123456789012345678901234567890"#
+    ));
     assert!(all.contains("🎬🦀"));
 
     // A wrong MAC root key is noticed.
@@ -79,7 +94,9 @@ fn python_verifier_accepts_rust_ledgers_and_finds_tampering() {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .min()
         .unwrap();
-    let text = std::fs::read_to_string(&seg).unwrap().replacen("zoë", "zoe", 1);
+    let text = std::fs::read_to_string(&seg)
+        .unwrap()
+        .replacen("zoë", "zoe", 1);
     std::fs::write(&seg, text).unwrap();
     let (code, stdout) = python(&dir, None);
     assert_eq!(code, 1, "{stdout}");

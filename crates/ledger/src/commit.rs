@@ -24,12 +24,15 @@ pub struct Commitments {
 
 impl Commitments {
     pub fn new(key: [u8; 32]) -> Self {
-        Commitments { key: Arc::new(Zeroizing::new(key)) }
+        Commitments {
+            key: Arc::new(Zeroizing::new(key)),
+        }
     }
 
     /// The commitment of `value` under `label`.
     pub fn commit(&self, label: &str, value: &[u8]) -> String {
-        let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&**self.key).expect("HMAC takes any key");
+        let mut m =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&**self.key).expect("HMAC takes any key");
         m.update(label.as_bytes());
         m.update(&[0]);
         m.update(value);
@@ -44,7 +47,10 @@ impl Commitments {
     /// A short, stable fingerprint of a credential identifier (an access key, a JWT `iss`):
     /// the first 16 hex digits of its commitment, prefixed `kf_`.
     pub fn key_fingerprint(&self, access_key: &str) -> String {
-        format!("kf_{}", &self.commit(LABEL_KEY, access_key.as_bytes())[..16])
+        format!(
+            "kf_{}",
+            &self.commit(LABEL_KEY, access_key.as_bytes())[..16]
+        )
     }
 }
 

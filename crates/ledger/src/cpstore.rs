@@ -39,7 +39,11 @@ impl CheckpointLog {
     pub fn open(dir: &Path) -> io::Result<CheckpointLog> {
         let path = dir.join(CHECKPOINTS_FILE);
         let existed = path.exists();
-        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
         if !existed {
             crate::segment::sync_dir(dir)?;
         }
@@ -55,8 +59,11 @@ impl CheckpointLog {
 
     /// Appends one checkpoint and syncs it.
     pub fn append(&mut self, size: u64, note: &str) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&StoredCheckpoint { size, note: note.to_owned() })
-            .map_err(io::Error::other)?;
+        let mut line = serde_json::to_vec(&StoredCheckpoint {
+            size,
+            note: note.to_owned(),
+        })
+        .map_err(io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()
@@ -68,9 +75,7 @@ impl CheckpointLog {
 }
 
 /// Reads every checkpoint line of `dir`; a missing file reads as empty.
-pub fn read_checkpoints(
-    dir: &Path,
-) -> io::Result<(Vec<StoredCheckpoint>, Vec<BadCheckpointLine>)> {
+pub fn read_checkpoints(dir: &Path) -> io::Result<(Vec<StoredCheckpoint>, Vec<BadCheckpointLine>)> {
     let data = match fs::read(dir.join(CHECKPOINTS_FILE)) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -84,7 +89,10 @@ pub fn read_checkpoints(
         }
         match serde_json::from_slice::<StoredCheckpoint>(line) {
             Ok(cp) => good.push(cp),
-            Err(e) => bad.push(BadCheckpointLine { line: i + 1, reason: e.to_string() }),
+            Err(e) => bad.push(BadCheckpointLine {
+                line: i + 1,
+                reason: e.to_string(),
+            }),
         }
     }
     Ok((good, bad))

@@ -43,7 +43,9 @@ impl Details {
     pub fn from_value(value: &serde_json::Value) -> Result<Self, EntryError> {
         match value {
             serde_json::Value::Object(_) => Ok(Details(value.to_string())),
-            other => Err(EntryError::DetailsNotObject { found: value_kind(other) }),
+            other => Err(EntryError::DetailsNotObject {
+                found: value_kind(other),
+            }),
         }
     }
 
@@ -84,10 +86,16 @@ fn map_json_error(e: &serde_json::Error) -> EntryError {
     if let Some(rest) = msg.strip_prefix(DUPLICATE_PREFIX) {
         // The key is carried through serde's custom error text; strip the position suffix.
         let key = rest.split(" at line ").next().unwrap_or(rest);
-        return EntryError::DuplicateKey { key: key.trim_matches('"').to_owned() };
+        return EntryError::DuplicateKey {
+            key: key.trim_matches('"').to_owned(),
+        };
     }
     let reason = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-    EntryError::DetailsNotJson { reason, line: e.line(), column: e.column() }
+    EntryError::DetailsNotJson {
+        reason,
+        line: e.line(),
+        column: e.column(),
+    }
 }
 
 /// Removes whitespace outside strings. The input must already be valid JSON.
@@ -196,7 +204,10 @@ mod tests {
     fn numbers_are_kept_as_written() {
         let d = Details::parse(r#"{ "a": 1e21, "b": -0.0, "c": 123456789012345678901234567890 }"#)
             .unwrap();
-        assert_eq!(d.as_str(), r#"{"a":1e21,"b":-0.0,"c":123456789012345678901234567890}"#);
+        assert_eq!(
+            d.as_str(),
+            r#"{"a":1e21,"b":-0.0,"c":123456789012345678901234567890}"#
+        );
     }
 
     #[test]
@@ -229,18 +240,31 @@ mod tests {
             Details::parse(r#"{"a":"\ud800"}"#),
             Err(EntryError::DetailsNotJson { .. })
         ));
-        assert!(matches!(Details::parse(r#"{"a":NaN}"#), Err(EntryError::DetailsNotJson { .. })));
-        assert!(matches!(Details::parse(r#"{"a":1} x"#), Err(EntryError::DetailsNotJson { .. })));
+        assert!(matches!(
+            Details::parse(r#"{"a":NaN}"#),
+            Err(EntryError::DetailsNotJson { .. })
+        ));
+        assert!(matches!(
+            Details::parse(r#"{"a":1} x"#),
+            Err(EntryError::DetailsNotJson { .. })
+        ));
     }
 
     #[test]
     fn deep_nesting_within_the_limit_is_kept() {
         let depth = 100;
-        let text = format!("{}{}", "{\"a\":".repeat(depth), "1".to_owned() + &"}".repeat(depth));
+        let text = format!(
+            "{}{}",
+            "{\"a\":".repeat(depth),
+            "1".to_owned() + &"}".repeat(depth)
+        );
         assert_eq!(Details::parse(&text).unwrap().as_str(), text);
         let too_deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let obj = format!("{{\"a\":{too_deep}}}");
-        assert!(matches!(Details::parse(&obj), Err(EntryError::DetailsNotJson { .. })));
+        assert!(matches!(
+            Details::parse(&obj),
+            Err(EntryError::DetailsNotJson { .. })
+        ));
     }
 
     proptest::proptest! {

@@ -19,12 +19,18 @@ pub struct EpochKey {
 impl EpochKey {
     /// Epoch 0, from the root key.
     pub fn root(key: [u8; 32]) -> Self {
-        EpochKey { epoch: 0, key: Zeroizing::new(key) }
+        EpochKey {
+            epoch: 0,
+            key: Zeroizing::new(key),
+        }
     }
 
     /// A stored key for a given epoch.
     pub fn at(epoch: u64, key: [u8; 32]) -> Self {
-        EpochKey { epoch, key: Zeroizing::new(key) }
+        EpochKey {
+            epoch,
+            key: Zeroizing::new(key),
+        }
     }
 
     pub fn epoch(&self) -> u64 {
@@ -37,7 +43,11 @@ impl EpochKey {
 
     /// Moves to the next epoch, wiping the current key.
     pub fn advance(&mut self) {
-        let next: [u8; 32] = Sha256::new().chain_update(EVOLVE_LABEL).chain_update(*self.key).finalize().into();
+        let next: [u8; 32] = Sha256::new()
+            .chain_update(EVOLVE_LABEL)
+            .chain_update(*self.key)
+            .finalize()
+            .into();
         *self.key = next;
         self.epoch += 1;
     }
@@ -81,8 +91,11 @@ mod tests {
     fn known_answer() {
         let mut k = EpochKey::root([0; 32]);
         k.advance();
-        let expected: [u8; 32] =
-            Sha256::new().chain_update(EVOLVE_LABEL).chain_update([0u8; 32]).finalize().into();
+        let expected: [u8; 32] = Sha256::new()
+            .chain_update(EVOLVE_LABEL)
+            .chain_update([0u8; 32])
+            .finalize()
+            .into();
         assert_eq!(k.key(), &expected);
         assert_eq!(k.epoch(), 1);
     }

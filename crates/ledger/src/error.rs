@@ -10,7 +10,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
     #[error("details are not valid JSON: {reason} (line {line}, column {column})")]
-    DetailsNotJson { reason: String, line: usize, column: usize },
+    DetailsNotJson {
+        reason: String,
+        line: usize,
+        column: usize,
+    },
     #[error("details must be a JSON object, got {found}")]
     DetailsNotObject { found: &'static str },
     #[error("details repeat the key {key:?} in one object; each key may appear once")]
@@ -18,9 +22,17 @@ pub enum EntryError {
     #[error("{field} is empty; give a non-empty value")]
     EmptyField { field: &'static str },
     #[error("{field} is {len} bytes, over the limit of {max}")]
-    FieldTooLong { field: &'static str, len: usize, max: usize },
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{field} contains the character {ch:?}, which is not allowed ({rule})")]
-    BadCharacter { field: &'static str, ch: char, rule: &'static str },
+    BadCharacter {
+        field: &'static str,
+        ch: char,
+        rule: &'static str,
+    },
     #[error("the record would be {len} bytes, over the limit of {max} bytes per record")]
     RecordTooLarge { len: usize, max: usize },
 }

@@ -37,7 +37,9 @@ pub enum KeyError {
     Malformed { path: PathBuf, detail: String },
     #[error("keys already exist in {dir}; refusing to overwrite them")]
     Exists { dir: PathBuf },
-    #[error("no keys in {dir}: run `kling-audit init`, or pass the keys directory with --keys-dir")]
+    #[error(
+        "no keys in {dir}: run `kling-audit init`, or pass the keys directory with --keys-dir"
+    )]
     Missing { dir: PathBuf },
 }
 
@@ -62,7 +64,10 @@ pub struct KeySet {
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet").field("dir", &self.dir).field("origin", &self.origin).finish()
+        f.debug_struct("KeySet")
+            .field("dir", &self.dir)
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -79,44 +84,84 @@ impl KeySet {
         store_mac_root: bool,
     ) -> Result<(KeySet, InitSecrets), KeyError> {
         if exists(dir) {
-            return Err(KeyError::Exists { dir: dir.to_path_buf() });
+            return Err(KeyError::Exists {
+                dir: dir.to_path_buf(),
+            });
         }
         create_private_dir(dir)?;
-        let signer = Signer::generate(origin)
-            .map_err(|e| KeyError::Malformed { path: dir.join(SIGNER_FILE), detail: e })?;
+        let signer = Signer::generate(origin).map_err(|e| KeyError::Malformed {
+            path: dir.join(SIGNER_FILE),
+            detail: e,
+        })?;
         let mut root = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut *root);
         let mut commit = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut *commit);
 
-        write_private(&dir.join(SIGNER_FILE), format!("{}\n", &*signer.encode()).as_bytes())?;
+        write_private(
+            &dir.join(SIGNER_FILE),
+            format!("{}\n", &*signer.encode()).as_bytes(),
+        )?;
         let verifier_key = signer.verifier_key();
-        write_file(&dir.join(VERIFIER_FILE), format!("{verifier_key}\n").as_bytes())?;
-        write_private(&dir.join(COMMIT_FILE), format!("{}\n", hex::encode(*commit)).as_bytes())?;
+        write_file(
+            &dir.join(VERIFIER_FILE),
+            format!("{verifier_key}\n").as_bytes(),
+        )?;
+        write_private(
+            &dir.join(COMMIT_FILE),
+            format!("{}\n", hex::encode(*commit)).as_bytes(),
+        )?;
         let mac_root_hex = Zeroizing::new(hex::encode(*root));
         if store_mac_root {
-            write_private(&dir.join(MAC_ROOT_FILE), format!("{}\n", &*mac_root_hex).as_bytes())?;
+            write_private(
+                &dir.join(MAC_ROOT_FILE),
+                format!("{}\n", &*mac_root_hex).as_bytes(),
+            )?;
         }
         let epoch = EpochKey::root(*root);
         store_epoch(dir, &epoch)?;
-        let keys = KeySet { dir: dir.to_path_buf(), origin: origin.to_owned(), signer, epoch, commit_key: commit };
-        Ok((keys, InitSecrets { verifier_key, mac_root_hex, mac_root_stored: store_mac_root }))
+        let keys = KeySet {
+            dir: dir.to_path_buf(),
+            origin: origin.to_owned(),
+            signer,
+            epoch,
+            commit_key: commit,
+        };
+        Ok((
+            keys,
+            InitSecrets {
+                verifier_key,
+                mac_root_hex,
+                mac_root_stored: store_mac_root,
+            },
+        ))
     }
 
     /// Loads the key set in `dir`.
     pub fn load(dir: &Path) -> Result<KeySet, KeyError> {
         if !exists(dir) {
-            return Err(KeyError::Missing { dir: dir.to_path_buf() });
+            return Err(KeyError::Missing {
+                dir: dir.to_path_buf(),
+            });
         }
         let signer_path = dir.join(SIGNER_FILE);
         let signer_text = Zeroizing::new(read(&signer_path)?);
-        let signer = Signer::from_encoded(signer_text.trim())
-            .map_err(|detail| KeyError::Malformed { path: signer_path, detail })?;
+        let signer =
+            Signer::from_encoded(signer_text.trim()).map_err(|detail| KeyError::Malformed {
+                path: signer_path,
+                detail,
+            })?;
         let origin = signer.name().to_owned();
         let epoch = load_epoch(dir)?;
         let commit_path = dir.join(COMMIT_FILE);
         let commit_key = Zeroizing::new(parse_key_hex(&commit_path, &read(&commit_path)?)?);
-        Ok(KeySet { dir: dir.to_path_buf(), origin, signer, epoch, commit_key })
+        Ok(KeySet {
+            dir: dir.to_path_buf(),
+            origin,
+            signer,
+            epoch,
+            commit_key,
+        })
     }
 
     /// Moves to the next epoch: stores the new key, then wipes the old one from memory.
@@ -149,7 +194,11 @@ pub fn parse_key_hex(path: &Path, text: &str) -> Result<[u8; 32], KeyError> {
 }
 
 fn store_epoch(dir: &Path, key: &EpochKey) -> Result<(), KeyError> {
-    let text = Zeroizing::new(format!("{EPOCH_HEADER}\n{}\n{}\n", key.epoch(), hex::encode(key.key())));
+    let text = Zeroizing::new(format!(
+        "{EPOCH_HEADER}\n{}\n{}\n",
+        key.epoch(),
+        hex::encode(key.key())
+    ));
     let path = dir.join(EPOCH_FILE);
     write_atomic_private(&path, text.as_bytes())
 }
@@ -158,27 +207,46 @@ fn load_epoch(dir: &Path) -> Result<EpochKey, KeyError> {
     let path = dir.join(EPOCH_FILE);
     let text = Zeroizing::new(read(&path)?);
     let mut lines = text.lines();
-    let bad = |detail: &str| KeyError::Malformed { path: path.clone(), detail: detail.to_owned() };
+    let bad = |detail: &str| KeyError::Malformed {
+        path: path.clone(),
+        detail: detail.to_owned(),
+    };
     if lines.next() != Some(EPOCH_HEADER) {
         return Err(bad("missing header line"));
     }
-    let epoch = lines.next().and_then(|l| l.parse().ok()).ok_or_else(|| bad("bad epoch number"))?;
+    let epoch = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| bad("bad epoch number"))?;
     let key = parse_key_hex(&path, lines.next().unwrap_or_default())?;
     Ok(EpochKey::at(epoch, key))
 }
 
 fn read(path: &Path) -> Result<String, KeyError> {
-    fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::DirBuilderExt;
-    let io = |source| KeyError::Io { path: dir.to_path_buf(), source };
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)
+    let io = |source| KeyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    write_atomic(path, bytes).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })
+    write_atomic(path, bytes).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
@@ -188,7 +256,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
 fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     {
         let mut f = fs::OpenOptions::new()
@@ -220,9 +291,16 @@ mod tests {
         let loaded = KeySet::load(&keys).unwrap();
         assert_eq!(loaded.origin, "example.test/log");
         assert_eq!(loaded.epoch.key(), made.epoch.key());
-        let mode = fs::metadata(keys.join(SIGNER_FILE)).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(keys.join(SIGNER_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(KeySet::create(&keys, "x", false), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            KeySet::create(&keys, "x", false),
+            Err(KeyError::Exists { .. })
+        ));
     }
 
     #[test]
@@ -232,7 +310,10 @@ mod tests {
         let root = parse_key_hex(dir.path(), &secrets.mac_root_hex).unwrap();
         keys.advance_epoch().unwrap();
         let stored = fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
-        assert!(!stored.contains(&*secrets.mac_root_hex), "the old key must leave the disk");
+        assert!(
+            !stored.contains(&*secrets.mac_root_hex),
+            "the old key must leave the disk"
+        );
         let mut expect = EpochKey::root(root);
         expect.advance();
         assert_eq!(KeySet::load(dir.path()).unwrap().epoch.key(), expect.key());

@@ -14,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod lock;
 pub mod open;
+pub mod proof;
 pub mod record;
 pub mod segment;
 pub mod sign;
@@ -53,7 +54,9 @@ impl std::str::FromStr for Durability {
         match s {
             "sync" => Ok(Durability::Sync),
             "buffered" => Ok(Durability::Buffered),
-            other => Err(format!("unknown durability mode {other:?}; use `sync` or `buffered`")),
+            other => Err(format!(
+                "unknown durability mode {other:?}; use `sync` or `buffered`"
+            )),
         }
     }
 }
@@ -116,20 +119,28 @@ impl LedgerOptions {
 
     /// The keys directory in use.
     pub fn keys_dir(&self) -> PathBuf {
-        self.keys_dir.clone().unwrap_or_else(|| default_keys_dir(&self.dir))
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| default_keys_dir(&self.dir))
     }
 }
 
 /// `<dir>.keys`, beside the ledger directory and outside it.
 pub fn default_keys_dir(dir: &Path) -> PathBuf {
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ledger".into());
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ledger".into());
     abs.with_file_name(format!("{name}.keys"))
 }
 
 /// A new random origin.
 pub fn random_origin() -> String {
-    format!("kling-audit/{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!(
+        "kling-audit/{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
 }
 
 /// The acknowledgement of a durable record.
@@ -169,7 +180,9 @@ pub struct OpenReport {
 
 impl std::fmt::Debug for InitSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitSecrets").field("verifier_key", &self.verifier_key).finish_non_exhaustive()
+        f.debug_struct("InitSecrets")
+            .field("verifier_key", &self.verifier_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,30 +215,45 @@ impl Ledger {
         };
         if !dir.exists() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            if let Some(parent) = std::path::absolute(&dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)) {
+            if let Some(parent) = std::path::absolute(&dir)
+                .ok()
+                .and_then(|d| d.parent().map(Path::to_path_buf))
+            {
                 segment::sync_dir(&parent).map_err(io(&parent))?;
             }
         }
         let lock = lock::DirLock::acquire(&dir)?;
         let keys_dir = opts.keys_dir();
-        let key_err = |e: keys::KeyError| OpenError::Keys { dir: dir.clone(), detail: e.to_string() };
+        let key_err = |e: keys::KeyError| OpenError::Keys {
+            dir: dir.clone(),
+            detail: e.to_string(),
+        };
         let (keys, created) = if keys::exists(&keys_dir) {
             (KeySet::load(&keys_dir).map_err(key_err)?, None)
         } else if opts.create_keys {
             let (segs, _) = segment::list_segments(&dir).map_err(io(&dir))?;
             if !segs.is_empty() {
-                return Err(key_err(keys::KeyError::Missing { dir: keys_dir.clone() }));
+                return Err(key_err(keys::KeyError::Missing {
+                    dir: keys_dir.clone(),
+                }));
             }
             let origin = opts.origin.clone().unwrap_or_else(random_origin);
             let (k, s) = KeySet::create(&keys_dir, &origin, true).map_err(key_err)?;
             (k, Some(s))
         } else {
-            return Err(key_err(keys::KeyError::Missing { dir: keys_dir.clone() }));
+            return Err(key_err(keys::KeyError::Missing {
+                dir: keys_dir.clone(),
+            }));
         };
         let scan = open::scan_and_recover(&dir)?;
         let cplog = cpstore::CheckpointLog::open(&dir).map_err(io(&dir))?;
         let (cps, _) = cpstore::read_checkpoints(&dir).map_err(io(&dir))?;
-        let last_cp_size = cps.iter().map(|c| c.size).max().unwrap_or(0).min(scan.frontier.size());
+        let last_cp_size = cps
+            .iter()
+            .map(|c| c.size)
+            .max()
+            .unwrap_or(0)
+            .min(scan.frontier.size());
         let seg = match scan.segments.last() {
             Some(s) => Some(
                 writer::reopen_segment(&s.path, &s.name, &s.day, scan.last_segment_len)
@@ -306,13 +334,22 @@ impl Ledger {
                 "quarantine": t.quarantine,
                 "reason": "torn tail after a crash",
             });
-            let entry = Entry::new("ledger.recovery", "kling-audit", Details::from_value(&details)?)?;
+            let entry = Entry::new(
+                "ledger.recovery",
+                "kling-audit",
+                Details::from_value(&details)?,
+            )?;
             ledger.append(entry).map_err(|e| OpenError::Damaged {
                 dir: dir.clone(),
                 detail: format!("could not record the recovery: {e}"),
             })?;
         }
-        let report = OpenReport { records, torn_tail: scan.torn, created_keys: created, keys_dir };
+        let report = OpenReport {
+            records,
+            torn_tail: scan.torn,
+            created_keys: created,
+            keys_dir,
+        };
         Ok((ledger, report))
     }
 
@@ -320,7 +357,10 @@ impl Ledger {
     /// async runtime; use [`Ledger::append_async`] there.
     pub fn append(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        self.inner.tx.blocking_send(Msg::Append(entry, ack)).map_err(|_| AppendError::Closed)?;
+        self.inner
+            .tx
+            .blocking_send(Msg::Append(entry, ack))
+            .map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -328,28 +368,42 @@ impl Ledger {
     /// Lets one thread keep many appends in flight, so they share syncs.
     pub fn submit(&self, entry: Entry) -> Result<PendingAppend, AppendError> {
         let (ack, rx) = oneshot::channel();
-        self.inner.tx.blocking_send(Msg::Append(entry, ack)).map_err(|_| AppendError::Closed)?;
+        self.inner
+            .tx
+            .blocking_send(Msg::Append(entry, ack))
+            .map_err(|_| AppendError::Closed)?;
         Ok(PendingAppend(rx))
     }
 
     /// Appends one record and resolves once it is durable.
     pub async fn append_async(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        self.inner.tx.send(Msg::Append(entry, ack)).await.map_err(|_| AppendError::Closed)?;
+        self.inner
+            .tx
+            .send(Msg::Append(entry, ack))
+            .await
+            .map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
     /// Syncs and signs a checkpoint of everything acknowledged so far.
     pub fn flush(&self) -> Result<Head, AppendError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.tx.blocking_send(Msg::Flush(tx)).map_err(|_| AppendError::Closed)?;
+        self.inner
+            .tx
+            .blocking_send(Msg::Flush(tx))
+            .map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
     /// Async form of [`Ledger::flush`].
     pub async fn flush_async(&self) -> Result<Head, AppendError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.tx.send(Msg::Flush(tx)).await.map_err(|_| AppendError::Closed)?;
+        self.inner
+            .tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -361,7 +415,13 @@ impl Ledger {
             return Err(AppendError::Closed);
         }
         let result = rx.blocking_recv().map_err(|_| AppendError::Closed)?;
-        if let Some(t) = self.inner.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
         result
@@ -378,7 +438,11 @@ impl Ledger {
 
     /// The durable state as of the last batch.
     pub fn head(&self) -> Head {
-        self.inner.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Appends waiting in the queue.
@@ -412,11 +476,13 @@ impl PendingAppend {
 
 /// Wakes the writer regularly so checkpoints and buffered syncs happen while idle.
 fn spawn_ticker(tx: mpsc::WeakSender<Msg>) {
-    let _ = std::thread::Builder::new().name("ledger-ticker".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let Some(tx) = tx.upgrade() else { return };
-        let _ = tx.try_send(Msg::Tick);
-    });
+    let _ = std::thread::Builder::new()
+        .name("ledger-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(tx) = tx.upgrade() else { return };
+            let _ = tx.try_send(Msg::Tick);
+        });
 }
 
 /// Formats a time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
@@ -436,6 +502,9 @@ pub fn format_ts(t: OffsetDateTime) -> String {
 
 impl From<EntryError> for OpenError {
     fn from(e: EntryError) -> Self {
-        OpenError::Damaged { dir: PathBuf::new(), detail: e.to_string() }
+        OpenError::Damaged {
+            dir: PathBuf::new(),
+            detail: e.to_string(),
+        }
     }
 }

@@ -57,10 +57,16 @@ pub fn scan_and_recover(dir: &Path) -> Result<Scan, OpenError> {
         let path = path.to_path_buf();
         move |source| OpenError::Io { path, source }
     };
-    let damaged = |detail: String| OpenError::Damaged { dir: dir.to_path_buf(), detail };
+    let damaged = |detail: String| OpenError::Damaged {
+        dir: dir.to_path_buf(),
+        detail,
+    };
     let (segments, strays) = list_segments(dir).map_err(io(dir))?;
     if let Some(stray) = strays.first() {
-        return Err(damaged(format!("{} is not a valid segment name", stray.display())));
+        return Err(damaged(format!(
+            "{} is not a valid segment name",
+            stray.display()
+        )));
     }
     let mut scan = Scan {
         segments: segments.clone(),
@@ -78,20 +84,28 @@ pub fn scan_and_recover(dir: &Path) -> Result<Scan, OpenError> {
         let data = fs::read(&seg.path).map_err(io(&seg.path))?;
         let mut pos = 0;
         if data.is_empty() && si + 1 < segments.len() {
-            return Err(damaged(format!("segment {} is empty but is not the newest", seg.name)));
+            return Err(damaged(format!(
+                "segment {} is empty but is not the newest",
+                seg.name
+            )));
         }
         while pos < data.len() {
             let Some(nl) = data[pos..].iter().position(|b| *b == b'\n') else {
-                defect = Some(Defect { segment: si, offset: pos, reason: "partial last line".into() });
+                defect = Some(Defect {
+                    segment: si,
+                    offset: pos,
+                    reason: "partial last line".into(),
+                });
                 break;
             };
             let line = &data[pos..pos + nl];
             let problem = match parse_line(line) {
                 Err(f) => Some(f.to_string()),
                 Ok(v) if !v.hash_ok() => Some(format!("seq {}: hash does not match bytes", v.seq)),
-                Ok(v) if v.seq != scan.next_seq => {
-                    Some(format!("seq {} where {} was expected", v.seq, scan.next_seq))
-                }
+                Ok(v) if v.seq != scan.next_seq => Some(format!(
+                    "seq {} where {} was expected",
+                    v.seq, scan.next_seq
+                )),
                 Ok(v) if v.prev != scan.prev => Some(format!("seq {}: broken link", v.seq)),
                 Ok(v) => {
                     if pos == 0 && v.seq != seg.first_seq {
@@ -109,7 +123,11 @@ pub fn scan_and_recover(dir: &Path) -> Result<Scan, OpenError> {
                 }
             };
             if let Some(reason) = problem {
-                defect = Some(Defect { segment: si, offset: pos, reason });
+                defect = Some(Defect {
+                    segment: si,
+                    offset: pos,
+                    reason,
+                });
                 break;
             }
             pos += nl + 1;
@@ -166,10 +184,17 @@ fn valid_record_follows(tail: &[u8]) -> bool {
     let complete: Vec<&[u8]> = lines.collect();
     // The piece after the last newline is incomplete and cannot count.
     let n = complete.len().saturating_sub(1);
-    complete[..n].iter().any(|l| parse_line(l).map(|v| v.hash_ok()).unwrap_or(false))
+    complete[..n]
+        .iter()
+        .any(|l| parse_line(l).map(|v| v.hash_ok()).unwrap_or(false))
 }
 
-fn quarantine(dir: &Path, seg: &SegmentFile, offset: u64, tail: &[u8]) -> Result<TornTail, OpenError> {
+fn quarantine(
+    dir: &Path,
+    seg: &SegmentFile,
+    offset: u64,
+    tail: &[u8],
+) -> Result<TornTail, OpenError> {
     let qdir = dir.join(QUARANTINE_DIR);
     let io = |path: PathBuf| move |source| OpenError::Io { path, source };
     fs::create_dir_all(&qdir).map_err(io(qdir.clone()))?;
@@ -178,12 +203,20 @@ fn quarantine(dir: &Path, seg: &SegmentFile, offset: u64, tail: &[u8]) -> Result
     let name = format!("{}.{offset}.bin", seg.name);
     let qpath = qdir.join(&name);
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&qpath).map_err(io(qpath.clone()))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&qpath)
+            .map_err(io(qpath.clone()))?;
         f.write_all(tail).map_err(io(qpath.clone()))?;
         f.sync_all().map_err(io(qpath.clone()))?;
     }
     sync_dir(&qdir).map_err(io(qdir.clone()))?;
-    let f = OpenOptions::new().write(true).open(&seg.path).map_err(io(seg.path.clone()))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&seg.path)
+        .map_err(io(seg.path.clone()))?;
     f.set_len(offset).map_err(io(seg.path.clone()))?;
     f.sync_all().map_err(io(seg.path.clone()))?;
     Ok(TornTail {

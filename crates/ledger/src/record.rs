@@ -54,7 +54,11 @@ impl Entry {
         actor: impl Into<String>,
         details: Details,
     ) -> Result<Entry, EntryError> {
-        let entry = Entry { kind: kind.into(), actor: actor.into(), details };
+        let entry = Entry {
+            kind: kind.into(),
+            actor: actor.into(),
+            details,
+        };
         entry.validate()?;
         Ok(entry)
     }
@@ -63,8 +67,10 @@ impl Entry {
     /// UTF-8 without control characters.
     pub fn validate(&self) -> Result<(), EntryError> {
         check_len("type", &self.kind, MAX_TYPE_BYTES)?;
-        if let Some(ch) =
-            self.kind.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:-/".contains(*c)))
+        if let Some(ch) = self
+            .kind
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._:-/".contains(*c)))
         {
             return Err(EntryError::BadCharacter {
                 field: "type",
@@ -89,7 +95,11 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), EntryEr
         return Err(EntryError::EmptyField { field });
     }
     if value.len() > max {
-        return Err(EntryError::FieldTooLong { field, len: value.len(), max });
+        return Err(EntryError::FieldTooLong {
+            field,
+            len: value.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -148,7 +158,10 @@ fn encode_inner(
     out.extend_from_slice(b"\"}\n");
     let len = out.len() - start;
     if len > MAX_RECORD_BYTES {
-        return Err(EntryError::RecordTooLarge { len, max: MAX_RECORD_BYTES });
+        return Err(EntryError::RecordTooLarge {
+            len,
+            max: MAX_RECORD_BYTES,
+        });
     }
     Ok(leaf)
 }
@@ -283,7 +296,9 @@ pub fn parse_line(line: &[u8]) -> Result<RecordView<'_>, LineFault> {
         return Err(LineFault::TooLong(line.len()));
     }
     if !line.starts_with(HEAD) {
-        return Err(LineFault::Framing("line does not start with {\"v\":1,\"seq\":"));
+        return Err(LineFault::Framing(
+            "line does not start with {\"v\":1,\"seq\":",
+        ));
     }
     if line.len() < HEAD.len() + HASH_SUFFIX_LEN + MAC_SUFFIX_LEN || !line.ends_with(b"\"}") {
         return Err(LineFault::Framing("line does not end with the hash field"));
@@ -343,12 +358,35 @@ pub fn parse_line(line: &[u8]) -> Result<RecordView<'_>, LineFault> {
 
 /// Lowercase hex of exactly 32 bytes; anything else is refused so that one hash has one spelling.
 pub fn parse_hex32(s: &str) -> Option<Hash> {
-    if s.len() != 64 || s.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    // A table lookup per digit: this runs three times per record in the verifier's hot loop.
+    const fn table() -> [u8; 256] {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    }
+    static HEX: [u8; 256] = table();
+    let b = s.as_bytes();
+    if b.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    // Valid digits are below 16; the marker 0xff sets the high bits.
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the only timestamp form written.
@@ -370,7 +408,8 @@ mod tests {
     use super::*;
 
     fn sample(details: &str) -> (Vec<u8>, Hash) {
-        let entry = Entry::new("task.submitted", "alice", Details::parse(details).unwrap()).unwrap();
+        let entry =
+            Entry::new("task.submitted", "alice", Details::parse(details).unwrap()).unwrap();
         let id = uuid::Uuid::nil();
         let stamp = Stamp {
             seq: 7,
@@ -407,7 +446,10 @@ mod tests {
             let mut bad = line.to_vec();
             bad[i] ^= 0x01;
             if let Ok(v) = parse_line(&bad) {
-                assert!(!v.hash_ok() || !v.mac_ok(&[9u8; 32]), "flip at {i} went unnoticed");
+                assert!(
+                    !v.hash_ok() || !v.mac_ok(&[9u8; 32]),
+                    "flip at {i} went unnoticed"
+                );
             }
         }
     }
@@ -435,7 +477,10 @@ mod tests {
             mac_key: &[0u8; 32],
         };
         let mut out = b"keep".to_vec();
-        assert!(matches!(encode(&mut out, &stamp, &entry), Err(EntryError::RecordTooLarge { .. })));
+        assert!(matches!(
+            encode(&mut out, &stamp, &entry),
+            Err(EntryError::RecordTooLarge { .. })
+        ));
         assert_eq!(out, b"keep");
     }
 

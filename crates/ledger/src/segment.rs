@@ -29,7 +29,9 @@ pub fn segment_name(first_seq: u64, day: &str) -> String {
 
 /// Parses a segment file name; `None` for anything else.
 pub fn parse_segment_name(name: &str) -> Option<(u64, String)> {
-    let core = name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?;
+    let core = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
     let (seq, day) = core.split_once('-')?;
     if seq.len() != 20 || day.len() != 8 {
         return None;
@@ -59,20 +61,30 @@ pub fn list_segments(dir: &Path) -> io::Result<(Vec<SegmentFile>, Vec<PathBuf>)>
             continue;
         }
         match parse_segment_name(&name) {
-            Some((first_seq, day)) => {
-                segments.push(SegmentFile { path: entry.path(), name, first_seq, day })
-            }
+            Some((first_seq, day)) => segments.push(SegmentFile {
+                path: entry.path(),
+                name,
+                first_seq,
+                day,
+            }),
             None => strays.push(entry.path()),
         }
     }
-    segments.sort_by(|a, b| a.first_seq.cmp(&b.first_seq).then_with(|| a.name.cmp(&b.name)));
+    segments.sort_by(|a, b| {
+        a.first_seq
+            .cmp(&b.first_seq)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     strays.sort();
     Ok((segments, strays))
 }
 
 /// Creates a new, empty segment and makes its directory entry durable.
 pub fn create_segment(dir: &Path, name: &str) -> io::Result<File> {
-    let file = OpenOptions::new().create_new(true).append(true).open(dir.join(name))?;
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(dir.join(name))?;
     sync_dir(dir)?;
     Ok(file)
 }
@@ -88,7 +100,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

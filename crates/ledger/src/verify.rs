@@ -134,7 +134,10 @@ pub enum VerifyError {
     #[error("no ledger directory at {0}")]
     NoDirectory(PathBuf),
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the trusted checkpoint is unusable: {0}")]
     TrustedCheckpoint(String),
     #[error("a trusted checkpoint can only be checked with the verifier key (--key)")]
@@ -148,10 +151,23 @@ struct Faults {
 }
 
 impl Faults {
-    fn push(&mut self, kind: FaultKind, seg: Option<&str>, line: Option<u64>, seq: Option<u64>, message: String) {
+    fn push(
+        &mut self,
+        kind: FaultKind,
+        seg: Option<&str>,
+        line: Option<u64>,
+        seq: Option<u64>,
+        message: String,
+    ) {
         self.total += 1;
         if self.list.len() < self.max {
-            self.list.push(Fault { kind, segment: seg.map(str::to_owned), line, seq, message });
+            self.list.push(Fault {
+                kind,
+                segment: seg.map(str::to_owned),
+                line,
+                seq,
+                message,
+            });
         }
     }
 }
@@ -161,9 +177,24 @@ struct Parsed {
     prev: Hash,
     hash: Hash,
     leaf: Hash,
-    ts: String,
+    ts: Ts,
     epoch: u64,
     mac: Option<bool>,
+}
+
+/// A record timestamp, kept inline: `YYYY-MM-DDTHH:MM:SS.ffffffZ` orders as bytes.
+type Ts = [u8; 27];
+
+fn ts_of(s: &str) -> Ts {
+    let mut t = [0u8; 27];
+    let b = s.as_bytes();
+    let n = b.len().min(27);
+    t[..n].copy_from_slice(&b[..n]);
+    t
+}
+
+fn ts_str(t: &Ts) -> &str {
+    std::str::from_utf8(t).unwrap_or("?")
 }
 
 /// Verifies the ledger in `dir`.
@@ -175,42 +206,84 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         let path = path.to_path_buf();
         move |source| VerifyError::Io { path, source }
     };
-    let mut faults = Faults { list: Vec::new(), total: 0, max: opts.max_faults.unwrap_or(DEFAULT_MAX_FAULTS) };
+    let mut faults = Faults {
+        list: Vec::new(),
+        total: 0,
+        max: opts.max_faults.unwrap_or(DEFAULT_MAX_FAULTS),
+    };
     let mut warnings = Vec::new();
     let (segments, strays) = list_segments(dir).map_err(io(dir))?;
     for stray in &strays {
         let name = stray.file_name().map(|n| n.to_string_lossy().into_owned());
-        faults.push(FaultKind::ForeignSegment, name.as_deref(), None, None, "file name is not a segment name of this ledger".into());
+        faults.push(
+            FaultKind::ForeignSegment,
+            name.as_deref(),
+            None,
+            None,
+            "file name is not a segment name of this ledger".into(),
+        );
     }
 
     // Checkpoints: signatures first, so only trusted roots are compared with records.
     let (stored, bad_lines) = read_checkpoints(dir).map_err(io(dir))?;
     for b in bad_lines {
-        faults.push(FaultKind::BadCheckpoint, Some(crate::cpstore::CHECKPOINTS_FILE), Some(b.line as u64), None, format!("unreadable checkpoint line: {}", b.reason));
+        faults.push(
+            FaultKind::BadCheckpoint,
+            Some(crate::cpstore::CHECKPOINTS_FILE),
+            Some(b.line as u64),
+            None,
+            format!("unreadable checkpoint line: {}", b.reason),
+        );
     }
     let mut expected: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
-    let mut summary = CheckpointSummary { signatures_checked: opts.verifier_key.is_some(), ..Default::default() };
+    let mut summary = CheckpointSummary {
+        signatures_checked: opts.verifier_key.is_some(),
+        ..Default::default()
+    };
     let mut equivocation = None;
     for (i, cp) in stored.iter().enumerate() {
         let line = Some(i as u64 + 1);
         let body = match open_checkpoint(&cp.note, opts.verifier_key.as_deref()) {
             Ok(body) => body,
             Err(e) => {
-                faults.push(e.kind, Some(crate::cpstore::CHECKPOINTS_FILE), line, None, e.message);
+                faults.push(
+                    e.kind,
+                    Some(crate::cpstore::CHECKPOINTS_FILE),
+                    line,
+                    None,
+                    e.message,
+                );
                 continue;
             }
         };
         if body.size != cp.size {
-            faults.push(FaultKind::BadCheckpoint, Some(crate::cpstore::CHECKPOINTS_FILE), line, None, format!("line says size {} but the note says {}", cp.size, body.size));
+            faults.push(
+                FaultKind::BadCheckpoint,
+                Some(crate::cpstore::CHECKPOINTS_FILE),
+                line,
+                None,
+                format!("line says size {} but the note says {}", cp.size, body.size),
+            );
             continue;
         }
         summary.count += 1;
         summary.largest_size = summary.largest_size.max(body.size);
         if let Some((root, note)) = expected.get(&body.size) {
             if *root != body.root {
-                faults.push(FaultKind::Forked, Some(crate::cpstore::CHECKPOINTS_FILE), line, None, format!("two checkpoints of size {} have different roots", body.size));
+                faults.push(
+                    FaultKind::Forked,
+                    Some(crate::cpstore::CHECKPOINTS_FILE),
+                    line,
+                    None,
+                    format!("two checkpoints of size {} have different roots", body.size),
+                );
                 if opts.verifier_key.is_some() && equivocation.is_none() {
-                    equivocation = Some(Equivocation { origin: body.origin.clone(), size: body.size, note_a: note.clone(), note_b: cp.note.clone() });
+                    equivocation = Some(Equivocation {
+                        origin: body.origin.clone(),
+                        size: body.size,
+                        note_a: note.clone(),
+                        note_b: cp.note.clone(),
+                    });
                 }
             }
             continue;
@@ -219,13 +292,21 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     }
     let mut trusted: Option<(CheckpointBody, String)> = None;
     if let Some(note) = &opts.trusted_checkpoint {
-        let key = opts.verifier_key.as_deref().ok_or(VerifyError::TrustedNeedsKey)?;
-        let body = open_checkpoint(note, Some(key)).map_err(|e| VerifyError::TrustedCheckpoint(e.message))?;
+        let key = opts
+            .verifier_key
+            .as_deref()
+            .ok_or(VerifyError::TrustedNeedsKey)?;
+        let body = open_checkpoint(note, Some(key))
+            .map_err(|e| VerifyError::TrustedCheckpoint(e.message))?;
         summary.trusted_size = Some(body.size);
         trusted = Some((body, note.clone()));
     }
 
-    let total_bytes: u64 = segments.iter().filter_map(|s| fs::metadata(&s.path).ok()).map(|m| m.len()).sum();
+    let total_bytes: u64 = segments
+        .iter()
+        .filter_map(|s| fs::metadata(&s.path).ok())
+        .map(|m| m.len())
+        .sum();
     let mut done_bytes = 0u64;
     let mut st = ChainState {
         expected_seq: 0,
@@ -233,10 +314,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         records: 0,
         first_seq: None,
         last_seq: None,
-        last_ts: String::new(),
+        last_ts: [0u8; 27],
         frontier: Frontier::new(),
         epoch: None,
-        epoch_first_ts: String::new(),
+        epoch_first_secs: None,
+        secs_cache: ([0u8; 19], 0),
         epoch_count: 0,
         mac_key: opts.mac_root.map(EpochKey::root),
         checkpoint_mismatches: 0,
@@ -255,27 +337,72 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
 
     let size = st.frontier.size();
     if summary.largest_size > size {
-        faults.push(FaultKind::Truncated, None, None, Some(size), format!("the ledger holds {size} records but a signed checkpoint covers {}", summary.largest_size));
+        faults.push(
+            FaultKind::Truncated,
+            None,
+            None,
+            Some(size),
+            format!(
+                "the ledger holds {size} records but a signed checkpoint covers {}",
+                summary.largest_size
+            ),
+        );
     }
     if let Some((body, note)) = &trusted {
         if body.size > size {
-            faults.push(FaultKind::Truncated, None, None, Some(size), format!("the ledger holds {size} records but the trusted checkpoint covers {}", body.size));
+            faults.push(
+                FaultKind::Truncated,
+                None,
+                None,
+                Some(size),
+                format!(
+                    "the ledger holds {size} records but the trusted checkpoint covers {}",
+                    body.size
+                ),
+            );
         } else if let Some((root, own)) = expected.get(&body.size) {
             if *root != body.root {
                 faults.push(FaultKind::Forked, None, None, Some(body.size), format!("the trusted checkpoint of size {} disagrees with the ledger's own signed checkpoint", body.size));
-                equivocation = Some(Equivocation { origin: body.origin.clone(), size: body.size, note_a: note.clone(), note_b: own.clone() });
+                equivocation = Some(Equivocation {
+                    origin: body.origin.clone(),
+                    size: body.size,
+                    note_a: note.clone(),
+                    note_b: own.clone(),
+                });
             }
         }
-        let matched = if body.size == 0 { true } else { st.trusted_root_ok == Some(true) };
+        let matched = if body.size == 0 {
+            true
+        } else {
+            st.trusted_root_ok == Some(true)
+        };
         if body.size <= size && !matched {
-            faults.push(FaultKind::Forked, None, None, Some(body.size), format!("the records up to size {} do not have the trusted checkpoint's root", body.size));
+            faults.push(
+                FaultKind::Forked,
+                None,
+                None,
+                Some(body.size),
+                format!(
+                    "the records up to size {} do not have the trusted checkpoint's root",
+                    body.size
+                ),
+            );
         }
     }
     if size > summary.largest_size {
         let unsealed = size - summary.largest_size;
-        let msg = format!("{unsealed} records after the last signed checkpoint (size {})", summary.largest_size);
+        let msg = format!(
+            "{unsealed} records after the last signed checkpoint (size {})",
+            summary.largest_size
+        );
         if opts.verifier_key.is_some() {
-            faults.push(FaultKind::UnsealedTail, segments.last().map(|s| s.name.as_str()), None, Some(summary.largest_size), msg);
+            faults.push(
+                FaultKind::UnsealedTail,
+                segments.last().map(|s| s.name.as_str()),
+                None,
+                Some(summary.largest_size),
+                msg,
+            );
         } else {
             warnings.push(msg);
         }
@@ -284,7 +411,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         warnings.push("checkpoint signatures were not checked: pass the verifier key (--key) to detect rewritten histories".into());
     }
     if opts.mac_root.is_none() {
-        warnings.push("record MACs were not checked: pass the MAC root key (--mac-key) to check them".into());
+        warnings.push(
+            "record MACs were not checked: pass the MAC root key (--mac-key) to check them".into(),
+        );
     }
     if segments.is_empty() {
         warnings.push("the ledger has no records".into());
@@ -312,10 +441,13 @@ struct ChainState {
     records: u64,
     first_seq: Option<u64>,
     last_seq: Option<u64>,
-    last_ts: String,
+    last_ts: Ts,
     frontier: Frontier,
     epoch: Option<u64>,
-    epoch_first_ts: String,
+    /// Seconds of the epoch's first record.
+    epoch_first_secs: Option<i64>,
+    /// The last parsed `YYYY-MM-DDTHH:MM:SS` prefix and its seconds, to parse each second once.
+    secs_cache: ([u8; 19], i64),
     epoch_count: u64,
     mac_key: Option<EpochKey>,
     checkpoint_mismatches: u64,
@@ -323,7 +455,6 @@ struct ChainState {
     trusted: Option<(u64, Hash)>,
     trusted_root_ok: Option<bool>,
 }
-
 
 /// Lines of one batch parsed in parallel.
 const BATCH: usize = 1 << 16;
@@ -339,7 +470,13 @@ fn check_segment(
     let name = Some(seg.name.as_str());
     if data.is_empty() {
         if !is_last {
-            faults.push(FaultKind::MissingSegment, name, None, None, "segment is empty".into());
+            faults.push(
+                FaultKind::MissingSegment,
+                name,
+                None,
+                None,
+                "segment is empty".into(),
+            );
         }
         return;
     }
@@ -349,28 +486,83 @@ fn check_segment(
     let tail = lines.pop().unwrap_or_default();
     let mut line_no = 0u64;
     let mut first_in_segment = true;
-    for chunk in lines.chunks(BATCH) {
-        let parsed: Vec<Result<Parsed, String>> = chunk
-            .par_iter()
-            .map(|l| {
-                parse_line(l).map_err(|e| e.to_string()).map(|v| Parsed {
-                    seq: v.seq,
-                    prev: v.prev,
-                    hash: v.hash,
-                    leaf: v.leaf,
-                    ts: v.ts.to_owned(),
-                    epoch: v.epoch,
-                    mac: None,
-                })
+    let chunks: Vec<&[&[u8]]> = lines.chunks(BATCH).collect();
+    // Parsing of the next batch (on all cores) overlaps the in-order checks of this one.
+    let mut next = chunks.first().map(|c| parse_chunk(c));
+    for (ci, chunk) in chunks.iter().enumerate() {
+        let Some(parsed) = next.take() else { break };
+        let following = chunks.get(ci + 1);
+        let (upcoming, ()) = rayon::join(
+            || following.map(|c| parse_chunk(c)),
+            || {
+                check_chunk(
+                    chunk,
+                    parsed,
+                    seg,
+                    st,
+                    expected,
+                    faults,
+                    &mut line_no,
+                    &mut first_in_segment,
+                )
+            },
+        );
+        next = upcoming;
+    }
+    if torn || (!tail.is_empty()) {
+        let kind = if is_last {
+            FaultKind::TornTail
+        } else {
+            FaultKind::MalformedLine
+        };
+        faults.push(
+            kind,
+            name,
+            Some(line_no + 1),
+            None,
+            format!("{} bytes without a final newline", tail.len()),
+        );
+    }
+}
+
+fn parse_chunk(chunk: &[&[u8]]) -> Vec<Result<Parsed, String>> {
+    chunk
+        .par_iter()
+        .map(|l| {
+            parse_line(l).map_err(|e| e.to_string()).map(|v| Parsed {
+                seq: v.seq,
+                prev: v.prev,
+                hash: v.hash,
+                leaf: v.leaf,
+                ts: ts_of(v.ts),
+                epoch: v.epoch,
+                mac: None,
             })
-            .collect();
+        })
+        .collect()
+}
+
+/// The in-order checks of one batch: links, sequence, time, epochs, checkpoint roots.
+#[allow(clippy::too_many_arguments)]
+fn check_chunk(
+    chunk: &[&[u8]],
+    parsed: Vec<Result<Parsed, String>>,
+    seg: &SegmentFile,
+    st: &mut ChainState,
+    expected: &BTreeMap<u64, (Hash, String)>,
+    faults: &mut Faults,
+    line_no: &mut u64,
+    first_in_segment: &mut bool,
+) {
+    let name = Some(seg.name.as_str());
+    {
         let mut parsed = parsed;
         if st.mac_key.is_some() {
-            check_macs(chunk, &mut parsed, st, faults, name, line_no);
+            check_macs(chunk, &mut parsed, st, faults, name, *line_no);
         }
         for p in parsed {
-            line_no += 1;
-            let line = Some(line_no);
+            *line_no += 1;
+            let line = Some(*line_no);
             let p = match p {
                 Ok(p) => p,
                 Err(reason) => {
@@ -380,31 +572,106 @@ fn check_segment(
             };
             let seq = Some(p.seq);
             if p.hash != p.leaf {
-                faults.push(FaultKind::AlteredRecord, name, line, seq, format!("stored hash {} but the bytes hash to {}", short(&p.hash), short(&p.leaf)));
+                faults.push(
+                    FaultKind::AlteredRecord,
+                    name,
+                    line,
+                    seq,
+                    format!(
+                        "stored hash {} but the bytes hash to {}",
+                        short(&p.hash),
+                        short(&p.leaf)
+                    ),
+                );
             }
-            if first_in_segment && p.seq != seg.first_seq {
-                faults.push(FaultKind::ForeignSegment, name, line, seq, format!("the name says the segment starts at seq {} but its first record is seq {}", seg.first_seq, p.seq));
+            if *first_in_segment && p.seq != seg.first_seq {
+                faults.push(
+                    FaultKind::ForeignSegment,
+                    name,
+                    line,
+                    seq,
+                    format!(
+                        "the name says the segment starts at seq {} but its first record is seq {}",
+                        seg.first_seq, p.seq
+                    ),
+                );
             }
             if p.seq == st.expected_seq {
                 if p.prev != st.expected_prev {
-                    let kind = if first_in_segment && st.records > 0 { FaultKind::ForeignSegment } else { FaultKind::BrokenLink };
-                    faults.push(kind, name, line, seq, format!("prev is {} but the previous record's hash is {}", short(&p.prev), short(&st.expected_prev)));
+                    let kind = if *first_in_segment && st.records > 0 {
+                        FaultKind::ForeignSegment
+                    } else {
+                        FaultKind::BrokenLink
+                    };
+                    faults.push(
+                        kind,
+                        name,
+                        line,
+                        seq,
+                        format!(
+                            "prev is {} but the previous record's hash is {}",
+                            short(&p.prev),
+                            short(&st.expected_prev)
+                        ),
+                    );
                 }
             } else if p.seq > st.expected_seq {
-                let kind = if first_in_segment { FaultKind::MissingSegment } else { FaultKind::Gap };
-                faults.push(kind, name, line, seq, format!("records {}..={} are missing", st.expected_seq, p.seq - 1));
+                let kind = if *first_in_segment {
+                    FaultKind::MissingSegment
+                } else {
+                    FaultKind::Gap
+                };
+                faults.push(
+                    kind,
+                    name,
+                    line,
+                    seq,
+                    format!("records {}..={} are missing", st.expected_seq, p.seq - 1),
+                );
             } else if p.seq == 0 && p.prev == GENESIS_PREV {
-                faults.push(FaultKind::SecondGenesis, name, line, seq, "a second chain starts here".into());
+                faults.push(
+                    FaultKind::SecondGenesis,
+                    name,
+                    line,
+                    seq,
+                    "a second chain starts here".into(),
+                );
             } else if st.last_seq == Some(p.seq) && p.hash == st.expected_prev {
-                faults.push(FaultKind::Duplicate, name, line, seq, "the previous record is repeated".into());
+                faults.push(
+                    FaultKind::Duplicate,
+                    name,
+                    line,
+                    seq,
+                    "the previous record is repeated".into(),
+                );
             } else {
-                faults.push(FaultKind::Reordered, name, line, seq, format!("seq {} appears after seq {}", p.seq, st.expected_seq.saturating_sub(1)));
+                faults.push(
+                    FaultKind::Reordered,
+                    name,
+                    line,
+                    seq,
+                    format!(
+                        "seq {} appears after seq {}",
+                        p.seq,
+                        st.expected_seq.saturating_sub(1)
+                    ),
+                );
             }
             if p.ts < st.last_ts {
-                faults.push(FaultKind::ClockRegression, name, line, seq, format!("ts {} is earlier than the previous record's {}", p.ts, st.last_ts));
+                faults.push(
+                    FaultKind::ClockRegression,
+                    name,
+                    line,
+                    seq,
+                    format!(
+                        "ts {} is earlier than the previous record's {}",
+                        ts_str(&p.ts),
+                        ts_str(&st.last_ts)
+                    ),
+                );
             }
             check_epoch(&p, st, faults, name, line);
-            first_in_segment = false;
+            *first_in_segment = false;
             st.records += 1;
             st.first_seq.get_or_insert(p.seq);
             st.last_seq = Some(p.seq);
@@ -428,41 +695,87 @@ fn check_segment(
             }
         }
     }
-    if torn || (!tail.is_empty()) {
-        let kind = if is_last { FaultKind::TornTail } else { FaultKind::MalformedLine };
-        faults.push(kind, name, Some(line_no + 1), None, format!("{} bytes without a final newline", tail.len()));
-    }
 }
 
-fn check_epoch(p: &Parsed, st: &mut ChainState, faults: &mut Faults, name: Option<&str>, line: Option<u64>) {
+fn check_epoch(
+    p: &Parsed,
+    st: &mut ChainState,
+    faults: &mut Faults,
+    name: Option<&str>,
+    line: Option<u64>,
+) {
     let seq = Some(p.seq);
+    let secs = st.secs(&p.ts);
     match st.epoch {
         Some(e) if p.epoch < e => {
-            faults.push(FaultKind::EpochKeyMismatch, name, line, seq, format!("epoch {} after epoch {e}: epochs never go back", p.epoch));
+            faults.push(
+                FaultKind::EpochKeyMismatch,
+                name,
+                line,
+                seq,
+                format!("epoch {} after epoch {e}: epochs never go back", p.epoch),
+            );
             return;
         }
         Some(e) if p.epoch == e => st.epoch_count += 1,
         _ => {
             st.epoch = Some(p.epoch);
-            st.epoch_first_ts.clone_from(&p.ts);
+            st.epoch_first_secs = secs;
             st.epoch_count = 1;
         }
     }
     if st.epoch_count == MAX_EPOCH_RECORDS + 1 {
-        faults.push(FaultKind::EpochKeyMismatch, name, line, seq, format!("epoch {} holds more than {MAX_EPOCH_RECORDS} records", p.epoch));
+        faults.push(
+            FaultKind::EpochKeyMismatch,
+            name,
+            line,
+            seq,
+            format!(
+                "epoch {} holds more than {MAX_EPOCH_RECORDS} records",
+                p.epoch
+            ),
+        );
     }
-    if let (Some(a), Some(b)) = (ts_secs(&st.epoch_first_ts), ts_secs(&p.ts)) {
-        if b - a > MAX_EPOCH_SPAN_SECS && st.epoch_count > 1 {
-            faults.push(FaultKind::EpochKeyMismatch, name, line, seq, format!("epoch {} spans more than {MAX_EPOCH_SPAN_SECS} s", p.epoch));
-            // Report once per epoch.
-            st.epoch_first_ts.clone_from(&p.ts);
+    if let (Some(a), Some(b)) = (st.epoch_first_secs, secs) {
+        if b - a > MAX_EPOCH_SPAN_SECS {
+            faults.push(
+                FaultKind::EpochKeyMismatch,
+                name,
+                line,
+                seq,
+                format!("epoch {} spans more than {MAX_EPOCH_SPAN_SECS} s", p.epoch),
+            );
+            // Report once per span.
+            st.epoch_first_secs = Some(b);
         }
     }
 }
 
+impl ChainState {
+    /// Unix seconds of a timestamp, parsing each distinct second once.
+    fn secs(&mut self, ts: &Ts) -> Option<i64> {
+        if ts[..19] == self.secs_cache.0 {
+            return Some(self.secs_cache.1);
+        }
+        let secs = ts_secs(ts_str(ts))?;
+        self.secs_cache.0.copy_from_slice(&ts[..19]);
+        self.secs_cache.1 = secs;
+        Some(secs)
+    }
+}
+
 /// Checks MACs of a batch in parallel, deriving each epoch key once.
-fn check_macs(chunk: &[&[u8]], parsed: &mut [Result<Parsed, String>], st: &mut ChainState, faults: &mut Faults, name: Option<&str>, line_base: u64) {
-    let Some(key) = st.mac_key.as_mut() else { return };
+fn check_macs(
+    chunk: &[&[u8]],
+    parsed: &mut [Result<Parsed, String>],
+    st: &mut ChainState,
+    faults: &mut Faults,
+    name: Option<&str>,
+    line_base: u64,
+) {
+    let Some(key) = st.mac_key.as_mut() else {
+        return;
+    };
     let mut keys: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
     for (i, p) in parsed.iter().enumerate() {
         if let Ok(p) = p {
@@ -472,7 +785,17 @@ fn check_macs(chunk: &[&[u8]], parsed: &mut [Result<Parsed, String>], st: &mut C
             if key.epoch() <= p.epoch && key.advance_to(p.epoch) {
                 keys.insert(p.epoch, *key.key());
             } else if !keys.contains_key(&p.epoch) {
-                faults.push(FaultKind::EpochKeyMismatch, name, Some(line_base + i as u64 + 1), Some(p.seq), format!("record claims epoch {} after epoch {} was used", p.epoch, key.epoch()));
+                faults.push(
+                    FaultKind::EpochKeyMismatch,
+                    name,
+                    Some(line_base + i as u64 + 1),
+                    Some(p.seq),
+                    format!(
+                        "record claims epoch {} after epoch {} was used",
+                        p.epoch,
+                        key.epoch()
+                    ),
+                );
             }
         }
     }
@@ -490,15 +813,25 @@ fn check_macs(chunk: &[&[u8]], parsed: &mut [Result<Parsed, String>], st: &mut C
         if let Ok(p) = p {
             p.mac = ok;
             if ok == Some(false) {
-                faults.push(FaultKind::BadMac, name, Some(line_base + i as u64 + 1), Some(p.seq), format!("MAC does not verify under the key of epoch {}", p.epoch));
+                faults.push(
+                    FaultKind::BadMac,
+                    name,
+                    Some(line_base + i as u64 + 1),
+                    Some(p.seq),
+                    format!("MAC does not verify under the key of epoch {}", p.epoch),
+                );
             }
         }
     }
 }
 
 fn ts_secs(ts: &str) -> Option<i64> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    time::PrimitiveDateTime::parse(ts, &fmt).ok().map(|t| t.assume_utc().unix_timestamp())
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::PrimitiveDateTime::parse(ts, &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 fn short(h: &Hash) -> String {

@@ -128,14 +128,19 @@ impl Writer {
 
     fn poison(&mut self, cause: String) {
         tracing::error!(%cause, "ledger write failed; refusing all further appends");
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).poisoned = Some(cause.clone());
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poisoned = Some(cause.clone());
         self.poisoned = Some(cause);
     }
 
     fn commit_batch(&mut self, batch: Vec<(Entry, AckTx)>) {
         if let Some(cause) = &self.poisoned {
             for (_, ack) in batch {
-                let _ = ack.send(Err(AppendError::Poisoned { cause: cause.clone() }));
+                let _ = ack.send(Err(AppendError::Poisoned {
+                    cause: cause.clone(),
+                }));
             }
             return;
         }
@@ -151,13 +156,20 @@ impl Writer {
                 }
                 self.publish_head();
                 for s in staged {
-                    let _ = s.ack.send(Ok(Receipt { seq: s.entry_seq, hash: s.leaf, id: s.id, ts: s.ts }));
+                    let _ = s.ack.send(Ok(Receipt {
+                        seq: s.entry_seq,
+                        hash: s.leaf,
+                        id: s.id,
+                        ts: s.ts,
+                    }));
                 }
             }
             Err((cause, acks)) => {
                 self.poison(cause.clone());
                 for ack in acks {
-                    let _ = ack.send(Err(AppendError::Poisoned { cause: cause.clone() }));
+                    let _ = ack.send(Err(AppendError::Poisoned {
+                        cause: cause.clone(),
+                    }));
                 }
             }
         }
@@ -175,16 +187,25 @@ impl Writer {
         let mut last_ts = self.last_ts.clone();
         self.buf.clear();
         let mut iter = batch.into_iter();
-        let fail = |cause: String, staged: Vec<Staged>, rest: std::vec::IntoIter<(Entry, AckTx)>| {
-            let acks = staged.into_iter().map(|s| s.ack).chain(rest.map(|(_, a)| a)).collect();
-            (cause, acks)
-        };
+        let fail =
+            |cause: String, staged: Vec<Staged>, rest: std::vec::IntoIter<(Entry, AckTx)>| {
+                let acks = staged
+                    .into_iter()
+                    .map(|s| s.ack)
+                    .chain(rest.map(|(_, a)| a))
+                    .collect();
+                (cause, acks)
+            };
         while let Some((entry, ack)) = iter.next() {
             if self.epoch_count >= self.cfg.epoch_max_records
                 || self.epoch_started.elapsed() >= self.cfg.epoch_max_age
             {
                 if let Err(e) = self.keys.advance_epoch() {
-                    return Err(fail(format!("cannot store the next epoch key: {e}"), staged, iter));
+                    return Err(fail(
+                        format!("cannot store the next epoch key: {e}"),
+                        staged,
+                        iter,
+                    ));
                 }
                 self.epoch_started = Instant::now();
                 self.epoch_count = 0;
@@ -229,7 +250,13 @@ impl Writer {
                 self.buf = record;
             }
             self.epoch_count += 1;
-            staged.push(Staged { entry_seq: seq, leaf, id, ts: ts.clone(), ack });
+            staged.push(Staged {
+                entry_seq: seq,
+                leaf,
+                id,
+                ts: ts.clone(),
+                ack,
+            });
             seq += 1;
             prev = leaf;
             last_ts = ts;
@@ -254,9 +281,10 @@ impl Writer {
         seg.len += self.buf.len() as u64;
         self.buf.clear();
         match self.cfg.durability {
-            Durability::Sync => {
-                seg.file.sync_data().map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?
-            }
+            Durability::Sync => seg
+                .file
+                .sync_data()
+                .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?,
             Durability::Buffered => self.unsynced = true,
         }
         Ok(())
@@ -264,14 +292,21 @@ impl Writer {
 
     fn open_new_segment(&mut self, first_seq: u64, day: &str) -> Result<(), String> {
         if let Some(old) = self.seg.take() {
-            old.file.sync_all().map_err(|e| format!("sync of segment {}: {e}", old.name))?;
+            old.file
+                .sync_all()
+                .map_err(|e| format!("sync of segment {}: {e}", old.name))?;
             self.unsynced = false;
         }
         let name = segment_name(first_seq, day);
-        let file = create_segment(&self.dir, &name)
-            .map_err(|e| format!("create segment {name}: {e}"))?;
+        let file =
+            create_segment(&self.dir, &name).map_err(|e| format!("create segment {name}: {e}"))?;
         tracing::info!(segment = %name, "opened a new segment");
-        self.seg = Some(OpenSegment { file, name, day: day.to_owned(), len: 0 });
+        self.seg = Some(OpenSegment {
+            file,
+            name,
+            day: day.to_owned(),
+            len: 0,
+        });
         // A segment boundary is also a checkpoint boundary.
         self.last_cp_time = Instant::now() - self.cfg.checkpoint_interval;
         Ok(())
@@ -280,7 +315,9 @@ impl Writer {
     /// Syncs buffered data and signs a checkpoint when one is due (or `force`).
     fn housekeeping(&mut self, force: bool) -> Result<Head, AppendError> {
         if let Some(cause) = &self.poisoned {
-            return Err(AppendError::Poisoned { cause: cause.clone() });
+            return Err(AppendError::Poisoned {
+                cause: cause.clone(),
+            });
         }
         let due = self.last_cp_time.elapsed() >= self.cfg.checkpoint_interval;
         if self.unsynced && (force || due || self.cfg.durability == Durability::Buffered) {
@@ -355,7 +392,17 @@ fn next_ts(clock: &Clock, last: &str) -> String {
 }
 
 /// Opens the newest segment for appending.
-pub(crate) fn reopen_segment(path: &std::path::Path, name: &str, day: &str, len: u64) -> std::io::Result<OpenSegment> {
+pub(crate) fn reopen_segment(
+    path: &std::path::Path,
+    name: &str,
+    day: &str,
+    len: u64,
+) -> std::io::Result<OpenSegment> {
     let file = OpenOptions::new().append(true).open(path)?;
-    Ok(OpenSegment { file, name: name.to_owned(), day: day.to_owned(), len })
+    Ok(OpenSegment {
+        file,
+        name: name.to_owned(),
+        day: day.to_owned(),
+        len,
+    })
 }

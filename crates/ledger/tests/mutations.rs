@@ -44,7 +44,11 @@ fn load(dir: &Path) -> Vec<(std::path::PathBuf, Vec<Vec<u8>>)> {
         .into_iter()
         .map(|p| {
             let data = std::fs::read(&p).unwrap();
-            let lines = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+            let lines = data
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
             (p, lines)
         })
         .collect()

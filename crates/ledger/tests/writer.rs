@@ -83,11 +83,16 @@ fn sixteen_threads_append_sixteen_thousand_contiguous_records() {
         .map(|t| {
             let l = l.clone();
             std::thread::spawn(move || {
-                (0..1000).map(|i| l.append(entry(t * 1000 + i)).unwrap().seq).collect::<Vec<_>>()
+                (0..1000)
+                    .map(|i| l.append(entry(t * 1000 + i)).unwrap().seq)
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut seqs: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut seqs: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..16_000).collect::<Vec<u64>>());
     l.close().unwrap();
@@ -120,8 +125,14 @@ fn a_second_writer_is_refused_with_the_directory_and_pid() {
     match Ledger::open(options(tmp.path())) {
         Err(e @ OpenError::Locked { .. }) => {
             let text = e.to_string();
-            assert!(text.contains(&ledger_dir(tmp.path()).display().to_string()), "{text}");
-            assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+            assert!(
+                text.contains(&ledger_dir(tmp.path()).display().to_string()),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("pid {}", std::process::id())),
+                "{text}"
+            );
         }
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a second writer was let in"),
@@ -139,7 +150,12 @@ fn torn_tail_case(tail: &[u8]) {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let seg = segments(&ledger_dir(tmp.path())).pop().unwrap();
     let before = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(tail).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(tail)
+        .unwrap();
     let (l, report) = Ledger::open(options(tmp.path())).unwrap();
     let torn = report.torn_tail.expect("the tail must be reported");
     assert_eq!(torn.offset, before);
@@ -187,7 +203,11 @@ fn damage_before_the_tail_is_never_repaired() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a damaged ledger was opened for writing"),
     }
-    assert_eq!(std::fs::read_to_string(&seg).unwrap(), damaged, "nothing may be changed");
+    assert_eq!(
+        std::fs::read_to_string(&seg).unwrap(),
+        damaged,
+        "nothing may be changed"
+    );
 }
 
 #[test]
@@ -202,7 +222,10 @@ fn a_cut_tail_covered_by_a_checkpoint_is_not_repaired() {
     let data = std::fs::read(&seg).unwrap();
     // Tear the last signed record in half.
     std::fs::write(&seg, &data[..data.len() - 40]).unwrap();
-    assert!(matches!(Ledger::open(options(tmp.path())), Err(OpenError::Damaged { .. })));
+    assert!(matches!(
+        Ledger::open(options(tmp.path())),
+        Err(OpenError::Damaged { .. })
+    ));
 }
 
 #[test]
@@ -234,7 +257,11 @@ fn verify_reports_nothing_on_clean_ledgers_and_names_truncation() {
     std::fs::write(&seg, kept.join("\n") + "\n").unwrap();
     let r = verify(&dir, &VerifyOptions::default()).unwrap();
     assert!(!r.intact);
-    assert!(r.faults.iter().any(|f| f.kind == FaultKind::Truncated), "{:#?}", r.faults);
+    assert!(
+        r.faults.iter().any(|f| f.kind == FaultKind::Truncated),
+        "{:#?}",
+        r.faults
+    );
 }
 
 #[test]

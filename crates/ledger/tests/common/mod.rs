@@ -14,8 +14,12 @@ pub fn entry(i: usize) -> Entry {
         "prompt_hmac": "3f1c2a7b0b6c4c399d0e6a8e1f0e9e113f1c2a7b0b6c4c399d0e6a8e1f0e9e11",
         "note": "ünïcode 🎬"
     });
-    Entry::new("task.submitted", format!("actor-{}", i % 3), Details::from_value(&details).unwrap())
-        .unwrap()
+    Entry::new(
+        "task.submitted",
+        format!("actor-{}", i % 3),
+        Details::from_value(&details).unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn options(dir: &Path) -> LedgerOptions {
@@ -62,6 +66,12 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 pub fn all_lines(dir: &Path) -> Vec<String> {
     segments(dir)
         .iter()
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
