@@ -209,6 +209,13 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let only = std::env::var("KLING_BENCH_ONLY").unwrap_or_default();
+    if only == "pipelined" {
+        println!(
+            "pipelined: {:>12.0} records/s",
+            pipelined(4, 1024, 400_000 * scale)
+        );
+        return;
+    }
     if only == "verify" {
         println!("verify: {:>12.0} records/s", verify_rate(400_000 * scale));
         return;

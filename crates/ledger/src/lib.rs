@@ -278,6 +278,7 @@ impl Ledger {
         let shared = Arc::new(Mutex::new(head));
         let origin = keys.origin.clone();
         let commitments = Commitments::new(*keys.commit_key);
+        let mac = record::mac_state(keys.epoch.key());
         let w = writer::Writer {
             dir: dir.clone(),
             cfg: writer::Config {
@@ -304,6 +305,8 @@ impl Ledger {
             unsynced: false,
             shared: shared.clone(),
             buf: Vec::with_capacity(1 << 20),
+            ids: writer::IdSource::new(),
+            mac,
         };
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let thread = std::thread::Builder::new()
@@ -483,6 +486,15 @@ fn spawn_ticker(tx: mpsc::WeakSender<Msg>) {
             let Some(tx) = tx.upgrade() else { return };
             let _ = tx.try_send(Msg::Tick);
         });
+}
+
+/// Unix milliseconds of a record timestamp.
+pub(crate) fn ts_unix_millis(ts: &str) -> Option<u64> {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    let t = time::PrimitiveDateTime::parse(ts, &fmt).ok()?.assume_utc();
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Formats a time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.

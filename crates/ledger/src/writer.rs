@@ -73,6 +73,9 @@ pub(crate) struct Writer {
     pub unsynced: bool,
     pub shared: Arc<Mutex<Head>>,
     pub buf: Vec<u8>,
+    pub ids: IdSource,
+    /// HMAC state of the current epoch key.
+    pub mac: crate::record::MacState,
 }
 
 struct Staged {
@@ -207,11 +210,12 @@ impl Writer {
                         iter,
                     ));
                 }
+                self.mac = crate::record::mac_state(self.keys.epoch.key());
                 self.epoch_started = Instant::now();
                 self.epoch_count = 0;
             }
-            let ts = next_ts(&self.cfg.clock, &last_ts);
-            let id = uuid::Uuid::now_v7();
+            let (ts, millis) = next_ts(&self.cfg.clock, &last_ts);
+            let id = self.ids.next_id(millis);
             let start = self.buf.len();
             let stamp = Stamp {
                 seq,
@@ -219,7 +223,7 @@ impl Writer {
                 id: &id,
                 prev: &prev,
                 epoch: self.keys.epoch.epoch(),
-                mac_key: self.keys.epoch.key(),
+                mac: &self.mac,
             };
             let leaf = match encode(&mut self.buf, &stamp, &entry) {
                 Ok(leaf) => leaf,
@@ -381,14 +385,17 @@ impl MapWith for (String, Vec<AckTx>) {
     }
 }
 
-/// The timestamp for the next record: the clock, never earlier than the previous record's.
-fn next_ts(clock: &Clock, last: &str) -> String {
-    let now = crate::format_ts(clock());
+/// The timestamp for the next record (text and Unix milliseconds): the clock, never earlier
+/// than the previous record's.
+fn next_ts(clock: &Clock, last: &str) -> (String, u64) {
+    let t = clock();
+    let now = crate::format_ts(t);
     if now.as_str() < last {
         tracing::warn!(now = %now, last = %last, "clock went backwards; repeating the last timestamp");
-        return last.to_owned();
+        return (last.to_owned(), crate::ts_unix_millis(last).unwrap_or(0));
     }
-    now
+    let millis = u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    (now, millis)
 }
 
 /// Opens the newest segment for appending.
@@ -405,4 +412,26 @@ pub(crate) fn reopen_segment(
         day: day.to_owned(),
         len,
     })
+}
+
+/// UUIDv7 ids from the record's own timestamp and a per-writer CSPRNG, which avoids a
+/// `getrandom` system call per record.
+pub(crate) struct IdSource {
+    rng: rand::rngs::StdRng,
+}
+
+impl IdSource {
+    pub(crate) fn new() -> Self {
+        use rand::SeedableRng;
+        IdSource {
+            rng: rand::rngs::StdRng::from_entropy(),
+        }
+    }
+
+    fn next_id(&mut self, millis: u64) -> uuid::Uuid {
+        use rand::RngCore;
+        let mut random = [0u8; 10];
+        self.rng.fill_bytes(&mut random);
+        uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+    }
 }
