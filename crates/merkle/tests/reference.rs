@@ -245,11 +245,7 @@ fn flip(h: &Hash, bit: usize) -> Hash {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn random_inclusion_proofs_verify_and_single_bit_changes_fail(
