@@ -4,7 +4,12 @@
 //! exit codes: 0 success (and an intact ledger), 1 an integrity fault or a refused input,
 //! 2 the command could not run (usage, missing directory, permissions, I/O).
 
+mod client_cmds;
+mod demo;
+mod gateway_cmds;
 mod ledger_cmds;
+mod report;
+mod sim_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,11 +78,36 @@ enum Command {
     },
     /// Check every record, link, segment and checkpoint. Exit 0 intact, 1 faults, 2 could not run.
     Verify(ledger_cmds::VerifyArgs),
+    /// Run the simulator and the gateway on loopback with a realistic workload, then verify the
+    /// ledger and print a summary. Needs nothing configured.
+    Demo(demo::DemoArgs),
+    /// Summarize a ledger that verifies intact.
+    Report {
+        #[arg(long, value_enum, default_value = "text")]
+        format: ledger_cmds::Format,
+    },
     /// Write an evidence bundle: a record with its inclusion proof and a signed checkpoint, or
     /// a consistency proof between two checkpoints.
     Prove(ledger_cmds::ProveArgs),
     /// Check an evidence bundle offline against a pinned verifier key.
     VerifyProof(ledger_cmds::VerifyProofArgs),
+    /// Run the auditing gateway in front of the Kling API until SIGTERM or SIGINT.
+    Gateway(gateway_cmds::GatewayArgs),
+    /// Gateway configuration.
+    Config {
+        #[command(subcommand)]
+        command: gateway_cmds::ConfigCommand,
+    },
+    /// Gateway callers: each actor gets its own Kling-style access key and secret key.
+    Actors {
+        #[command(subcommand)]
+        command: gateway_cmds::ActorsCommand,
+    },
+    /// Check whether a prompt was submitted: lists the records holding its keyed commitment.
+    /// Exit 0 found, 1 not found.
+    MatchPrompt(client_cmds::MatchPromptArgs),
+    /// Run the Kling API simulator until SIGTERM or SIGINT; the first output line is its address.
+    Sim(sim_cmd::SimArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,7 +173,16 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             details,
         ),
         Command::Verify(a) => ledger_cmds::verify_cmd(g, &a),
+        Command::Demo(a) => demo::demo(&a),
+        Command::Report { format } => report::report_cmd(g, format),
         Command::Prove(a) => ledger_cmds::prove(g, &a),
         Command::VerifyProof(a) => ledger_cmds::verify_proof(&a),
+        Command::Gateway(a) => gateway_cmds::gateway(g, &a),
+        Command::Config {
+            command: gateway_cmds::ConfigCommand::Check(a),
+        } => gateway_cmds::config_check(g, &a),
+        Command::Actors { command } => gateway_cmds::actors_cmd(g, &command),
+        Command::MatchPrompt(a) => client_cmds::match_prompt(g, &a),
+        Command::Sim(a) => sim_cmd::run(&a),
     }
 }

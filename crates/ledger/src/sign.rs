@@ -1,116 +1,61 @@
 //! The ledger's view of checkpoint signing: C2SP signed notes over tlog checkpoints.
 //!
-//! Interim implementation of the few note operations the ledger needs (Ed25519 signing key in
-//! Go's `PRIVATE+KEY+` encoding, one signature line, verification under one pinned key).
+//! A thin adapter over `kling_audit_note`, which owns the byte formats. It keeps the small API
+//! the writer, the verifier and the proof bundles use (one Ed25519 key whose name is the
+//! ledger's origin, one pinned verifier key) and maps note failures onto the verifier's fault
+//! kinds: an unreadable note is `bad_checkpoint`, a failing signature by the pinned key is
+//! `bad_signature`, and a note without the pinned key's signature, or naming another log, is
+//! `unknown_key`.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use kling_audit_merkle::Hash;
-use sha2::{Digest, Sha256};
+use kling_audit_note::{Checkpoint, Note, NoteError, Verifier};
 use zeroize::Zeroizing;
 
-const ALG_ED25519: u8 = 0x01;
-
-fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
-    let h = Sha256::new()
-        .chain_update(name.as_bytes())
-        .chain_update([b'\n', ALG_ED25519])
-        .chain_update(public)
-        .finalize();
-    [h[0], h[1], h[2], h[3]]
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
-}
+use crate::verify::FaultKind;
 
 /// An Ed25519 checkpoint signer whose key name is the ledger's origin.
 pub struct Signer {
-    name: String,
-    key: SigningKey,
+    inner: kling_audit_note::Signer,
 }
 
 impl Signer {
+    /// A fresh key for `origin` from the operating system's random source.
     pub fn generate(origin: &str) -> Result<Self, String> {
-        if !valid_name(origin) {
-            return Err(format!(
-                "{origin:?} is not a valid key name (no spaces or '+')"
-            ));
-        }
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        Ok(Signer {
-            name: origin.to_owned(),
-            key,
-        })
+        kling_audit_note::Signer::generate(origin)
+            .map(|inner| Signer { inner })
+            .map_err(|e| format!("cannot make a key named {origin:?}: {e}"))
     }
 
+    /// Decodes Go's `PRIVATE+KEY+<name>+<id>+<base64>`; the error never echoes the key.
     pub fn from_encoded(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.splitn(5, '+').collect();
-        let [p, k, name, id, blob] = parts[..] else {
-            return Err("expected PRIVATE+KEY+<name>+<id>+<base64>".into());
-        };
-        if p != "PRIVATE" || k != "KEY" || !valid_name(name) {
-            return Err("expected PRIVATE+KEY+<name>+<id>+<base64>".into());
-        }
-        let raw = Zeroizing::new(B64.decode(blob).map_err(|e| format!("bad base64: {e}"))?);
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err("not an Ed25519 signer key".into());
-        }
-        let mut seed = Zeroizing::new([0u8; 32]);
-        seed.copy_from_slice(&raw[1..]);
-        let key = SigningKey::from_bytes(&seed);
-        if hex::encode(key_id(name, key.verifying_key().as_bytes())) != id {
-            return Err("key id does not match the key".into());
-        }
-        Ok(Signer {
-            name: name.to_owned(),
-            key,
-        })
+        kling_audit_note::Signer::from_encoded(text)
+            .map(|inner| Signer { inner })
+            .map_err(|e| format!("not a checkpoint signer key: {e}"))
     }
 
+    /// The private key string; a secret, never to be logged.
     pub fn encode(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(vec![ALG_ED25519]);
-        raw.extend_from_slice(self.key.as_bytes());
-        let id = key_id(&self.name, self.key.verifying_key().as_bytes());
-        Zeroizing::new(format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            hex::encode(id),
-            B64.encode(&*raw)
-        ))
+        self.inner.encode()
     }
 
+    /// The key name, which is the ledger's origin.
     pub fn name(&self) -> &str {
-        &self.name
+        self.inner.name()
     }
 
+    /// The public verifier key, `<origin>+<id>+<base64>`.
     pub fn verifier_key(&self) -> String {
-        let public = self.key.verifying_key();
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(public.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, public.as_bytes())),
-            B64.encode(raw)
-        )
+        self.inner.verifier().encode()
     }
 
     /// Signs the checkpoint `origin / size / root` and returns the signed note.
     pub fn sign_checkpoint(&self, size: u64, root: &Hash) -> Result<String, String> {
-        let text = format!("{}\n{size}\n{}\n", self.name, B64.encode(root));
-        let sig = self.key.sign(text.as_bytes());
-        let mut blob = key_id(&self.name, self.key.verifying_key().as_bytes()).to_vec();
-        blob.extend_from_slice(&sig.to_bytes());
-        Ok(format!(
-            "{text}\n\u{2014} {} {}\n",
-            self.name,
-            B64.encode(blob)
-        ))
+        let cp = Checkpoint::new(self.inner.name(), size, *root)
+            .map_err(|e| format!("cannot form checkpoint of size {size}: {e}"))?;
+        let note = kling_audit_note::sign_checkpoint(&cp, &self.inner)
+            .map_err(|e| format!("cannot sign checkpoint of size {size}: {e}"))?;
+        // A signed note holds only validated UTF-8; the lossy path is never taken.
+        Ok(String::from_utf8_lossy(&note.to_bytes()).into_owned())
     }
 }
 
@@ -125,139 +70,80 @@ pub struct CheckpointBody {
 /// Why a stored checkpoint was not accepted.
 #[derive(Debug, Clone)]
 pub struct CheckpointProblem {
-    pub kind: crate::verify::FaultKind,
+    pub kind: FaultKind,
     pub message: String,
 }
 
-struct PinnedKey {
-    name: String,
-    id: [u8; 4],
-    key: VerifyingKey,
+impl std::fmt::Display for CheckpointProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
 }
 
-fn parse_verifier(text: &str) -> Result<PinnedKey, String> {
-    let parts: Vec<&str> = text.trim().splitn(3, '+').collect();
-    let [name, id, blob] = parts[..] else {
-        return Err("expected <name>+<id>+<base64>".into());
+impl std::error::Error for CheckpointProblem {}
+
+fn problem(kind: FaultKind, message: String) -> CheckpointProblem {
+    CheckpointProblem { kind, message }
+}
+
+/// Parses a signed note and its checkpoint text, checking no signature.
+pub fn parse_checkpoint_note(note: &str) -> Result<(Note, CheckpointBody), CheckpointProblem> {
+    let parsed = Note::parse(note.as_bytes())
+        .map_err(|e| problem(FaultKind::BadCheckpoint, format!("not a signed note: {e}")))?;
+    let cp = Checkpoint::from_note(&parsed)
+        .map_err(|e| problem(FaultKind::BadCheckpoint, format!("not a checkpoint: {e}")))?;
+    let body = CheckpointBody {
+        origin: cp.origin,
+        size: cp.size,
+        root: cp.root,
     };
-    let raw = B64.decode(blob).map_err(|e| format!("bad base64: {e}"))?;
-    if raw.len() != 33 || raw[0] != ALG_ED25519 {
-        return Err("not an Ed25519 verifier key".into());
-    }
-    let public: [u8; 32] = raw[1..]
-        .try_into()
-        .map_err(|_| "bad key length".to_owned())?;
-    let key = VerifyingKey::from_bytes(&public).map_err(|e| format!("bad public key: {e}"))?;
-    let kid = key_id(name, &public);
-    if hex::encode(kid) != id {
-        return Err("key id does not match the key".into());
-    }
-    Ok(PinnedKey {
-        name: name.to_owned(),
-        id: kid,
-        key,
-    })
+    Ok((parsed, body))
 }
 
 /// Parses a checkpoint note; with a verifier key, also checks its signature and origin.
+///
+/// Signatures by other keys (for example witness cosignatures) are ignored, as
+/// c2sp.org/signed-note requires.
 pub fn open_checkpoint(
     note: &str,
     verifier_key: Option<&str>,
 ) -> Result<CheckpointBody, CheckpointProblem> {
-    use crate::verify::FaultKind;
-    let problem = |kind, message: String| CheckpointProblem { kind, message };
-    let Some(split) = note.rfind("\n\n") else {
-        return Err(problem(
-            FaultKind::BadCheckpoint,
-            "not a signed note: no blank line before signatures".into(),
-        ));
-    };
-    let text = &note[..split + 1];
-    let sigs = &note[split + 2..];
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() < 3 {
-        return Err(problem(
-            FaultKind::BadCheckpoint,
-            "not a checkpoint: fewer than 3 lines".into(),
-        ));
-    }
-    let size: u64 = lines[1]
-        .parse()
-        .ok()
-        .filter(|_| lines[1] == "0" || !lines[1].starts_with('0'))
-        .ok_or_else(|| {
-            problem(
-                FaultKind::BadCheckpoint,
-                "not a checkpoint: bad tree size".into(),
-            )
-        })?;
-    let root: Hash = B64
-        .decode(lines[2])
-        .ok()
-        .and_then(|r| r.try_into().ok())
-        .ok_or_else(|| {
-            problem(
-                FaultKind::BadCheckpoint,
-                "not a checkpoint: bad root hash".into(),
-            )
-        })?;
-    let body = CheckpointBody {
-        origin: lines[0].to_owned(),
-        size,
-        root,
-    };
+    let (parsed, body) = parse_checkpoint_note(note)?;
     let Some(vk) = verifier_key else {
         return Ok(body);
     };
-    let pinned = parse_verifier(vk).map_err(|e| {
+    let pinned = Verifier::from_encoded(vk.trim()).map_err(|e| {
         problem(
             FaultKind::BadSignature,
             format!("the verifier key is malformed: {e}"),
         )
     })?;
-    let mut verified = false;
-    for line in sigs.lines() {
-        let Some(rest) = line.strip_prefix("\u{2014} ") else {
+    let size = body.size;
+    match parsed.verify(std::slice::from_ref(&pinned)) {
+        Ok(_) => {}
+        Err(NoteError::NoTrustedSignature { .. }) => {
             return Err(problem(
-                FaultKind::BadCheckpoint,
-                "malformed signature line".into(),
-            ));
-        };
-        let Some((name, b64)) = rest.split_once(' ') else {
-            return Err(problem(
-                FaultKind::BadCheckpoint,
-                "malformed signature line".into(),
-            ));
-        };
-        let Ok(blob) = B64.decode(b64) else { continue };
-        if name != pinned.name || blob.len() != 68 || blob[..4] != pinned.id {
-            continue;
+                FaultKind::UnknownKey,
+                format!(
+                    "checkpoint of size {size} is not signed by the pinned key {}",
+                    pinned.name()
+                ),
+            ))
         }
-        let sig = ed25519_dalek::Signature::from_slice(&blob[4..])
-            .map_err(|_| problem(FaultKind::BadSignature, "malformed signature".into()))?;
-        if pinned.key.verify_strict(text.as_bytes(), &sig).is_err() {
+        Err(e) => {
             return Err(problem(
                 FaultKind::BadSignature,
-                format!("checkpoint of size {size} has a signature that does not verify"),
-            ));
+                format!("checkpoint of size {size}: {e}"),
+            ))
         }
-        verified = true;
     }
-    if !verified {
-        return Err(problem(
-            FaultKind::UnknownKey,
-            format!(
-                "checkpoint of size {size} is not signed by the pinned key {}",
-                pinned.name
-            ),
-        ));
-    }
-    if body.origin != pinned.name {
+    if body.origin != pinned.name() {
         return Err(problem(
             FaultKind::UnknownKey,
             format!(
                 "checkpoint origin {:?} is not the key's log {:?}",
-                body.origin, pinned.name
+                body.origin,
+                pinned.name()
             ),
         ));
     }
@@ -267,6 +153,8 @@ pub fn open_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
 
     #[test]
     fn go_sumdb_note_vector_key_round_trips() {
@@ -298,5 +186,43 @@ mod tests {
         assert!(open_checkpoint(&forged, Some(&s.verifier_key())).is_err());
         let other = Signer::generate("PeterNeumann").unwrap();
         assert!(open_checkpoint(&note, Some(&other.verifier_key())).is_err());
+    }
+
+    #[test]
+    fn failures_map_to_the_documented_fault_kinds() {
+        let s = Signer::generate("example.test/log").unwrap();
+        let key = s.verifier_key();
+        let note = s.sign_checkpoint(3, &[7; 32]).unwrap();
+        let kind = |n: &str, k: Option<&str>| open_checkpoint(n, k).map(|_| ()).map_err(|p| p.kind);
+        assert_eq!(kind(&note, Some(&key)), Ok(()));
+        // The pinned key's signature over altered text fails: bad_signature.
+        let forged = note.replace("\n3\n", "\n4\n");
+        assert_eq!(kind(&forged, Some(&key)), Err(FaultKind::BadSignature));
+        // No signature by the pinned key at all: unknown_key.
+        let other = Signer::generate("example.test/log").unwrap();
+        assert_eq!(
+            kind(&note, Some(&other.verifier_key())),
+            Err(FaultKind::UnknownKey)
+        );
+        // A key whose name is not the origin, signing the origin's text: unknown_key.
+        let stranger = Signer::generate("example.test/other").unwrap();
+        let text = note.split("\n\n").next().unwrap().to_owned() + "\n";
+        let mut n = Note::new(text).unwrap();
+        n.sign(&kling_audit_note::Signer::from_encoded(&stranger.encode()).unwrap())
+            .unwrap();
+        let n = String::from_utf8(n.to_bytes()).unwrap();
+        assert_eq!(
+            kind(&n, Some(&stranger.verifier_key())),
+            Err(FaultKind::UnknownKey)
+        );
+        // Unparsable: bad_checkpoint, with or without a key.
+        for bad in ["", "x\n\n", "o\n01\nAAAA\n\n— o AAAAAAA=\n"] {
+            assert_eq!(kind(bad, None), Err(FaultKind::BadCheckpoint), "{bad:?}");
+            assert_eq!(
+                kind(bad, Some(&key)),
+                Err(FaultKind::BadCheckpoint),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -1,0 +1,277 @@
+//! `match-prompt`: lets an auditor who holds the deployment's commit key check whether a given
+//! prompt was submitted, and in which records.
+//!
+//! Records never hold prompts, only keyed commitments (`Commitments::text`). This command
+//! computes the commitment of the candidate text and looks for it as a string value anywhere in
+//! every record's details, so it finds the audited client's `text[]` entries and the gateway's
+//! `prompts[]` entries alike. Lines that do not parse as records are skipped and counted.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kling_audit_ledger::keys::{parse_key_hex, COMMIT_FILE};
+use kling_audit_ledger::record::parse_line;
+use kling_audit_ledger::segment::list_segments;
+use kling_audit_ledger::Commitments;
+use serde_json::{json, Value};
+
+use crate::ledger_cmds::Format;
+use crate::{Exit, Global};
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("candidate").required(true).args(["prompt", "prompt_file"])))]
+pub struct MatchPromptArgs {
+    /// The prompt (or negative prompt, shot prompt, lip-sync text) to look for, exactly.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Read the text from a file; one trailing line break is removed.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// The commit key in hex, or `@FILE` (default: `commit.key` in the keys directory).
+    #[arg(long, env = "KLING_AUDIT_COMMIT_KEY", hide_env_values = true)]
+    pub commit_key: Option<String>,
+    /// `text`: one line per match; `json`: one document with every match.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// One record holding the commitment.
+#[derive(Debug, Clone, PartialEq)]
+struct Match {
+    seq: u64,
+    ts: String,
+    kind: String,
+    actor: String,
+    /// The request field the commitment stands for (`prompt`, `multi_prompt[0].prompt`, ...),
+    /// when the record names it.
+    field: Option<String>,
+    /// Where in `details` the commitment sits.
+    path: String,
+}
+
+fn read_candidate(a: &MatchPromptArgs) -> Result<String> {
+    if let Some(p) = &a.prompt {
+        return Ok(p.clone());
+    }
+    let Some(path) = &a.prompt_file else {
+        bail!("give --prompt or --prompt-file");
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the prompt file {}", path.display()))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}
+
+fn commit_key(g: &Global, a: &MatchPromptArgs) -> Result<[u8; 32]> {
+    let (origin, text) = match &a.commit_key {
+        Some(value) => match value.strip_prefix('@') {
+            Some(file) => (
+                PathBuf::from(file),
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the commit key file {file}"))?,
+            ),
+            None => (PathBuf::from("--commit-key"), value.clone()),
+        },
+        None => {
+            let keys = g
+                .keys_dir
+                .clone()
+                .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+            let path = keys.join(COMMIT_FILE);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "no commit key at {}; pass --keys-dir or --commit-key HEX|@FILE",
+                    path.display()
+                )
+            })?;
+            (path, text)
+        }
+    };
+    Ok(parse_key_hex(&origin, &text)?)
+}
+
+/// Every place in `value` where a string equals `needle`, with the nearest `field` name.
+fn find_commitment(
+    value: &Value,
+    needle: &str,
+    path: &str,
+    out: &mut Vec<(String, Option<String>)>,
+) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if v.as_str() == Some(needle) {
+                    let field = map.get("field").and_then(Value::as_str).map(str::to_owned);
+                    out.push((child, field));
+                } else {
+                    find_commitment(v, needle, &child, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let child = format!("{path}[{i}]");
+                if v.as_str() == Some(needle) {
+                    out.push((child, None));
+                } else {
+                    find_commitment(v, needle, &child, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Scan {
+    matches: Vec<Match>,
+    records: u64,
+    skipped: u64,
+}
+
+fn scan(dir: &Path, commitment: &str) -> Result<Scan> {
+    let (segments, _) = list_segments(dir)
+        .with_context(|| format!("cannot list the ledger directory {}", dir.display()))?;
+    let mut out = Scan {
+        matches: Vec::new(),
+        records: 0,
+        skipped: 0,
+    };
+    for seg in segments {
+        let file = std::fs::File::open(&seg.path)
+            .with_context(|| format!("cannot open {}", seg.path.display()))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.with_context(|| format!("cannot read {}", seg.path.display()))?;
+            if line.is_empty() {
+                continue;
+            }
+            let Ok(view) = parse_line(&line) else {
+                out.skipped += 1;
+                continue;
+            };
+            out.records += 1;
+            // A cheap byte test first: most records do not contain the commitment at all.
+            if !view.details.get().contains(commitment) {
+                continue;
+            }
+            let Ok(details) = serde_json::from_str::<Value>(view.details.get()) else {
+                out.skipped += 1;
+                continue;
+            };
+            let mut hits = Vec::new();
+            find_commitment(&details, commitment, "", &mut hits);
+            for (path, field) in hits {
+                out.matches.push(Match {
+                    seq: view.seq,
+                    ts: view.ts.to_owned(),
+                    kind: view.kind_str(),
+                    actor: view.actor_str(),
+                    field,
+                    path,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
+    let candidate = read_candidate(a)?;
+    let key = commit_key(g, a)?;
+    let commitment = Commitments::new(key).text(&candidate);
+    if !g.dir.is_dir() {
+        bail!("no ledger directory at {}", g.dir.display());
+    }
+    let result = scan(&g.dir, &commitment)?;
+    if result.skipped > 0 {
+        eprintln!(
+            "warning: {} lines could not be read as records and were skipped; run `kling-audit verify`",
+            result.skipped
+        );
+    }
+    match a.format {
+        Format::Json => {
+            let matches: Vec<Value> = result
+                .matches
+                .iter()
+                .map(|m| {
+                    json!({"seq": m.seq, "ts": m.ts, "type": m.kind, "actor": m.actor,
+                           "field": m.field, "path": m.path})
+                })
+                .collect();
+            let doc = json!({
+                "found": !matches.is_empty(),
+                "commitment": commitment,
+                "chars": candidate.chars().count(),
+                "records_scanned": result.records,
+                "lines_skipped": result.skipped,
+                "matches": matches,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Text => {
+            for m in &result.matches {
+                println!(
+                    "seq={} ts={} type={} actor={} field={} path={}",
+                    m.seq,
+                    m.ts,
+                    m.kind,
+                    m.actor,
+                    m.field.as_deref().unwrap_or("-"),
+                    m.path
+                );
+            }
+            if result.matches.is_empty() {
+                println!(
+                    "no record holds this text's commitment ({} records scanned)",
+                    result.records
+                );
+            } else {
+                println!(
+                    "{} matches in {} records scanned",
+                    result.matches.len(),
+                    result.records
+                );
+            }
+        }
+    }
+    Ok(if result.matches.is_empty() {
+        Exit::Fault
+    } else {
+        Exit::Ok
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commitments_are_found_at_any_depth_with_their_field() {
+        let details = json!({"request": {"text": [
+            {"field": "prompt", "commitment": "abc", "chars": 3},
+            {"field": "negative_prompt", "commitment": "def", "chars": 3}]},
+            "list": ["x", "abc"], "other": "abcd"});
+        let mut hits = Vec::new();
+        find_commitment(&details, "abc", "", &mut hits);
+        hits.sort();
+        assert_eq!(
+            hits,
+            vec![
+                ("list[1]".to_owned(), None),
+                (
+                    "request.text[0].commitment".to_owned(),
+                    Some("prompt".to_owned())
+                ),
+            ]
+        );
+        let mut none = Vec::new();
+        find_commitment(&details, "ab", "", &mut none);
+        assert!(none.is_empty());
+    }
+}

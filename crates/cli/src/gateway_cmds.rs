@@ -1,0 +1,264 @@
+//! `kling-audit gateway`, `kling-audit config check` and `kling-audit actors ...`: flags in,
+//! library calls out. The gateway itself lives in the `kling-audit-gateway` crate.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use kling_audit_gateway::config::{self, Overrides, Sources};
+use kling_audit_gateway::{actors, GatewayConfig};
+
+use crate::{Exit, Global};
+
+/// Flags of `kling-audit gateway` and `kling-audit config check`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// TOML configuration file (see docs/gateway.md); environment variables override it.
+    #[arg(long, env = "KLING_AUDIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one). The bound address
+    /// is printed as the first line of standard output.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Base URL of the Kling API (default https://api-singapore.klingai.com).
+    #[arg(long)]
+    pub upstream: Option<String>,
+}
+
+/// `kling-audit config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the gateway configuration (file, environment, secrets) without starting it.
+    Check(GatewayArgs),
+}
+
+/// Output format for actor commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `kling-audit actors ...`.
+#[derive(Debug, Subcommand)]
+pub enum ActorsCommand {
+    /// Create an actor and print its access key and secret key (shown this once).
+    Add {
+        /// The actor name recorded in every record of its requests.
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Configuration file naming `auth.actors_file`, if not the default.
+        #[arg(long, env = "KLING_AUDIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List actors (no secrets).
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[arg(long, env = "KLING_AUDIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Refuse an actor's requests from now on (a running gateway reloads within a second).
+    Disable {
+        name: String,
+        #[arg(long, env = "KLING_AUDIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn sources(g: &Global, args: &GatewayArgs) -> Sources {
+    Sources {
+        file: args.config.clone(),
+        env: std::env::vars().collect(),
+        overrides: Overrides {
+            listen: args.listen.clone(),
+            upstream: args.upstream.clone(),
+        },
+        dir: g.dir.clone(),
+        keys_dir: g.keys_dir.clone(),
+    }
+}
+
+fn load(g: &Global, args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
+    let what = args.config.as_ref().map_or_else(
+        || "flags and environment".to_owned(),
+        |p| p.display().to_string(),
+    );
+    config::load(&sources(g, args)).with_context(|| format!("gateway configuration ({what})"))
+}
+
+/// `kling-audit config check`: prints a summary (no secrets) and exits 0, or the first
+/// problem and exits 2.
+pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
+    let cfg = load(g, args)?;
+    let mode = match cfg.auth.mode {
+        config::AuthMode::Actors => "actors",
+        config::AuthMode::Passthrough => "passthrough",
+    };
+    let failure = match cfg.audit.on_failure {
+        config::FailureMode::FailClosed => "fail-closed",
+        config::FailureMode::FailOpen => "fail-open",
+    };
+    println!("configuration OK");
+    println!("  listen:        {}", cfg.listen);
+    println!("  upstream:      {}", cfg.upstream.url);
+    println!("  ledger dir:    {}", cfg.audit.dir.display());
+    println!("  keys dir:      {}", cfg.keys_dir().display());
+    println!("  actors file:   {}", cfg.auth.actors_file.display());
+    println!("  auth mode:     {mode}");
+    println!("  on failure:    {failure}");
+    println!(
+        "  org key:       {}",
+        if cfg.upstream.credentials.is_some() {
+            "set"
+        } else {
+            "not set"
+        }
+    );
+    println!(
+        "  webhook secret: {}",
+        if cfg.callbacks.webhook_secret.is_some() {
+            "set"
+        } else {
+            "not set"
+        }
+    );
+    println!(
+        "  admin token:   {}",
+        if cfg.admin_token.is_some() {
+            "set"
+        } else {
+            "not set (/metrics is open)"
+        }
+    );
+    Ok(Exit::Ok)
+}
+
+/// `kling-audit gateway`: serves until SIGTERM or SIGINT, then drains and seals the ledger.
+pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
+    let cfg = load(g, args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = kling_audit_gateway::bind(cfg.listen)?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        {
+            // The first line of stdout is the bound address, for scripts and tests.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{addr}")?;
+            out.flush()?;
+        }
+        let report = kling_audit_gateway::run(cfg, listener, shutdown_signal()).await?;
+        // A full disk must not turn a clean stop into a panic: the report is best effort.
+        let _ = writeln!(
+            std::io::stderr(),
+            "gateway stopped: {} requests served, ledger {} ({} records)",
+            report.requests_served,
+            if report.sealed {
+                "sealed"
+            } else {
+                "NOT sealed cleanly"
+            },
+            report.ledger_size
+        );
+        Ok(if report.sealed { Exit::Ok } else { Exit::Fault })
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            // Without signal handlers the process still stops on Ctrl-C, just not gracefully.
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn actors_file(g: &Global, config_file: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let args = GatewayArgs {
+        config: config_file.clone(),
+        listen: None,
+        upstream: None,
+    };
+    config::actors_file(&sources(g, &args)).context("cannot locate the actor store")
+}
+
+/// `kling-audit actors ...`.
+pub fn actors_cmd(g: &Global, command: &ActorsCommand) -> anyhow::Result<Exit> {
+    match command {
+        ActorsCommand::Add {
+            name,
+            format,
+            config,
+        } => {
+            let path = actors_file(g, config)?;
+            let actor = actors::add(&path, name)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "name": actor.name,
+                        "access_key": actor.access_key,
+                        "secret_key": actor.secret_key.expose(),
+                    })
+                ),
+                Format::Text => {
+                    println!("actor:      {}", actor.name);
+                    println!("access key: {}", actor.access_key);
+                    println!("secret key: {}", actor.secret_key.expose());
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "Give these to the app as its Kling access key and secret key; the \
+                         secret key is not shown again."
+                    );
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        ActorsCommand::List { format, config } => {
+            let path = actors_file(g, config)?;
+            let list = actors::list(&path)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&list)?),
+                Format::Text => {
+                    for a in &list {
+                        println!(
+                            "{}\t{}\t{}",
+                            a.name,
+                            a.access_key,
+                            if a.disabled { "disabled" } else { "enabled" }
+                        );
+                    }
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        ActorsCommand::Disable { name, config } => {
+            let path = actors_file(g, config)?;
+            if actors::disable(&path, name)? {
+                println!("actor {name} disabled");
+            } else {
+                println!("actor {name} was already disabled");
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The gateway's handle on the audit ledger: appends with timing, fail-open bookkeeping, and
+//! recovery after the ledger stops accepting records.
+//!
+//! After a failed write or sync the ledger refuses every later append (it cannot know what
+//! reached the disk). The auditor then closes it and tries to open it again every
+//! `audit.reopen_interval`, which runs the ledger's own recovery; once that works, requests
+//! are recorded again and, in fail-open mode, a `gateway.unaudited` record says how many
+//! requests went through unrecorded and over which span of time. The span is held in memory,
+//! so a process that dies before the ledger recovers loses it (the metric and the logs keep
+//! the count).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kling_audit_ledger::{
+    AppendError, Commitments, Details, Entry, Head, Ledger, LedgerOptions, Receipt,
+};
+use serde_json::{json, Value};
+
+use crate::config::FailureMode;
+use crate::metrics::Metrics;
+
+/// The actor of the gateway's own records.
+pub const GATEWAY_ACTOR: &str = "gateway";
+
+/// Why a record was not written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The entry broke a record rule (a bug in the gateway, never caller input).
+    #[error("audit record of type {kind} is malformed: {reason}")]
+    Entry {
+        /// The record type.
+        kind: String,
+        /// The ledger's explanation.
+        reason: String,
+    },
+    /// The ledger refused the append.
+    #[error("audit ledger refused the record: {0}")]
+    Append(#[from] AppendError),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    count: u64,
+    first_ms: u64,
+    last_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Appends records and keeps the ledger usable.
+pub struct Auditor {
+    ledger: RwLock<Ledger>,
+    options: LedgerOptions,
+    commitments: Commitments,
+    mode: FailureMode,
+    metrics: Arc<Metrics>,
+    unaudited: Mutex<Option<Span>>,
+    reopening: AtomicBool,
+    reopen_interval: Duration,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    /// Wraps an open ledger. `options` are kept to reopen it after a failure.
+    pub fn new(
+        ledger: Ledger,
+        options: LedgerOptions,
+        mode: FailureMode,
+        metrics: Arc<Metrics>,
+        reopen_interval: Duration,
+    ) -> Self {
+        let commitments = ledger.commitments().clone();
+        Self {
+            ledger: RwLock::new(ledger),
+            options,
+            commitments,
+            mode,
+            metrics,
+            unaudited: Mutex::new(None),
+            reopening: AtomicBool::new(false),
+            reopen_interval,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The current ledger handle (cheap clone; the lock is released at once).
+    pub fn ledger(&self) -> Ledger {
+        self.ledger
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keyed commitments under the deployment's commit key.
+    pub fn commitments(&self) -> &Commitments {
+        &self.commitments
+    }
+
+    /// Fail-closed or fail-open.
+    pub fn mode(&self) -> FailureMode {
+        self.mode
+    }
+
+    /// The ledger's durable state.
+    pub fn head(&self) -> Head {
+        self.ledger().head()
+    }
+
+    /// Whether the ledger takes records now.
+    pub fn writable(&self) -> bool {
+        !self.closed.load(Ordering::Relaxed) && self.head().poisoned.is_none()
+    }
+
+    /// Appends one record and waits until it is durable. A refusal starts the reopen loop.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the record is not durable.
+    pub async fn append(
+        self: &Arc<Self>,
+        kind: &str,
+        actor: &str,
+        details: &Value,
+    ) -> Result<Receipt, AuditError> {
+        let entry = Details::from_value(details)
+            .and_then(|d| Entry::new(kind, actor, d))
+            .map_err(|e| AuditError::Entry {
+                kind: kind.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let started = Instant::now();
+        let result = self.ledger().append_async(entry).await;
+        self.metrics.ledger_append.observe(started.elapsed());
+        match result {
+            Ok(receipt) => Ok(receipt),
+            Err(e) => {
+                self.metrics.ledger_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    target: "kling_audit_gateway::audit",
+                    record_type = kind,
+                    error = %e,
+                    "audit record not written"
+                );
+                if matches!(e, AppendError::Poisoned { .. } | AppendError::Closed) {
+                    self.start_reopen();
+                }
+                Err(AuditError::Append(e))
+            }
+        }
+    }
+
+    /// Counts one request forwarded without a request record (fail-open).
+    pub fn note_unaudited(&self) {
+        self.metrics
+            .unaudited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = now_ms();
+        let mut span = self
+            .unaudited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match span.as_mut() {
+            Some(s) => {
+                s.count += 1;
+                s.last_ms = now;
+            }
+            None => {
+                *span = Some(Span {
+                    count: 1,
+                    first_ms: now,
+                    last_ms: now,
+                })
+            }
+        }
+    }
+
+    /// Requests forwarded unrecorded and not yet reported in a `gateway.unaudited` record.
+    pub fn pending_unaudited(&self) -> u64 {
+        self.unaudited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(0, |s| s.count)
+    }
+
+    /// Writes `gateway.unaudited` for the span collected so far, if any.
+    async fn report_unaudited(self: &Arc<Self>) {
+        let span = self
+            .unaudited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(span) = span else { return };
+        let details = json!({
+            "count": span.count,
+            "first_unix_ms": span.first_ms,
+            "last_unix_ms": span.last_ms,
+            "mode": "fail-open",
+            "reason": "the audit ledger refused records; these requests were forwarded unrecorded",
+        });
+        if self
+            .append("gateway.unaudited", GATEWAY_ACTOR, &details)
+            .await
+            .is_err()
+        {
+            // Put the span back (merged with anything counted meanwhile) for the next try.
+            let mut guard = self
+                .unaudited
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *guard = Some(match *guard {
+                Some(newer) => Span {
+                    count: span.count + newer.count,
+                    first_ms: span.first_ms,
+                    last_ms: newer.last_ms,
+                },
+                None => span,
+            });
+        }
+    }
+
+    fn start_reopen(self: &Arc<Self>) {
+        if self.closed.load(Ordering::Relaxed) || self.reopening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            this.reopen_loop().await;
+            this.reopening.store(false, Ordering::Release);
+        });
+    }
+
+    async fn reopen_loop(self: &Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.reopen_interval).await;
+            if self.closed.load(Ordering::Relaxed) {
+                return;
+            }
+            // The blocking close joins the old writer thread, which releases the directory
+            // lock before the new open tries to take it.
+            let old = self.ledger();
+            let options = self.options.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                let _ = old.close();
+                Ledger::open(options)
+            })
+            .await;
+            match opened {
+                Ok(Ok((ledger, report))) => {
+                    *self.ledger.write().unwrap_or_else(PoisonError::into_inner) = ledger;
+                    self.metrics.ledger_reopens.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "kling_audit_gateway::audit",
+                        records = report.records,
+                        torn_tail = report.torn_tail.is_some(),
+                        "audit ledger reopened after a failure"
+                    );
+                    let details = json!({
+                        "records": report.records,
+                        "torn_tail_recovered": report.torn_tail.is_some(),
+                    });
+                    if self
+                        .append("gateway.ledger_reopened", GATEWAY_ACTOR, &details)
+                        .await
+                        .is_ok()
+                    {
+                        self.report_unaudited().await;
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "kling_audit_gateway::audit", error = %e, "audit ledger still unavailable");
+                }
+                Err(e) => {
+                    tracing::warn!(target: "kling_audit_gateway::audit", error = %e, "ledger reopen task failed");
+                }
+            }
+        }
+    }
+
+    /// Seals the ledger (sync and final checkpoint) and waits for its writer thread to end, so
+    /// the directory lock is free when this returns; later appends fail.
+    ///
+    /// # Errors
+    /// The ledger's refusal, e.g. when it was already poisoned.
+    pub async fn close(&self) -> Result<Head, AppendError> {
+        self.closed.store(true, Ordering::Relaxed);
+        let ledger = self.ledger();
+        tokio::task::spawn_blocking(move || ledger.close())
+            .await
+            .unwrap_or(Err(AppendError::Closed))
+    }
+}

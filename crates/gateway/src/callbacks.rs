@@ -1,0 +1,406 @@
+//! Callback interception: the gateway replaces a create's `callback_url` with
+//! `<public url>/_gateway/callback/<token>`, records every callback Kling sends there
+//! (`callback.received`, with the webhook-signature result), and relays it to the caller's
+//! original URL with bounded retries, recording each attempt (`callback.relay`).
+//!
+//! The token is self-contained: base64url of `{actor, original URL, request id}` followed by
+//! a tag, the keyed HMAC of that text under the ledger's commit key. So callbacks for tasks
+//! created before a restart still find their way without any state on disk, and nobody
+//! without the commit key can forge a token that makes the gateway post somewhere. The
+//! original URL is thus visible to Kling inside the token, as it would be without the gateway;
+//! it never enters a record (only its host and hash do).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::response::Response;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::StatusCode;
+use kling_api::clock::{Clock as _, SystemClock};
+use kling_api::webhook;
+use kling_audit_ledger::Commitments;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::config::FailureMode;
+use crate::inspect::{self, cap_chars};
+use crate::proxy::{self, StatusChange};
+use crate::state::AppState;
+use crate::tasks::Observed;
+
+/// Path prefix of the callback endpoint.
+pub const CALLBACK_PATH: &str = "/_gateway/callback/";
+/// Commitment label of callback tokens.
+const TOKEN_LABEL: &str = "gateway-callback";
+/// Largest callback body accepted (task objects are a few KiB).
+const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
+/// Header telling the caller's receiver which record holds the callback.
+pub const HEADER_CALLBACK_RECORD: &str = "x-kling-audit-callback-record";
+
+/// What a callback token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPayload {
+    /// The actor that created the task.
+    #[serde(rename = "a")]
+    pub actor: String,
+    /// The caller's original callback URL.
+    #[serde(rename = "u")]
+    pub url: String,
+    /// The gateway request id of the create.
+    #[serde(rename = "r")]
+    pub request_id: String,
+}
+
+/// Makes the token for one create.
+pub fn make_token(commitments: &Commitments, actor: &str, url: &str, request_id: &str) -> String {
+    let payload = TokenPayload {
+        actor: actor.to_owned(),
+        url: url.to_owned(),
+        request_id: request_id.to_owned(),
+    };
+    // Serialising three strings cannot fail.
+    let json = serde_json::to_vec(&payload).unwrap_or_default();
+    let encoded = URL_SAFE_NO_PAD.encode(json);
+    let tag = &commitments.commit(TOKEN_LABEL, encoded.as_bytes())[..32];
+    format!("{encoded}.{tag}")
+}
+
+/// Checks a token's tag and decodes it; `None` for anything forged or malformed.
+pub fn open_token(commitments: &Commitments, token: &str) -> Option<TokenPayload> {
+    let (encoded, tag) = token.rsplit_once('.')?;
+    let expected = commitments.commit(TOKEN_LABEL, encoded.as_bytes());
+    let expected = expected.get(..32)?;
+    if tag.len() != expected.len()
+        || tag
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0
+    {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// The result of checking a callback's Standard Webhooks signature.
+fn signature_result(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (&'static str, Option<String>) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (id, ts, sig) = (
+        get(webhook::HEADER_ID),
+        get(webhook::HEADER_TIMESTAMP),
+        get(webhook::HEADER_SIGNATURE),
+    );
+    let Some(secret) = &state.cfg.callbacks.webhook_secret else {
+        let present = sig.is_some();
+        return (if present { "not-checked" } else { "absent" }, None);
+    };
+    let (Some(id), Some(ts), Some(sig)) = (id, ts, sig) else {
+        return ("absent", None);
+    };
+    match webhook::verify(
+        secret.expose(),
+        id,
+        ts,
+        sig,
+        body,
+        SystemClock.now_unix(),
+        state.cfg.callbacks.webhook_tolerance_secs,
+    ) {
+        Ok(()) => ("valid", None),
+        Err(e) => {
+            let reason = match e {
+                webhook::WebhookError::StaleTimestamp { .. } => "stale-timestamp",
+                webhook::WebhookError::InvalidTimestamp { .. } => "bad-timestamp",
+                webhook::WebhookError::NoSignature => "no-v1-signature",
+                webhook::WebhookError::Mismatch { .. } => "mismatch",
+                webhook::WebhookError::InvalidSecret => "bad-secret",
+            };
+            ("invalid", Some(reason.to_owned()))
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: Value) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `POST /_gateway/callback/{token}`.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let commitments = state.auditor.commitments();
+    let Some(payload) = open_token(commitments, &token) else {
+        state
+            .metrics
+            .callbacks_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        let details = json!({ "reason": "unknown-token", "source_ip": peer.ip().to_string() });
+        let _ = state
+            .auditor
+            .append("callback.rejected", "unauthenticated", &details)
+            .await;
+        return plain(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "unknown callback" }),
+        );
+    };
+    let Ok(body) = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await else {
+        state
+            .metrics
+            .callbacks_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": "callback too large" }),
+        );
+    };
+    state
+        .metrics
+        .callbacks_received
+        .fetch_add(1, Ordering::Relaxed);
+    let (signature, signature_reason) = signature_result(&state, &headers, &body);
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let view = parsed.as_ref().and_then(inspect::task_view);
+    let header_text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| cap_chars(s, 64))
+    };
+    let original = inspect::url_summary(&payload.url);
+    let mut details = Map::new();
+    details.insert("request_id".into(), json!(payload.request_id));
+    details.insert(
+        "task_id".into(),
+        json!(view.as_ref().map(|v| v.task_id.clone())),
+    );
+    details.insert(
+        "status".into(),
+        json!(view.as_ref().and_then(|v| v.status.clone())),
+    );
+    details.insert(
+        "external_task_id".into(),
+        json!(view.as_ref().and_then(|v| v.external_task_id.clone())),
+    );
+    details.insert("signature".into(), json!(signature));
+    details.insert("signature_reason".into(), json!(signature_reason));
+    details.insert("webhook_id".into(), json!(header_text(webhook::HEADER_ID)));
+    details.insert(
+        "webhook_timestamp".into(),
+        json!(header_text(webhook::HEADER_TIMESTAMP)),
+    );
+    details.insert("body_sha256".into(), json!(inspect::sha256_hex(&body)));
+    details.insert("body_bytes".into(), json!(body.len()));
+    details.insert("body_json".into(), json!(parsed.is_some()));
+    details.insert("relay_host".into(), original["host"].clone());
+    details.insert("relay_url_sha256".into(), original["sha256"].clone());
+    details.insert("source_ip".into(), json!(peer.ip().to_string()));
+
+    let received_seq = match state
+        .auditor
+        .append("callback.received", &payload.actor, &Value::Object(details))
+        .await
+    {
+        Ok(r) => Some(r.seq),
+        Err(_) => match state.auditor.mode() {
+            FailureMode::FailClosed => {
+                // Kling may deliver again later; relaying unrecorded would break the trail.
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "error": "audit ledger unavailable" }),
+                );
+            }
+            FailureMode::FailOpen => {
+                state.auditor.note_unaudited();
+                None
+            }
+        },
+    };
+
+    if let Some(view) = &view {
+        if let Some(status) = &view.status {
+            let owned = state
+                .tasks
+                .get(&view.task_id)
+                .filter(|e| e.owner == payload.actor);
+            if let Some(entry) = owned {
+                if let Observed::Changed { previous: from } =
+                    state.tasks.observe(&view.task_id, status)
+                {
+                    let change = StatusChange {
+                        task_id: view.task_id.clone(),
+                        owner: entry.owner,
+                        family: entry.family,
+                        from,
+                        to: status.clone(),
+                        task: view.raw.clone(),
+                    };
+                    proxy::record_status_change(
+                        &state,
+                        change,
+                        &payload.request_id,
+                        None,
+                        received_seq,
+                        "callback",
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    let guard = state.relays.start();
+    let relay_state = Arc::clone(&state);
+    let task_id = view.map(|v| v.task_id);
+    tokio::spawn(async move {
+        relay(
+            &relay_state,
+            &payload,
+            &headers,
+            body,
+            task_id,
+            received_seq,
+        )
+        .await;
+        drop(guard);
+    });
+    plain(StatusCode::OK, json!({ "code": 0, "message": "SUCCEED" }))
+}
+
+/// Posts the callback body to the caller's URL, retrying with doubling pauses, and records
+/// every attempt.
+async fn relay(
+    state: &Arc<AppState>,
+    payload: &TokenPayload,
+    headers: &HeaderMap,
+    body: Bytes,
+    task_id: Option<String>,
+    received_seq: Option<u64>,
+) {
+    let attempts = state.cfg.callbacks.relay_attempts;
+    let summary = inspect::url_summary(&payload.url);
+    let mut pause = state.cfg.callbacks.relay_backoff;
+    for attempt in 1..=attempts {
+        let started = Instant::now();
+        let mut request = state.relay.post(&payload.url).body(body.clone());
+        for name in [
+            CONTENT_TYPE.as_str(),
+            webhook::HEADER_ID,
+            webhook::HEADER_TIMESTAMP,
+            webhook::HEADER_SIGNATURE,
+        ] {
+            if let Some(v) = headers.get(name) {
+                request = request.header(name, v);
+            }
+        }
+        if let Some(seq) = received_seq {
+            request = request.header(HEADER_CALLBACK_RECORD, seq.to_string());
+        }
+        let result = request.send().await;
+        let latency = started.elapsed();
+        let (outcome, http_status, error) = match &result {
+            Ok(r) if r.status().is_success() => ("delivered", Some(r.status().as_u16()), None),
+            Ok(r) => ("refused", Some(r.status().as_u16()), None),
+            Err(e) if e.is_timeout() => ("error", None, Some("timeout")),
+            Err(e) if e.is_connect() => ("error", None, Some("connect")),
+            Err(_) => ("error", None, Some("other")),
+        };
+        let delivered = outcome == "delivered";
+        let counter = if delivered {
+            &state.metrics.relay_delivered
+        } else {
+            &state.metrics.relay_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let details = json!({
+            "request_id": payload.request_id,
+            "task_id": task_id,
+            "received_seq": received_seq,
+            "attempt": attempt,
+            "max_attempts": attempts,
+            "outcome": outcome,
+            "http_status": http_status,
+            "error": error,
+            "latency_ms": latency.as_secs_f64() * 1000.0,
+            "host": summary["host"],
+            "url_sha256": summary["sha256"],
+            "final": delivered || attempt == attempts,
+        });
+        let _ = state
+            .auditor
+            .append("callback.relay", &payload.actor, &details)
+            .await;
+        if delivered {
+            return;
+        }
+        tracing::info!(target: "kling_audit_gateway::callbacks", attempt, outcome, "callback relay attempt failed");
+        if attempt < attempts {
+            tokio::time::sleep(pause).await;
+            pause = pause.saturating_mul(2).min(Duration::from_secs(60));
+        }
+    }
+    tracing::warn!(target: "kling_audit_gateway::callbacks", attempts, "callback relay given up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_resist_forgery() {
+        let c = Commitments::new([3; 32]);
+        let token = make_token(&c, "alice", "http://127.0.0.1:9/cb?x=1", "req-1");
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        let payload = open_token(&c, &token).unwrap();
+        assert_eq!(payload.actor, "alice");
+        assert_eq!(payload.url, "http://127.0.0.1:9/cb?x=1");
+        assert_eq!(payload.request_id, "req-1");
+
+        let other = Commitments::new([4; 32]);
+        assert!(open_token(&other, &token).is_none(), "another key");
+        let (enc, tag) = token.rsplit_once('.').unwrap();
+        let forged = make_token(&other, "mallory", "http://evil/", "r");
+        let (forged_enc, _) = forged.rsplit_once('.').unwrap();
+        assert!(open_token(&c, &format!("{forged_enc}.{tag}")).is_none());
+        assert!(open_token(&c, enc).is_none());
+        assert!(open_token(&c, "").is_none());
+        assert!(open_token(&c, "....").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn open_token_is_total(token in ".{0,200}") {
+            let c = Commitments::new([5; 32]);
+            let _ = open_token(&c, &token);
+        }
+
+        #[test]
+        fn any_payload_round_trips(actor in "[a-z@._-]{1,20}", url in ".{0,100}", rid in ".{0,40}") {
+            let c = Commitments::new([6; 32]);
+            let token = make_token(&c, &actor, &url, &rid);
+            let p = open_token(&c, &token).unwrap();
+            proptest::prop_assert_eq!((p.actor, p.url, p.request_id), (actor, url, rid));
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! What the gateway writes about a call, computed from its request and response bodies.
+//!
+//! Everything here is a pure function from bytes and JSON to record fields, so the rules that
+//! keep secrets out of the ledger can be tested without a server: free text (prompts, lip-sync
+//! text) becomes a keyed HMAC commitment plus its length; media becomes the SHA-256 and size of
+//! the decoded bytes (or of the URL text) and never the base64; a callback URL becomes its host
+//! and a hash, since such URLs often carry tokens; result URLs become hashes because they
+//! expire (kling-api.md 7.4, 15). Parameters that decide price are copied as scalars, with
+//! strings capped so no free text can ride along in an unexpected field.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use kling_api::routes::{self, ApiGeneration, Operation, OperationKind};
+use kling_audit_ledger::Commitments;
+use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
+
+/// Longest string copied from a price parameter.
+const PARAM_MAX_CHARS: usize = 64;
+
+/// Body fields (legacy top level, effects/lip-sync `input`, new-standard `settings`) copied
+/// into records because they decide price or capability (kling-api.md 15).
+const PRICE_PARAMS: &[&str] = &[
+    "mode",
+    "duration",
+    "aspect_ratio",
+    "resolution",
+    "sound",
+    "audio",
+    "n",
+    "cfg_scale",
+    "effect_scene",
+    "video_id",
+    "session_id",
+    "image_reference",
+    "image_fidelity",
+    "human_fidelity",
+    "multi_shot",
+    "shot_type",
+    "voice_id",
+    "voice_language",
+    "voice_speed",
+    "audio_type",
+    "audio_id",
+    "up_expansion_ratio",
+    "down_expansion_ratio",
+    "left_expansion_ratio",
+    "right_expansion_ratio",
+    "series_amount",
+];
+
+/// Id lists worth keeping: they tie a task to reusable voices, elements and faces.
+const ID_LISTS: &[&str] = &[
+    "voice_list[].voice_id",
+    "element_list[].element_id",
+    "face_choose[].face_id",
+    "face_choose[].audio_id",
+];
+
+/// Free text of new-standard creates (8.1), which have no legacy route entry.
+const NEW_TEXT_FIELDS: &[&str] = &["prompt", "negative_prompt"];
+/// Media fields a new-standard create may carry; a best guess, as the docs list few.
+const NEW_MEDIA_FIELDS: &[&str] = &[
+    "image",
+    "image_tail",
+    "image_url",
+    "image_list[].image",
+    "image_list[].image_url",
+    "video_url",
+];
+
+/// Query parameters whose values are copied (paging and time windows); others by name only.
+const QUERY_VALUES: &[&str] = &[
+    "pageNum",
+    "pageSize",
+    "start_time",
+    "end_time",
+    "external_task_id",
+    "task_ids",
+    "external_task_ids",
+];
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `s` cut to at most `max` characters.
+pub fn cap_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+fn scalar(value: &Value) -> Option<Value> {
+    match value {
+        Value::String(s) => Some(Value::String(cap_chars(s, PARAM_MAX_CHARS))),
+        Value::Number(_) | Value::Bool(_) => Some(value.clone()),
+        _ => None,
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A URL's host and the hash of the whole URL. A value that does not parse is hashed only.
+pub fn url_summary(url: &str) -> Value {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    json!({ "host": host, "sha256": sha256_hex(url.as_bytes()), "len": url.len() })
+}
+
+/// A media value: an http(s) URL is hashed as text with its host; anything else is taken as
+/// base64, decoded and hashed as bytes (with the decoded size). Text that is not base64 is
+/// hashed as text. The value itself is never returned.
+pub fn media_summary(field: &str, value: &Value) -> Option<Value> {
+    let text = value.as_str()?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Some(json!({ "field": field, "kind": "empty" }));
+    }
+    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        let host = reqwest::Url::parse(trimmed)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        return Some(json!({
+            "field": field, "kind": "url", "host": host,
+            "sha256": sha256_hex(trimmed.as_bytes()), "len": trimmed.len(),
+        }));
+    }
+    // Kling refuses a `data:` prefix (5.4), but the hash should still be of the image bytes.
+    let payload = trimmed
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,").map(|(_, b)| b))
+        .unwrap_or(trimmed);
+    let compact: String = payload.split_whitespace().collect();
+    match STANDARD.decode(compact.as_bytes()) {
+        Ok(bytes) => Some(json!({
+            "field": field, "kind": "base64", "sha256": sha256_hex(&bytes), "bytes": bytes.len(),
+        })),
+        Err(_) => Some(json!({
+            "field": field, "kind": "text", "sha256": sha256_hex(trimmed.as_bytes()),
+            "len": trimmed.len(),
+        })),
+    }
+}
+
+/// Names of body fields the typed request of this family does not know (5.5); `None` when
+/// the family has no typed body or the body does not fit its type.
+fn unknown_fields(op: &Operation, body: &Value) -> Option<Vec<String>> {
+    use kling_api::requests as rq;
+    use kling_api::routes::Family as F;
+    fn extra<T: serde::de::DeserializeOwned>(
+        body: &Value,
+        get: fn(&T) -> &Map<String, Value>,
+    ) -> Option<Vec<String>> {
+        let typed: T = serde_json::from_value(body.clone()).ok()?;
+        Some(get(&typed).keys().cloned().collect())
+    }
+    if op.generation == Some(ApiGeneration::NewStandard) {
+        return extra::<rq::NewStandardCreateRequest>(body, |r| &r.extra);
+    }
+    match op.family? {
+        F::TextToVideo => extra::<rq::TextToVideoRequest>(body, |r| &r.extra),
+        F::ImageToVideo => extra::<rq::ImageToVideoRequest>(body, |r| &r.extra),
+        F::MultiImageToVideo => extra::<rq::MultiImageToVideoRequest>(body, |r| &r.extra),
+        F::VideoExtend => extra::<rq::VideoExtendRequest>(body, |r| &r.extra),
+        F::LipSync => extra::<rq::LipSyncRequest>(body, |r| &r.extra),
+        F::AdvancedLipSync => extra::<rq::AdvancedLipSyncRequest>(body, |r| &r.extra),
+        F::VideoEffects => extra::<rq::VideoEffectsRequest>(body, |r| &r.extra),
+        F::ImageGeneration => extra::<rq::ImageGenerationRequest>(body, |r| &r.extra),
+        F::VirtualTryOn => extra::<rq::VirtualTryOnRequest>(body, |r| &r.extra),
+        _ => None,
+    }
+}
+
+/// The caller's `external_task_id` of a create body (legacy top level or new `options`).
+pub fn external_task_id(body: &Value) -> Option<String> {
+    body.get("external_task_id")
+        .or_else(|| body.get("options").and_then(|o| o.get("external_task_id")))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Where a create body keeps its `callback_url`: top level (legacy) or `options` (new).
+pub fn callback_url_slot(body: &mut Value) -> Option<&mut Value> {
+    let top = body
+        .get("callback_url")
+        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+    if top {
+        return body.get_mut("callback_url");
+    }
+    body.get_mut("options")
+        .and_then(|o| o.get_mut("callback_url"))
+        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+}
+
+/// Record fields describing a request body: model, price parameters, committed free text,
+/// hashed media, unknown field names, callback URL summary and external id.
+pub fn body_fields(
+    op: &Operation,
+    body: &Value,
+    commitments: &Commitments,
+    out: &mut Map<String, Value>,
+) {
+    let choice = routes::model_choice(op, body);
+    out.insert("model".into(), json!(choice.name));
+    out.insert(
+        "model_source".into(),
+        json!(match choice.source {
+            routes::ModelSource::ModelName => "model_name",
+            routes::ModelSource::LegacyModelField => "legacy-model-field",
+            routes::ModelSource::Default => "default",
+            routes::ModelSource::Path => "path",
+        }),
+    );
+    out.insert(
+        "model_missing".into(),
+        json!(matches!(
+            choice.source,
+            routes::ModelSource::Default | routes::ModelSource::LegacyModelField
+        )),
+    );
+    if let Some(legacy) = &choice.legacy_field {
+        out.insert(
+            "legacy_model_field".into(),
+            json!(cap_chars(legacy, PARAM_MAX_CHARS)),
+        );
+    }
+
+    let mut params = Map::new();
+    for scope in [None, Some("input"), Some("settings")] {
+        let holder = match scope {
+            None => Some(body),
+            Some(name) => body.get(name),
+        };
+        let Some(obj) = holder.and_then(Value::as_object) else {
+            continue;
+        };
+        for name in PRICE_PARAMS {
+            let Some(v) = obj.get(*name).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let key = match scope {
+                None => (*name).to_owned(),
+                Some(s) => format!("{s}.{name}"),
+            };
+            if let Some(s) = scalar(v) {
+                params.insert(key.clone(), s);
+            }
+            if *name == "duration" {
+                params.insert(format!("{key}_type"), json!(json_type(v)));
+            }
+        }
+    }
+    if let Some(cc) = body.get("camera_control").filter(|v| v.is_object()) {
+        let mut summary = Map::new();
+        if let Some(kind) = cc.get("type").and_then(scalar) {
+            summary.insert("type".into(), kind);
+        }
+        if let Some(cfg) = cc.get("config").and_then(Value::as_object) {
+            for (k, v) in cfg {
+                if let (true, Some(s)) = (k.len() <= 16, scalar(v)) {
+                    summary.insert(format!("config.{k}"), s);
+                }
+            }
+        }
+        params.insert("camera_control".into(), Value::Object(summary));
+    }
+    let watermark = body
+        .get("watermark_info")
+        .or_else(|| body.get("options").and_then(|o| o.get("watermark_info")))
+        .and_then(|w| w.get("enabled"))
+        .and_then(scalar);
+    if let Some(w) = watermark {
+        params.insert("watermark".into(), w);
+    }
+    for list in ID_LISTS {
+        let ids: Vec<Value> = routes::field_values(body, list)
+            .into_iter()
+            .filter_map(|(_, v)| scalar(v))
+            .collect();
+        if !ids.is_empty() {
+            params.insert((*list).to_owned(), Value::Array(ids));
+        }
+    }
+    if let Some(items) = body.get("multi_prompt").and_then(Value::as_array) {
+        params.insert("multi_prompt_items".into(), json!(items.len()));
+    }
+    out.insert("params".into(), Value::Object(params));
+
+    let (text_fields, media_fields): (&[&str], &[&str]) = match op.route {
+        Some(route) => (route.text_fields, route.media_fields),
+        None if op.generation == Some(ApiGeneration::NewStandard) => {
+            (NEW_TEXT_FIELDS, NEW_MEDIA_FIELDS)
+        }
+        None => (&[], &[]),
+    };
+    let mut prompts = Vec::new();
+    for field in text_fields {
+        for (path, value) in routes::field_values(body, field) {
+            if let Some(text) = value.as_str() {
+                prompts.push(json!({
+                    "field": path,
+                    "hmac": commitments.text(text),
+                    "chars": text.chars().count(),
+                }));
+            }
+        }
+    }
+    out.insert("prompts".into(), Value::Array(prompts));
+    let mut media = Vec::new();
+    for field in media_fields {
+        for (path, value) in routes::field_values(body, field) {
+            if let Some(summary) = media_summary(&path, value) {
+                media.push(summary);
+            }
+        }
+    }
+    out.insert("media".into(), Value::Array(media));
+    out.insert("unknown_fields".into(), json!(unknown_fields(op, body)));
+    out.insert("external_task_id".into(), json!(external_task_id(body)));
+}
+
+/// Query-string fields: values of the paging/time/id parameters, names of the others.
+pub fn query_fields(query: Option<&str>, out: &mut Map<String, Value>) {
+    let pairs = routes::query_pairs(query);
+    if pairs.is_empty() {
+        return;
+    }
+    let mut values = Map::new();
+    let mut others = Vec::new();
+    for (k, v) in pairs {
+        if QUERY_VALUES.contains(&k.as_str()) {
+            values.insert(k, json!(cap_chars(&v, 256)));
+        } else {
+            others.push(json!(cap_chars(&k, 64)));
+        }
+    }
+    out.insert("query".into(), Value::Object(values));
+    if !others.is_empty() {
+        out.insert("query_other_names".into(), Value::Array(others));
+    }
+}
+
+/// Record fields describing the operation itself.
+pub fn operation_fields(op: &Operation, method: &str, out: &mut Map<String, Value>) {
+    out.insert("method".into(), json!(method));
+    out.insert("route".into(), json!(route_label(op)));
+    out.insert(
+        "generation".into(),
+        json!(op.generation.map(|g| g.as_str())),
+    );
+    out.insert("family".into(), json!(op.family.map(|f| f.as_str())));
+    out.insert("operation".into(), json!(op.kind.as_str()));
+    if let Some(route) = op.route {
+        out.insert("sync".into(), json!(!route.is_async()));
+    }
+    match &op.kind {
+        OperationKind::QueryOne { task_id } => {
+            out.insert("task_id".into(), json!(cap_chars(task_id, 128)));
+        }
+        OperationKind::LookupByExternalId {
+            external_task_id,
+            form,
+        } => {
+            out.insert(
+                "external_task_id".into(),
+                json!(cap_chars(external_task_id, 128)),
+            );
+            out.insert("lookup_form".into(), json!(form.as_str()));
+        }
+        OperationKind::QueryTasks {
+            task_ids,
+            external_task_ids,
+        } => {
+            out.insert("task_ids".into(), json!(task_ids));
+            out.insert("external_task_ids".into(), json!(external_task_ids));
+        }
+        _ => {}
+    }
+}
+
+/// The route label for records and metrics: the path template for known routes, a fixed
+/// word for unknown ones so that arbitrary paths cannot grow the metric set.
+pub fn route_label(op: &Operation) -> String {
+    if op.kind == OperationKind::Unknown {
+        return "other".to_owned();
+    }
+    op.path_template.clone()
+}
+
+/// The business fields of a Kling answer: `code`, `message` (capped), `request_id`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// `code`, when the body was a JSON object with one.
+    pub code: Option<i64>,
+    /// `message`, capped.
+    pub message: Option<String>,
+    /// Upstream `request_id`.
+    pub request_id: Option<String>,
+    /// The parsed body, when it was JSON.
+    pub body: Option<Value>,
+}
+
+/// Parses an upstream answer; a body that is not JSON yields an empty [`Answer`].
+pub fn parse_answer(bytes: &[u8], message_max_chars: usize) -> Answer {
+    let Ok(body) = serde_json::from_slice::<Value>(bytes) else {
+        return Answer::default();
+    };
+    Answer {
+        code: body.get("code").and_then(Value::as_i64),
+        message: body
+            .get("message")
+            .and_then(Value::as_str)
+            .map(|m| cap_chars(m, message_max_chars)),
+        request_id: body
+            .get("request_id")
+            .and_then(Value::as_str)
+            .map(|s| cap_chars(s, 128)),
+        body: Some(body),
+    }
+}
+
+/// One task object as seen in an answer or callback, legacy or new-standard shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskView<'a> {
+    /// `task_id` or `id`.
+    pub task_id: String,
+    /// `task_status` or `status`, as sent.
+    pub status: Option<String>,
+    /// `task_info.external_task_id` or `external_id`.
+    pub external_task_id: Option<String>,
+    /// The object itself.
+    pub raw: &'a Value,
+}
+
+/// Reads a task object; `None` for anything without a task id.
+pub fn task_view(value: &Value) -> Option<TaskView<'_>> {
+    let obj = value.as_object()?;
+    let task_id = obj
+        .get("task_id")
+        .or_else(|| obj.get("id"))
+        .and_then(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })?;
+    let status = obj
+        .get("task_status")
+        .or_else(|| obj.get("status"))
+        .and_then(Value::as_str)
+        .map(|s| cap_chars(s, 32));
+    let external_task_id = obj
+        .get("task_info")
+        .and_then(|i| i.get("external_task_id"))
+        .or_else(|| obj.get("external_id"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    Some(TaskView {
+        task_id: cap_chars(&task_id, 128),
+        status,
+        external_task_id,
+        raw: value,
+    })
+}
+
+/// Where the task objects of an answer's `data` sit: one object, a bare array (legacy lists,
+/// `GET /tasks`), or `{result: [...]}` (`POST /tasks`).
+pub fn data_tasks(data: &Value) -> Vec<TaskView<'_>> {
+    match data {
+        Value::Array(items) => items.iter().filter_map(task_view).collect(),
+        Value::Object(obj) => match obj.get("result") {
+            Some(Value::Array(items)) => items.iter().filter_map(task_view).collect(),
+            _ => task_view(data).into_iter().collect(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a status is final (`succeed`/`succeeded`/`failed`).
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "succeed" | "succeeded" | "failed")
+}
+
+fn is_success(status: &str) -> bool {
+    matches!(status, "succeed" | "succeeded")
+}
+
+fn url_hash(item: &Value, key: &str) -> Option<Value> {
+    item.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(|s| json!(sha256_hex(s.as_bytes())))
+}
+
+fn output_summary(item: &Value, kind: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("type".into(), json!(kind));
+    for key in ["id", "index", "duration", "mp3_duration", "wav_duration"] {
+        if let Some(v) = item.get(key).and_then(scalar) {
+            out.insert(key.into(), v);
+        }
+    }
+    for key in [
+        "url",
+        "watermark_url",
+        "url_mp3",
+        "url_wav",
+        "mp3_url",
+        "wav_url",
+    ] {
+        if let Some(h) = url_hash(item, key) {
+            out.insert(format!("{key}_sha256"), h);
+        }
+    }
+    Value::Object(out)
+}
+
+fn has_usable_url(item: &Value) -> bool {
+    ["url", "url_mp3", "url_wav", "mp3_url", "wav_url"]
+        .iter()
+        .any(|k| {
+            item.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        })
+}
+
+/// Result metadata of a finished task (kling-api.md 15, "Results" and "Units and cost"):
+/// outputs with ids, durations and URL hashes, units deducted, cash charge, and an anomaly
+/// flag for a success without a usable URL.
+pub fn result_fields(task: &Value, message_max_chars: usize) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut outputs = Vec::new();
+    if let Some(result) = task.get("task_result").and_then(Value::as_object) {
+        for (key, kind) in [
+            ("videos", "video"),
+            ("images", "image"),
+            ("audios", "audio"),
+        ] {
+            if let Some(items) = result.get(key).and_then(Value::as_array) {
+                outputs.extend(items.iter().map(|i| (kind.to_owned(), i)));
+            }
+        }
+    }
+    if let Some(items) = task.get("outputs").and_then(Value::as_array) {
+        for item in items {
+            let kind = item
+                .get("type")
+                .and_then(Value::as_str)
+                .map_or("unknown".to_owned(), |s| cap_chars(s, 16));
+            outputs.push((kind, item));
+        }
+    }
+    out.insert("outputs_count".into(), json!(outputs.len()));
+    out.insert(
+        "outputs".into(),
+        Value::Array(outputs.iter().map(|(k, i)| output_summary(i, k)).collect()),
+    );
+    if let Some(parent) = task.get("task_info").and_then(|i| i.get("parent_video")) {
+        if let Some(id) = parent.get("id").and_then(scalar) {
+            out.insert("parent_video_id".into(), id);
+        }
+    }
+    if let Some(units) = task.get("final_unit_deduction").and_then(scalar) {
+        out.insert("final_unit_deduction".into(), units);
+    }
+    if let Some(cash) = task
+        .get("final_balance_deduction")
+        .and_then(Value::as_object)
+    {
+        let copy: Map<String, Value> = cash
+            .iter()
+            .filter_map(|(k, v)| scalar(v).map(|s| (cap_chars(k, 32), s)))
+            .collect();
+        out.insert("final_balance_deduction".into(), Value::Object(copy));
+    }
+    if let Some(billing) = task.get("billing").and_then(Value::as_array) {
+        let entries: Vec<Value> = billing
+            .iter()
+            .filter_map(Value::as_object)
+            .map(|e| {
+                Value::Object(
+                    e.iter()
+                        .filter_map(|(k, v)| scalar(v).map(|s| (cap_chars(k, 32), s)))
+                        .collect(),
+                )
+            })
+            .collect();
+        out.insert("billing".into(), Value::Array(entries));
+    }
+    if let Some(units) = units_deducted(task) {
+        out.insert("units_deducted".into(), json!(units));
+    }
+    let status = task
+        .get("task_status")
+        .or_else(|| task.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if is_success(status) && !outputs.iter().any(|(_, i)| has_usable_url(i)) {
+        out.insert("anomaly".into(), json!("success-without-usable-url"));
+    }
+    if status == "failed" {
+        let msg = task
+            .get("task_status_msg")
+            .or_else(|| task.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        out.insert(
+            "status_msg".into(),
+            json!(cap_chars(msg, message_max_chars)),
+        );
+    }
+    out
+}
+
+/// Units charged: `final_unit_deduction` (legacy) or the sum of `billing[]` unit entries
+/// (new standard), as a decimal string exactly as received when there is one entry.
+pub fn units_deducted(task: &Value) -> Option<String> {
+    if let Some(v) = task.get("final_unit_deduction") {
+        return match v {
+            Value::String(s) => Some(cap_chars(s, 32)),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+    }
+    let billing = task.get("billing")?.as_array()?;
+    let units: Vec<&str> = billing
+        .iter()
+        .filter(|e| e.get("charge_type").and_then(Value::as_str) == Some("unit"))
+        .filter_map(|e| e.get("amount").and_then(Value::as_str))
+        .collect();
+    match units.as_slice() {
+        [] => None,
+        [one] => Some(cap_chars(one, 32)),
+        many => {
+            let total: f64 = many.iter().filter_map(|s| s.parse::<f64>().ok()).sum();
+            Some(format!("{total}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commitments() -> Commitments {
+        Commitments::new([7; 32])
+    }
+
+    #[test]
+    fn create_body_commits_prompts_and_hashes_media() {
+        let image = STANDARD.encode(b"\x89PNG fake image bytes");
+        let body = json!({
+            "model_name": "kling-v2-6", "prompt": "a secret prompt", "negative_prompt": "blur",
+            "mode": "pro", "duration": "10", "image": image, "sound": "on",
+            "callback_url": "https://hooks.example/cb?token=abc", "external_task_id": "order-1",
+            "made_up_field": 1,
+        });
+        let op = routes::classify("POST", "/v1/videos/image2video", None);
+        let mut out = Map::new();
+        body_fields(&op, &body, &commitments(), &mut out);
+        let text = Value::Object(out.clone()).to_string();
+        assert!(!text.contains("a secret prompt"));
+        assert!(!text.contains(&image));
+        assert!(!text.contains("token=abc"));
+        assert_eq!(out["model"], "kling-v2-6");
+        assert_eq!(out["model_missing"], false);
+        assert_eq!(out["params"]["mode"], "pro");
+        assert_eq!(out["params"]["duration"], "10");
+        assert_eq!(out["params"]["duration_type"], "string");
+        assert_eq!(out["external_task_id"], "order-1");
+        assert_eq!(out["unknown_fields"], json!(["made_up_field"]));
+        let prompts = out["prompts"].as_array().unwrap();
+        assert_eq!(prompts.len(), 2);
+        assert_eq!(prompts[0]["field"], "prompt");
+        assert_eq!(prompts[0]["chars"], 15);
+        assert_eq!(prompts[0]["hmac"], commitments().text("a secret prompt"));
+        let media = out["media"].as_array().unwrap();
+        assert_eq!(media.len(), 1);
+        assert_eq!(media[0]["kind"], "base64");
+        assert_eq!(media[0]["bytes"], 21);
+        assert_eq!(media[0]["sha256"], sha256_hex(b"\x89PNG fake image bytes"));
+    }
+
+    #[test]
+    fn missing_model_is_flagged() {
+        let op = routes::classify("POST", "/v1/videos/text2video", None);
+        let mut out = Map::new();
+        body_fields(
+            &op,
+            &json!({"prompt": "x", "model": "kling-v2"}),
+            &commitments(),
+            &mut out,
+        );
+        assert_eq!(out["model"], "kling-v1");
+        assert_eq!(out["model_source"], "legacy-model-field");
+        assert_eq!(out["model_missing"], true);
+        let op = routes::classify("POST", "/text-to-video/kling-3.0", None);
+        let mut out = Map::new();
+        body_fields(
+            &op,
+            &json!({"prompt": "p", "settings": {"duration": 7}}),
+            &commitments(),
+            &mut out,
+        );
+        assert_eq!(out["model"], "kling-3.0");
+        assert_eq!(out["params"]["settings.duration"], 7);
+        assert_eq!(out["params"]["settings.duration_type"], "number");
+        assert_eq!(out["prompts"][0]["chars"], 1);
+    }
+
+    #[test]
+    fn multi_prompt_and_lip_sync_text_are_committed() {
+        let op = routes::classify("POST", "/v1/videos/text2video", None);
+        let body = json!({"multi_shot": true, "multi_prompt": [
+            {"index": 1, "prompt": "first shot", "duration": "2"},
+            {"index": 2, "prompt": "second shot", "duration": "3"}]});
+        let mut out = Map::new();
+        body_fields(&op, &body, &commitments(), &mut out);
+        let fields: Vec<_> = out["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(fields, ["multi_prompt[0].prompt", "multi_prompt[1].prompt"]);
+        let text = Value::Object(out).to_string();
+        assert!(!text.contains("first shot") && !text.contains("second shot"));
+        let op = routes::classify("POST", "/v1/videos/lip-sync", None);
+        let mut out = Map::new();
+        let body =
+            json!({"input": {"mode": "text2video", "text": "hello there", "video_id": "v1"}});
+        body_fields(&op, &body, &commitments(), &mut out);
+        assert_eq!(out["prompts"][0]["field"], "input.text");
+        assert!(!Value::Object(out).to_string().contains("hello there"));
+    }
+
+    #[test]
+    fn media_kinds() {
+        let url = media_summary("image", &json!("https://cdn.example/a.png?sig=1")).unwrap();
+        assert_eq!(url["kind"], "url");
+        assert_eq!(url["host"], "cdn.example");
+        assert!(!url.to_string().contains("sig=1"));
+        let prefixed = format!("data:image/png;base64,{}", STANDARD.encode(b"abc"));
+        let b = media_summary("image", &json!(prefixed)).unwrap();
+        assert_eq!(
+            (b["kind"].as_str(), b["bytes"].as_u64()),
+            (Some("base64"), Some(3))
+        );
+        let t = media_summary("image", &json!("not base64 !!")).unwrap();
+        assert_eq!(t["kind"], "text");
+        assert!(media_summary("image", &json!(5)).is_none());
+    }
+
+    #[test]
+    fn price_strings_are_capped() {
+        let op = routes::classify("POST", "/v1/videos/text2video", None);
+        let long = "m".repeat(500);
+        let mut out = Map::new();
+        body_fields(&op, &json!({"mode": long}), &commitments(), &mut out);
+        assert_eq!(
+            out["params"]["mode"].as_str().unwrap().len(),
+            PARAM_MAX_CHARS
+        );
+    }
+
+    #[test]
+    fn answers_and_task_views() {
+        let a = parse_answer(
+            br#"{"code":1303,"message":"parallel task over resource pack limit","request_id":"r"}"#,
+            8,
+        );
+        assert_eq!(a.code, Some(1303));
+        assert_eq!(a.message.as_deref(), Some("parallel"));
+        assert_eq!(parse_answer(b"<html>", 8), Answer::default());
+
+        let legacy = json!({"task_id": "866889456698785798", "task_status": "succeed",
+            "task_info": {"external_task_id": "order-42"}});
+        let v = task_view(&legacy).unwrap();
+        assert_eq!(v.status.as_deref(), Some("succeed"));
+        assert_eq!(v.external_task_id.as_deref(), Some("order-42"));
+        let new = json!({"id": "893605946402811985", "status": "processing", "external_id": "e"});
+        assert_eq!(task_view(&new).unwrap().task_id, "893605946402811985");
+        assert_eq!(data_tasks(&json!([legacy, new])).len(), 2);
+        assert_eq!(
+            data_tasks(&json!({"result": [new], "has_more": false})).len(),
+            1
+        );
+        assert!(data_tasks(&json!("x")).is_empty());
+    }
+
+    #[test]
+    fn results_hash_urls_and_count_units() {
+        let task = json!({"task_id": "1", "task_status": "succeed", "final_unit_deduction": "1.5",
+            "task_result": {"videos": [{"id": "v9", "url": "https://cdn/x.mp4", "duration": "5.1"}]}});
+        let r = result_fields(&task, 64);
+        assert_eq!(r["outputs_count"], 1);
+        assert_eq!(r["outputs"][0]["id"], "v9");
+        assert_eq!(r["outputs"][0]["duration"], "5.1");
+        assert_eq!(
+            r["outputs"][0]["url_sha256"],
+            sha256_hex(b"https://cdn/x.mp4")
+        );
+        assert_eq!(r["units_deducted"], "1.5");
+        assert!(r.get("anomaly").is_none());
+        assert!(!Value::Object(r).to_string().contains("cdn/x.mp4"));
+
+        let bad = json!({"task_id": "1", "task_status": "succeed",
+            "task_result": {"videos": [{"id": "v9", "url": "", "watermark_url": "https://w"}]}});
+        assert_eq!(
+            result_fields(&bad, 64)["anomaly"],
+            "success-without-usable-url"
+        );
+
+        let new = json!({"id": "2", "status": "succeeded", "outputs": [{"type": "video", "id": "o", "url": "https://u"}],
+            "billing": [{"charge_type": "unit", "amount": "4", "package_type": "video"},
+                        {"charge_type": "unit", "amount": "0.5"}]});
+        let r = result_fields(&new, 64);
+        assert_eq!(r["units_deducted"], "4.5");
+        assert_eq!(r["billing"].as_array().unwrap().len(), 2);
+        let failed =
+            json!({"task_id": "3", "task_status": "failed", "task_status_msg": "risk control"});
+        assert_eq!(result_fields(&failed, 4)["status_msg"], "risk");
+    }
+
+    #[test]
+    fn query_values_and_names() {
+        let mut out = Map::new();
+        query_fields(Some("pageNum=1&pageSize=30&secret=zzz"), &mut out);
+        assert_eq!(out["query"]["pageSize"], "30");
+        assert_eq!(out["query_other_names"], json!(["secret"]));
+        assert!(!Value::Object(out).to_string().contains("zzz"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn answer_and_task_parsing_are_total(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let a = parse_answer(&bytes, 16);
+            if let Some(body) = &a.body {
+                let _ = data_tasks(body);
+                let _ = result_fields(body, 16);
+                let _ = units_deducted(body);
+            }
+        }
+
+        #[test]
+        fn body_inspection_is_total_and_never_copies_long_text(text in "[a-zA-Z ]{80,120}") {
+            let body = json!({"prompt": text, "mode": text, "image": text,
+                "multi_prompt": [{"prompt": text}], "input": {"text": text, "mode": text}});
+            for path in ["/v1/videos/text2video", "/v1/videos/image2video", "/v1/videos/lip-sync"] {
+                let op = routes::classify("POST", path, None);
+                let mut out = Map::new();
+                body_fields(&op, &body, &commitments(), &mut out);
+                proptest::prop_assert!(!Value::Object(out).to_string().contains(&text));
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Prometheus text exposition, hand-rolled on atomics.
+//!
+//! Histograms are fixed-bucket atomic counters, so observing never locks. Request counts are
+//! keyed by route template and outcome under a short-lived mutex (never held across an
+//! await); route labels come from [`crate::inspect::route_label`], which folds unknown paths
+//! into `other`, so the label set stays bounded whatever callers send.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// Bucket bounds in seconds, from 50 µs to 60 s: overheads are sub-millisecond, upstream
+/// calls take up to a minute.
+const BOUNDS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A latency histogram.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// How a request ended, for the request counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Forwarded; upstream answered with code 0.
+    Ok,
+    /// Forwarded; upstream answered with an error status or non-zero code.
+    KlingError,
+    /// Forwarded; no usable answer (timeout, connection failure).
+    UpstreamError,
+    /// Refused by caller authentication.
+    AuthFailed,
+    /// Refused because the task belongs to another actor (or to nobody known).
+    NotOwner,
+    /// Refused because the audit ledger could not record the request.
+    AuditUnavailable,
+    /// Refused before authentication (body too large).
+    BadRequest,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::KlingError => "kling_error",
+            Self::UpstreamError => "upstream_error",
+            Self::AuthFailed => "auth_failed",
+            Self::NotOwner => "not_owner",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// Every gateway metric.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, Outcome), u64>>,
+    /// Time spent waiting for the upstream.
+    pub upstream_latency: Histogram,
+    /// Time the gateway added (total minus upstream wait).
+    pub overhead: Histogram,
+    /// Time from submitting a record to its durable acknowledgement.
+    pub ledger_append: Histogram,
+    /// Requests forwarded without a request record (fail-open).
+    pub unaudited: AtomicU64,
+    /// Answers returned without a response record.
+    pub unrecorded_responses: AtomicU64,
+    /// Appends the ledger refused.
+    pub ledger_failures: AtomicU64,
+    /// Callbacks received on the callback endpoint.
+    pub callbacks_received: AtomicU64,
+    /// Callbacks refused (bad token, body too large).
+    pub callbacks_rejected: AtomicU64,
+    /// Relay attempts that got a 2xx.
+    pub relay_delivered: AtomicU64,
+    /// Relay attempts that failed.
+    pub relay_failed: AtomicU64,
+    /// Ledger reopen successes after a failure.
+    pub ledger_reopens: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn count_request(&self, route: &str, outcome: Outcome) {
+        let mut map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry((route.to_owned(), outcome)).or_insert(0) += 1;
+    }
+
+    /// Requests counted for a route and outcome.
+    pub fn requests(&self, route: &str, outcome: Outcome) -> u64 {
+        let map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(route.to_owned(), outcome)).copied().unwrap_or(0)
+    }
+
+    /// The exposition text, with gauges read by the caller at scrape time.
+    pub fn render(&self, queue_depth: usize, ledger_size: u64, ledger_ok: bool) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str(
+            "# HELP kling_gateway_requests_total Requests by route template and outcome.\n",
+        );
+        out.push_str("# TYPE kling_gateway_requests_total counter\n");
+        {
+            let map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((route, outcome), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "kling_gateway_requests_total{{route=\"{}\",outcome=\"{}\"}} {n}",
+                    escape_label(route),
+                    outcome.as_str()
+                );
+            }
+        }
+        self.upstream_latency.render(
+            &mut out,
+            "kling_gateway_upstream_latency_seconds",
+            "Time waiting for the Kling API.",
+        );
+        self.overhead.render(
+            &mut out,
+            "kling_gateway_overhead_seconds",
+            "Time the gateway added to a request, auditing included.",
+        );
+        self.ledger_append.render(
+            &mut out,
+            "kling_gateway_ledger_append_seconds",
+            "Time until an audit record was durable.",
+        );
+        let counters = [
+            (
+                "kling_gateway_unaudited_requests_total",
+                "Requests forwarded without a request record (fail-open).",
+                &self.unaudited,
+            ),
+            (
+                "kling_gateway_unrecorded_responses_total",
+                "Answers returned without a response record.",
+                &self.unrecorded_responses,
+            ),
+            (
+                "kling_gateway_ledger_failures_total",
+                "Audit records the ledger refused.",
+                &self.ledger_failures,
+            ),
+            (
+                "kling_gateway_callbacks_received_total",
+                "Callbacks received from Kling.",
+                &self.callbacks_received,
+            ),
+            (
+                "kling_gateway_callbacks_rejected_total",
+                "Callbacks refused (unknown token, too large).",
+                &self.callbacks_rejected,
+            ),
+            (
+                "kling_gateway_callback_relay_delivered_total",
+                "Callback relay attempts answered 2xx.",
+                &self.relay_delivered,
+            ),
+            (
+                "kling_gateway_callback_relay_failed_total",
+                "Callback relay attempts that failed.",
+                &self.relay_failed,
+            ),
+            (
+                "kling_gateway_ledger_reopens_total",
+                "Times the ledger was reopened after a failure.",
+                &self.ledger_reopens,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        let gauges = [
+            (
+                "kling_gateway_ledger_queue_depth",
+                "Audit records waiting for the writer.",
+                queue_depth as u64,
+            ),
+            (
+                "kling_gateway_ledger_records",
+                "Durable records in the ledger.",
+                ledger_size,
+            ),
+            (
+                "kling_gateway_ledger_writable",
+                "1 when the ledger accepts records.",
+                u64::from(ledger_ok),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(40));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(100));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.00005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"60\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
+        assert!(out.contains("x_count 3\n"));
+    }
+
+    #[test]
+    fn exposition_has_counters_and_gauges() {
+        let m = Metrics::default();
+        m.count_request("/v1/videos/text2video", Outcome::Ok);
+        m.count_request("/v1/videos/text2video", Outcome::Ok);
+        m.count_request("other", Outcome::AuthFailed);
+        m.unaudited.fetch_add(3, Ordering::Relaxed);
+        let text = m.render(4, 10, true);
+        assert!(text.contains(
+            "kling_gateway_requests_total{route=\"/v1/videos/text2video\",outcome=\"ok\"} 2\n"
+        ));
+        assert!(text.contains("outcome=\"auth_failed\"} 1\n"));
+        assert!(text.contains("kling_gateway_unaudited_requests_total 3\n"));
+        assert!(text.contains("kling_gateway_ledger_queue_depth 4\n"));
+        assert!(text.contains("kling_gateway_ledger_writable 1\n"));
+        assert_eq!(m.requests("other", Outcome::AuthFailed), 1);
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,901 @@
+//! The API surface: every Kling route (and any other path) goes through [`handle`].
+//!
+//! Order of work for one request, each step before the next:
+//! 1. authenticate the caller (actor JWT, or pass-through) and refuse with 1001-1004;
+//! 2. refuse a query for a task owned by another actor with 404/1203, unforwarded;
+//! 3. inspect the body, swap `callback_url` for the gateway's callback endpoint;
+//! 4. append `gateway.request` and wait until it is durable (write-ahead); if that fails,
+//!    answer 503/5001 and forward nothing (fail-closed), or count it and go on (fail-open);
+//! 5. forward upstream, re-signed with the organisation's key;
+//! 6. bind created tasks to the actor, narrow lists to the actor's tasks;
+//! 7. append `gateway.response`, then a `task.status` for each status change seen;
+//! 8. answer, with `x-kling-audit-record` and `x-kling-audit-overhead-us`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::Response;
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{Method, StatusCode};
+use kling_api::auth::{self, TokenRejection};
+use kling_api::clock::{Clock as _, SystemClock};
+use kling_api::codes;
+use kling_api::routes::{self, ApiGeneration, Operation, OperationKind};
+use serde_json::{json, Map, Value};
+
+use crate::audit::AuditError;
+use crate::callbacks;
+use crate::config::{AuthMode, FailureMode, UnknownTaskPolicy};
+use crate::inspect::{self, cap_chars};
+use crate::metrics::Outcome;
+use crate::state::AppState;
+use crate::tasks::Observed;
+
+/// Header carrying the seq of the request record.
+pub const HEADER_RECORD: &str = "x-kling-audit-record";
+/// Header carrying the time the gateway added, in microseconds.
+pub const HEADER_OVERHEAD: &str = "x-kling-audit-overhead-us";
+/// Header carrying the gateway's request id (also in every record of the call).
+pub const HEADER_REQUEST_ID: &str = "x-kling-audit-request-id";
+/// Header set when the response record could not be written.
+pub const HEADER_RESPONSE_RECORD: &str = "x-kling-audit-response";
+
+/// Request headers passed upstream; everything else (credentials, hop-by-hop headers,
+/// `accept-encoding`, which would hand us bodies we cannot inspect) stays here.
+const FORWARD_REQUEST_HEADERS: &[HeaderName] = &[
+    CONTENT_TYPE,
+    http::header::ACCEPT,
+    http::header::ACCEPT_LANGUAGE,
+    USER_AGENT,
+];
+/// Upstream headers passed back to the caller.
+const FORWARD_RESPONSE_HEADERS: &[HeaderName] = &[CONTENT_TYPE, http::header::RETRY_AFTER];
+
+/// How the request is authenticated upstream.
+enum UpstreamAuth {
+    /// Sign with the organisation's key.
+    Org,
+    /// Forward the caller's own header (pass-through mode).
+    Caller(HeaderValue),
+}
+
+/// An authenticated caller.
+struct Caller {
+    actor: String,
+    credential: Value,
+    upstream: UpstreamAuth,
+}
+
+/// A refused authentication.
+struct Denial {
+    code: i64,
+    message: &'static str,
+    reason: &'static str,
+    claimed_actor: Option<String>,
+    key_fp: Option<String>,
+}
+
+impl Denial {
+    fn token(rejection: TokenRejection, reason: &'static str) -> Self {
+        Self {
+            code: rejection.code(),
+            message: rejection.message(),
+            reason,
+            claimed_actor: None,
+            key_fp: None,
+        }
+    }
+}
+
+fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller, Denial> {
+    let text = match header {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Denial::token(TokenRejection::Invalid, "header-not-ascii"))?,
+        ),
+    };
+    let token = auth::bearer_token(text).map_err(|r| Denial::token(r, "bad-header"))?;
+    let commitments = state.auditor.commitments();
+    if state.cfg.auth.mode == AuthMode::Passthrough {
+        let (fp, kind) = if auth::looks_like_jwt(token) {
+            let iss = auth::peek_issuer(token).map_err(|r| Denial::token(r, "malformed-jwt"))?;
+            (commitments.key_fingerprint(&iss), "jwt")
+        } else {
+            (commitments.key_fingerprint(token), "api-key")
+        };
+        let upstream = header
+            .cloned()
+            .map(UpstreamAuth::Caller)
+            .ok_or_else(|| Denial::token(TokenRejection::Missing, "bad-header"))?;
+        return Ok(Caller {
+            actor: fp.clone(),
+            credential: json!({ "kind": kind, "key_fp": fp, "verified": false }),
+            upstream,
+        });
+    }
+    if !auth::looks_like_jwt(token) {
+        return Err(Denial::token(TokenRejection::Invalid, "not-a-jwt"));
+    }
+    let iss = auth::peek_issuer(token).map_err(|r| Denial::token(r, "malformed-jwt"))?;
+    let key_fp = commitments.key_fingerprint(&iss);
+    let index = state.actors.index();
+    let Some(actor) = index.get(&iss) else {
+        let mut d = Denial::token(TokenRejection::Invalid, "unknown-access-key");
+        d.key_fp = Some(key_fp);
+        return Err(d);
+    };
+    let claims = auth::verify_jwt(
+        token,
+        actor.secret_key.expose(),
+        SystemClock.now_unix(),
+        state.cfg.auth.leeway_secs,
+        state.cfg.auth.max_token_lifetime_secs,
+    )
+    .map_err(|r| {
+        let mut d = Denial::token(r, "token-refused");
+        d.claimed_actor = Some(actor.name.clone());
+        d.key_fp = Some(key_fp.clone());
+        d
+    })?;
+    if actor.disabled {
+        return Err(Denial {
+            code: codes::AUTH_FAILED,
+            message: "Authorization failed: this access key is disabled",
+            reason: "actor-disabled",
+            claimed_actor: Some(actor.name.clone()),
+            key_fp: Some(key_fp),
+        });
+    }
+    Ok(Caller {
+        actor: actor.name.clone(),
+        credential: json!({
+            "kind": "jwt", "key_fp": key_fp, "verified": true,
+            "iat": claims.iat, "nbf": claims.nbf, "exp": claims.exp,
+        }),
+        upstream: UpstreamAuth::Org,
+    })
+}
+
+/// A Kling-style error body.
+fn error_response(
+    status: StatusCode,
+    code: i64,
+    message: &str,
+    request_id: &str,
+) -> (StatusCode, Bytes) {
+    let body = kling_api::envelope::error_body(code, message, request_id);
+    (status, Bytes::from(body.to_string()))
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    record: Option<u64>,
+    response_recorded: bool,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: Bytes, record: Option<u64>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Self {
+            status,
+            headers,
+            body,
+            record,
+            response_recorded: true,
+        }
+    }
+
+    fn finish(
+        self,
+        request_id: &str,
+        started: Instant,
+        upstream: Duration,
+        state: &AppState,
+    ) -> Response {
+        let overhead = started.elapsed().saturating_sub(upstream);
+        state.metrics.overhead.observe(overhead);
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.extend(self.headers);
+        let record = self
+            .record
+            .map_or_else(|| "unrecorded".to_owned(), |s| s.to_string());
+        if let Ok(v) = HeaderValue::from_str(&record) {
+            headers.insert(HEADER_RECORD, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
+            headers.insert(HEADER_OVERHEAD, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(HEADER_REQUEST_ID, v);
+        }
+        if !self.response_recorded {
+            headers.insert(
+                HEADER_RESPONSE_RECORD,
+                HeaderValue::from_static("unrecorded"),
+            );
+        }
+        response
+    }
+}
+
+fn source_fields(peer: SocketAddr, headers: &HeaderMap, out: &mut Map<String, Value>) {
+    out.insert("source_ip".into(), json!(peer.ip().to_string()));
+    let ua = headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| cap_chars(s, 256));
+    out.insert("user_agent".into(), json!(ua));
+}
+
+/// Who owns the id a query names, in either map (a path-slot id may be either kind, 5.3).
+fn check_owner(state: &AppState, op: &Operation, actor: &str) -> Option<&'static str> {
+    let id = match &op.kind {
+        OperationKind::QueryOne { task_id } => task_id,
+        OperationKind::LookupByExternalId {
+            external_task_id, ..
+        } => external_task_id,
+        _ => return None,
+    };
+    let owner = state
+        .tasks
+        .owner(id)
+        .or_else(|| state.tasks.external_owner(id));
+    match owner {
+        Some(o) if o == actor => None,
+        Some(_) => Some("task-of-another-actor"),
+        None if state.cfg.tasks.unknown == UnknownTaskPolicy::Forward => None,
+        None => Some("task-unknown-to-gateway"),
+    }
+}
+
+/// The API surface handler.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let op = routes::classify(method.as_str(), &path, query.as_deref());
+    let route = inspect::route_label(&op);
+    state.served.fetch_add(1, Ordering::Relaxed);
+
+    let mut base = Map::new();
+    base.insert("request_id".into(), json!(request_id));
+    inspect::operation_fields(&op, method.as_str(), &mut base);
+
+    // 1. Authentication.
+    let caller = match authenticate(&state, parts.headers.get(AUTHORIZATION)) {
+        Ok(c) => c,
+        Err(denial) => {
+            let mut details = base;
+            details.insert("reason".into(), json!(denial.reason));
+            details.insert("code".into(), json!(denial.code));
+            details.insert("http_status".into(), json!(401));
+            details.insert("key_fp".into(), json!(denial.key_fp));
+            source_fields(peer, &parts.headers, &mut details);
+            let actor = denial
+                .claimed_actor
+                .clone()
+                .unwrap_or_else(|| "unauthenticated".to_owned());
+            let seq = state
+                .auditor
+                .append("gateway.denied", &actor, &Value::Object(details))
+                .await
+                .ok()
+                .map(|r| r.seq);
+            state.metrics.count_request(&route, Outcome::AuthFailed);
+            tracing::info!(target: "kling_audit_gateway::access", %request_id, route, code = denial.code, reason = denial.reason, "caller refused");
+            let (status, body) = error_response(
+                StatusCode::UNAUTHORIZED,
+                denial.code,
+                denial.message,
+                &request_id,
+            );
+            return Reply::json(status, body, seq).finish(
+                &request_id,
+                started,
+                Duration::ZERO,
+                &state,
+            );
+        }
+    };
+    let actor = caller.actor.clone();
+
+    // 2. Ownership of the task a query names.
+    if let Some(reason) = check_owner(&state, &op, &actor) {
+        let mut details = base;
+        details.insert("reason".into(), json!(reason));
+        details.insert("code".into(), json!(codes::RESOURCE_NOT_FOUND));
+        details.insert("http_status".into(), json!(404));
+        details.insert("credential".into(), caller.credential.clone());
+        source_fields(peer, &parts.headers, &mut details);
+        let seq = state
+            .auditor
+            .append("gateway.denied", &actor, &Value::Object(details))
+            .await
+            .ok()
+            .map(|r| r.seq);
+        state.metrics.count_request(&route, Outcome::NotOwner);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "task query refused");
+        let (status, body) = error_response(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            codes::default_message(codes::RESOURCE_NOT_FOUND),
+            &request_id,
+        );
+        return Reply::json(status, body, seq).finish(&request_id, started, Duration::ZERO, &state);
+    }
+
+    // 3. Body and its inspection.
+    let raw_body = match axum::body::to_bytes(body, state.cfg.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            state.metrics.count_request(&route, Outcome::BadRequest);
+            let message = format!(
+                "request body exceeds the gateway limit of {} bytes",
+                state.cfg.server.max_body_bytes
+            );
+            let (status, body) = error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::PARAMETER_ERROR,
+                &message,
+                &request_id,
+            );
+            return Reply::json(status, body, None).finish(
+                &request_id,
+                started,
+                Duration::ZERO,
+                &state,
+            );
+        }
+    };
+    let mut details = base;
+    details.insert(
+        "auth_mode".into(),
+        json!(match state.cfg.auth.mode {
+            AuthMode::Actors => "actors",
+            AuthMode::Passthrough => "passthrough",
+        }),
+    );
+    details.insert("credential".into(), caller.credential.clone());
+    source_fields(peer, &parts.headers, &mut details);
+    inspect::query_fields(query.as_deref(), &mut details);
+    details.insert("body_bytes".into(), json!(raw_body.len()));
+    let mut json_body: Option<Value> = if raw_body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<Value>(&raw_body).ok()
+    };
+    details.insert(
+        "body_json".into(),
+        json!(raw_body.is_empty() || json_body.is_some()),
+    );
+    let mut forward_body = raw_body.clone();
+    let mut request_external_id = None;
+    if let Some(body_value) = json_body.as_mut().filter(|b| b.is_object()) {
+        inspect::body_fields(&op, body_value, state.auditor.commitments(), &mut details);
+        request_external_id = inspect::external_task_id(body_value);
+        if op.kind == OperationKind::Create {
+            if let Some(slot) = inspect::callback_url_slot(body_value) {
+                let original = slot.as_str().unwrap_or_default().to_owned();
+                let token = callbacks::make_token(
+                    state.auditor.commitments(),
+                    &actor,
+                    &original,
+                    &request_id,
+                );
+                *slot = Value::String(format!("{}{token}", state.callback_base));
+                let mut summary = inspect::url_summary(&original);
+                if let Some(obj) = summary.as_object_mut() {
+                    obj.insert("relayed".into(), json!(true));
+                }
+                details.insert("callback".into(), summary);
+                match serde_json::to_vec(body_value) {
+                    Ok(bytes) => forward_body = Bytes::from(bytes),
+                    Err(e) => {
+                        tracing::error!(target: "kling_audit_gateway::proxy", %request_id, error = %e, "body re-encoding failed");
+                    }
+                }
+            }
+        }
+    }
+
+    details.entry("external_task_id").or_insert(Value::Null);
+
+    // 4. Write-ahead request record.
+    let request_receipt = match state
+        .auditor
+        .append("gateway.request", &actor, &Value::Object(details))
+        .await
+    {
+        Ok(r) => Some(r),
+        Err(e) => match state.auditor.mode() {
+            FailureMode::FailClosed => {
+                return audit_unavailable(&state, &route, &request_id, started, &e)
+            }
+            FailureMode::FailOpen => {
+                state.auditor.note_unaudited();
+                tracing::warn!(target: "kling_audit_gateway::proxy", %request_id, route, "forwarding unrecorded (fail-open)");
+                None
+            }
+        },
+    };
+    let request_seq = request_receipt.as_ref().map(|r| r.seq);
+
+    // 5. Upstream.
+    let upstream_started = Instant::now();
+    let result = forward(&state, &method, &parts, &op, forward_body, &caller.upstream).await;
+    let upstream_elapsed = upstream_started.elapsed();
+    state.metrics.upstream_latency.observe(upstream_elapsed);
+
+    let mut resp = Map::new();
+    resp.insert("request_id".into(), json!(request_id));
+    resp.insert("request_seq".into(), json!(request_seq));
+    resp.insert("route".into(), json!(route));
+    resp.insert("operation".into(), json!(op.kind.as_str()));
+    resp.insert("family".into(), json!(op.family.map(|f| f.as_str())));
+    resp.insert(
+        "upstream_ms".into(),
+        json!(upstream_elapsed.as_secs_f64() * 1000.0),
+    );
+
+    let (mut reply, outcome, status_changes) = match result {
+        Err(failure) => {
+            tracing::warn!(target: "kling_audit_gateway::proxy", %request_id, route, kind = failure.kind(), detail = failure.detail(), "no usable upstream answer");
+            resp.insert("outcome".into(), json!(failure.kind()));
+            resp.insert("error".into(), json!(failure.kind()));
+            let (status, code, message) = failure.answer(state.cfg.upstream.timeout);
+            resp.insert("http_status".into(), json!(status.as_u16()));
+            resp.insert("code".into(), json!(code));
+            let (status, body) = error_response(status, code, &message, &request_id);
+            (
+                Reply::json(status, body, request_seq),
+                Outcome::UpstreamError,
+                Vec::new(),
+            )
+        }
+        Ok(upstream) => {
+            let (reply, outcome, changes) = digest_answer(
+                &state,
+                &op,
+                &actor,
+                &caller.upstream,
+                request_external_id.as_deref(),
+                upstream,
+                request_seq,
+                &mut resp,
+            );
+            (reply, outcome, changes)
+        }
+    };
+
+    // 7. Response record, then status changes.
+    let response_seq = match state
+        .auditor
+        .append("gateway.response", &actor, &Value::Object(resp))
+        .await
+    {
+        Ok(r) => Some(r.seq),
+        Err(_) => {
+            state
+                .metrics
+                .unrecorded_responses
+                .fetch_add(1, Ordering::Relaxed);
+            reply.response_recorded = false;
+            None
+        }
+    };
+    for change in status_changes {
+        record_status_change(
+            &state,
+            change,
+            &request_id,
+            request_seq,
+            response_seq,
+            "poll",
+        )
+        .await;
+    }
+    state.metrics.count_request(&route, outcome);
+    tracing::info!(
+        target: "kling_audit_gateway::access",
+        %request_id, route, %actor, status = reply.status.as_u16(), outcome = outcome.as_str(),
+        upstream_ms = upstream_elapsed.as_millis() as u64, "request done"
+    );
+    reply.finish(&request_id, started, upstream_elapsed, &state)
+}
+
+fn audit_unavailable(
+    state: &AppState,
+    route: &str,
+    request_id: &str,
+    started: Instant,
+    error: &AuditError,
+) -> Response {
+    state
+        .metrics
+        .count_request(route, Outcome::AuditUnavailable);
+    tracing::error!(target: "kling_audit_gateway::proxy", %request_id, route, error = %error, "request refused: audit ledger unavailable (fail-closed)");
+    let (status, body) = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        codes::SERVER_UNAVAILABLE,
+        "audit ledger unavailable: the gateway records every request before forwarding it and \
+         cannot record now, so nothing was sent to Kling; retry later",
+        request_id,
+    );
+    Reply::json(status, body, None).finish(request_id, started, Duration::ZERO, state)
+}
+
+/// A status change to record after the response record.
+pub(crate) struct StatusChange {
+    pub task_id: String,
+    pub owner: String,
+    pub family: Option<String>,
+    pub from: Option<String>,
+    pub to: String,
+    pub task: Value,
+}
+
+/// Writes one `task.status` record; on failure the book forgets the change so a later poll
+/// records it again.
+pub(crate) async fn record_status_change(
+    state: &Arc<AppState>,
+    change: StatusChange,
+    request_id: &str,
+    request_seq: Option<u64>,
+    response_seq: Option<u64>,
+    source: &str,
+) {
+    let mut details = Map::new();
+    details.insert("task_id".into(), json!(change.task_id));
+    details.insert("family".into(), json!(change.family));
+    details.insert("from".into(), json!(change.from));
+    details.insert("to".into(), json!(change.to));
+    details.insert("source".into(), json!(source));
+    details.insert("request_id".into(), json!(request_id));
+    details.insert("request_seq".into(), json!(request_seq));
+    details.insert("response_seq".into(), json!(response_seq));
+    let updated = change
+        .task
+        .get("updated_at")
+        .or_else(|| change.task.get("update_time"))
+        .and_then(Value::as_i64);
+    details.insert("kling_updated_at_ms".into(), json!(updated));
+    let is_final = inspect::is_final(&change.to);
+    details.insert("final".into(), json!(is_final));
+    if is_final {
+        details.extend(inspect::result_fields(
+            &change.task,
+            state.cfg.audit.message_max_chars,
+        ));
+    }
+    if state
+        .auditor
+        .append("task.status", &change.owner, &Value::Object(details))
+        .await
+        .is_err()
+    {
+        state.tasks.revert(&change.task_id, &change.to, change.from);
+    }
+}
+
+/// An upstream answer as received.
+struct UpstreamAnswer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Why no upstream answer came.
+enum UpstreamFailure {
+    Timeout,
+    Connect,
+    Signing(String),
+    Other(String),
+}
+
+impl UpstreamFailure {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "upstream-timeout",
+            Self::Connect => "upstream-connect",
+            Self::Signing(_) => "upstream-signing",
+            Self::Other(_) => "upstream-error",
+        }
+    }
+
+    fn detail(&self) -> &str {
+        match self {
+            Self::Timeout | Self::Connect => "",
+            Self::Signing(d) | Self::Other(d) => d,
+        }
+    }
+
+    fn answer(&self, timeout: Duration) -> (StatusCode, i64, String) {
+        match self {
+            Self::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                codes::SERVER_TIMEOUT,
+                format!(
+                    "the Kling API did not answer within {} ms; the request may still have been \
+                     processed, so look a create up by external_task_id before sending it again",
+                    timeout.as_millis()
+                ),
+            ),
+            Self::Connect => (
+                StatusCode::BAD_GATEWAY,
+                codes::SERVER_ERROR,
+                "the gateway could not connect to the Kling API; nothing was processed".to_owned(),
+            ),
+            Self::Signing(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::SERVER_ERROR,
+                "the gateway could not sign the upstream request".to_owned(),
+            ),
+            Self::Other(_) => (
+                StatusCode::BAD_GATEWAY,
+                codes::SERVER_ERROR,
+                "the Kling API answer could not be read; the request may have been processed"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+fn classify_reqwest(e: &reqwest::Error) -> UpstreamFailure {
+    if e.is_timeout() {
+        UpstreamFailure::Timeout
+    } else if e.is_connect() {
+        UpstreamFailure::Connect
+    } else {
+        UpstreamFailure::Other(e.without_url_string())
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_string(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_string(&self) -> String {
+        // The URL may carry a caller's ids; the error kind is enough for logs.
+        if self.is_body() {
+            "body".to_owned()
+        } else if self.is_decode() {
+            "decode".to_owned()
+        } else if self.is_request() {
+            "request".to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    method: &Method,
+    parts: &http::request::Parts,
+    op: &Operation,
+    body: Bytes,
+    auth: &UpstreamAuth,
+) -> Result<UpstreamAnswer, UpstreamFailure> {
+    let base = state.cfg.upstream.url.as_str().trim_end_matches('/');
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let url = format!("{base}{path_and_query}");
+    let mut request = state.upstream.request(method.clone(), url);
+    for name in FORWARD_REQUEST_HEADERS {
+        for value in parts.headers.get_all(name) {
+            request = request.header(name, value);
+        }
+    }
+    let authorization = match auth {
+        UpstreamAuth::Caller(value) => value.clone(),
+        UpstreamAuth::Org => {
+            let creds = state.cfg.upstream.credentials.as_ref();
+            let api_key = creds.and_then(|c| c.api_key.as_ref());
+            let bearer = match (op.generation, api_key) {
+                (Some(ApiGeneration::NewStandard), Some(key)) => key.expose().to_owned(),
+                _ => {
+                    let cache = state
+                        .org_tokens
+                        .as_ref()
+                        .ok_or_else(|| UpstreamFailure::Signing("no organisation key".into()))?;
+                    let issued = cache
+                        .token()
+                        .map_err(|e| UpstreamFailure::Signing(e.to_string()))?;
+                    issued.token.expose().to_owned()
+                }
+            };
+            let mut value = HeaderValue::from_str(&format!("Bearer {bearer}"))
+                .map_err(|_| UpstreamFailure::Signing("credential is not header-safe".into()))?;
+            value.set_sensitive(true);
+            value
+        }
+    };
+    request = request.header(AUTHORIZATION, authorization);
+    if !body.is_empty() {
+        request = request.body(body);
+    }
+    let response = request.send().await.map_err(|e| classify_reqwest(&e))?;
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for name in FORWARD_RESPONSE_HEADERS {
+        if let Some(v) = response.headers().get(name) {
+            headers.insert(name.clone(), v.clone());
+        }
+    }
+    let body = response.bytes().await.map_err(|e| classify_reqwest(&e))?;
+    Ok(UpstreamAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Reads the upstream answer: binds created tasks, narrows lists, collects status changes,
+/// and fills the response record.
+#[allow(clippy::too_many_arguments)]
+fn digest_answer(
+    state: &AppState,
+    op: &Operation,
+    actor: &str,
+    auth: &UpstreamAuth,
+    request_external_id: Option<&str>,
+    upstream: UpstreamAnswer,
+    request_seq: Option<u64>,
+    resp: &mut Map<String, Value>,
+) -> (Reply, Outcome, Vec<StatusChange>) {
+    let max_chars = state.cfg.audit.message_max_chars;
+    let answer = inspect::parse_answer(&upstream.body, max_chars);
+    resp.insert("http_status".into(), json!(upstream.status.as_u16()));
+    resp.insert("code".into(), json!(answer.code));
+    resp.insert("message".into(), json!(answer.message));
+    resp.insert("upstream_request_id".into(), json!(answer.request_id));
+    resp.insert("body_bytes".into(), json!(upstream.body.len()));
+    resp.insert("body_json".into(), json!(answer.body.is_some()));
+    let ok = upstream.status.is_success() && answer.code == Some(codes::SUCCESS);
+    let outcome = if ok { Outcome::Ok } else { Outcome::KlingError };
+    resp.insert(
+        "outcome".into(),
+        json!(if ok { "success" } else { "kling-error" }),
+    );
+    if matches!(auth, UpstreamAuth::Org) && answer.code.is_some_and(codes::is_resign_retryable) {
+        // Our token was refused for time reasons (clock skew): sign afresh next time.
+        if let Some(cache) = &state.org_tokens {
+            cache.invalidate();
+        }
+    }
+    let family = op.family.map(|f| f.as_str().to_owned());
+    let mut changes = Vec::new();
+    let mut out_body = upstream.body;
+    if let (true, Some(mut body)) = (ok, answer.body) {
+        let mut rewritten = false;
+        if let Some(data) = body.get_mut("data") {
+            match &op.kind {
+                OperationKind::Create => {
+                    if let Some(view) = inspect::task_view(data) {
+                        let ext = request_external_id
+                            .map(str::to_owned)
+                            .or(view.external_task_id.clone());
+                        state
+                            .tasks
+                            .bind(&view.task_id, actor, family.as_deref(), ext.as_deref());
+                        if let Some(status) = &view.status {
+                            // The create's own status is the baseline, kept in this record.
+                            let _ = state.tasks.observe(&view.task_id, status);
+                        }
+                        resp.insert("task_id".into(), json!(view.task_id));
+                        resp.insert("task_status".into(), json!(view.status));
+                        resp.insert("external_task_id".into(), json!(ext));
+                    } else if let Some(units) = data.get("final_unit_deduction").and_then(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .or(v.as_f64().map(|f| f.to_string()))
+                    }) {
+                        // Synchronous calls (identify-face) charge at once.
+                        resp.insert("units_deducted".into(), json!(units));
+                    }
+                }
+                OperationKind::QueryOne { .. } | OperationKind::LookupByExternalId { .. } => {
+                    if let Some(view) = inspect::task_view(data) {
+                        resp.insert("task_id".into(), json!(view.task_id));
+                        resp.insert("task_status".into(), json!(view.status));
+                    }
+                }
+                OperationKind::QueryList | OperationKind::QueryTasks { .. } => {
+                    let (kept, removed) = narrow(data, actor, state);
+                    resp.insert("listed".into(), json!(kept));
+                    resp.insert("narrowed_out".into(), json!(removed));
+                    rewritten = removed > 0;
+                }
+                OperationKind::Account | OperationKind::Unknown => {}
+            }
+            if !matches!(op.kind, OperationKind::Create) {
+                for view in inspect::data_tasks(data) {
+                    let Some(status) = view.status.clone() else {
+                        continue;
+                    };
+                    let Some(entry) = state.tasks.get(&view.task_id) else {
+                        continue;
+                    };
+                    if entry.owner != actor {
+                        continue;
+                    }
+                    if let Observed::Changed { previous: from } =
+                        state.tasks.observe(&view.task_id, &status)
+                    {
+                        changes.push(StatusChange {
+                            task_id: view.task_id.clone(),
+                            owner: entry.owner,
+                            family: entry.family.or(family.clone()),
+                            from,
+                            to: status,
+                            task: view.raw.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if rewritten {
+            if let Ok(bytes) = serde_json::to_vec(&body) {
+                out_body = Bytes::from(bytes);
+            }
+        }
+    }
+    let mut headers = upstream.headers;
+    if !headers.contains_key(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    let reply = Reply {
+        status: upstream.status,
+        headers,
+        body: out_body,
+        record: request_seq,
+        response_recorded: true,
+    };
+    (reply, outcome, changes)
+}
+
+/// Keeps only the calling actor's tasks in a list answer (legacy arrays and `{result:[..]}`).
+/// Items without a task id (voice presets and the like) are kept. Returns (kept, removed).
+fn narrow(data: &mut Value, actor: &str, state: &AppState) -> (usize, usize) {
+    let items = match data {
+        Value::Array(items) => items,
+        Value::Object(obj) => match obj.get_mut("result") {
+            Some(Value::Array(items)) => items,
+            _ => return (0, 0),
+        },
+        _ => return (0, 0),
+    };
+    let before = items.len();
+    items.retain(|item| match inspect::task_view(item) {
+        Some(view) => state.tasks.owner(&view.task_id).as_deref() == Some(actor),
+        None => true,
+    });
+    let kept = items.len();
+    if let Value::Object(obj) = data {
+        // The count describes the narrowed page.
+        if obj.contains_key("count") {
+            obj.insert("count".into(), json!(kept));
+        }
+    }
+    (kept, before - kept)
+}

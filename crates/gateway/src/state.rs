@@ -1,0 +1,148 @@
+//! The state every handler shares: configuration, auditor, actors, task book, metrics, the
+//! upstream and relay HTTP clients, and the in-flight relay tracker.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Instant, SystemTime};
+
+use kling_api::auth::TokenCache;
+use tokio::sync::Notify;
+
+use crate::actors::{self, ActorIndex};
+use crate::audit::Auditor;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::tasks::TaskBook;
+
+/// Counts relays still running so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct RelayTracker {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl RelayTracker {
+    /// Marks one relay started; the guard marks it finished when dropped.
+    pub fn start(self: &Arc<Self>) -> RelayGuard {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        RelayGuard(Arc::clone(self))
+    }
+
+    /// Relays still running.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Waits until no relay runs.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Ends one relay's tracking when dropped.
+#[derive(Debug)]
+pub struct RelayGuard(Arc<RelayTracker>);
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Modification time and length of the actor store file.
+type Stamp = Option<(SystemTime, u64)>;
+
+/// The actor store as loaded, with the file stamp it was loaded at.
+pub struct Actors {
+    path: PathBuf,
+    current: RwLock<(Arc<ActorIndex>, Stamp)>,
+}
+
+impl Actors {
+    /// Loads the store at `path`.
+    ///
+    /// # Errors
+    /// A store that cannot be read or parsed.
+    pub fn load(path: PathBuf) -> Result<Self, actors::ActorError> {
+        let stamp = actors::file_stamp(&path);
+        let index = ActorIndex::load(&path)?;
+        Ok(Self {
+            path,
+            current: RwLock::new((Arc::new(index), stamp)),
+        })
+    }
+
+    /// The current index.
+    pub fn index(&self) -> Arc<ActorIndex> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0,
+        )
+    }
+
+    /// Reloads the store when its file changed. A store that fails to load keeps the old
+    /// index in force (logged), so a half-edited file cannot lock everyone out or in.
+    pub fn refresh(&self) {
+        let stamp = actors::file_stamp(&self.path);
+        let unchanged = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            == stamp;
+        if unchanged {
+            return;
+        }
+        match ActorIndex::load(&self.path) {
+            Ok(index) => {
+                let count = index.len();
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+                    (Arc::new(index), stamp);
+                tracing::info!(target: "kling_audit_gateway::actors", actors = count, "actor store reloaded");
+            }
+            Err(e) => {
+                tracing::error!(target: "kling_audit_gateway::actors", error = %e, "actor store not reloaded; keeping the previous one");
+            }
+        }
+    }
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    /// The configuration.
+    pub cfg: GatewayConfig,
+    /// The audit ledger.
+    pub auditor: Arc<Auditor>,
+    /// Caller keys.
+    pub actors: Actors,
+    /// Task ownership.
+    pub tasks: TaskBook,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Upstream client (one connection pool for the process).
+    pub upstream: reqwest::Client,
+    /// Callback relay client.
+    pub relay: reqwest::Client,
+    /// The organisation's JWTs, renewed before expiry.
+    pub org_tokens: Option<TokenCache>,
+    /// `<public base>/_gateway/callback/`.
+    pub callback_base: String,
+    /// Relays in flight.
+    pub relays: Arc<RelayTracker>,
+    /// Start time.
+    pub started: Instant,
+    /// Requests answered on the API surface.
+    pub served: AtomicU64,
+}

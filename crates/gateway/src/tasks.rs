@@ -1,0 +1,308 @@
+//! Task ownership and last-seen status: which actor created each task, and which status the
+//! gateway last recorded for it, so polls write `task.status` only on a change.
+//!
+//! The book is not persisted on its own: at start it is rebuilt from the ledger, which already
+//! holds every fact it needs (`gateway.response` records of creates carry the task id, the
+//! external id and the actor; `task.status` records carry each change). One source of truth
+//! means the map can never disagree with the audit trail. Reading the whole ledger at start
+//! costs time proportional to its size; the map grows with every task ever created, which is
+//! a known limit for very long-lived deployments.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::Value;
+
+/// Why the book could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// A segment could not be listed or read.
+    #[error("cannot read ledger segment {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+}
+
+/// What the gateway knows about one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEntry {
+    /// The actor that created it.
+    pub owner: String,
+    /// The family name (`text-to-video`), when known.
+    pub family: Option<String>,
+    /// The last status recorded.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    tasks: HashMap<String, TaskEntry>,
+    /// External id to owner; ids are unique per account (5.2).
+    external: HashMap<String, String>,
+}
+
+/// What [`TaskBook::observe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// A new status; `previous` is the one recorded before (`None` for the first).
+    Changed {
+        /// The status recorded before.
+        previous: Option<String>,
+    },
+    /// The same status as last recorded.
+    Unchanged,
+    /// The task is not in the book.
+    UnknownTask,
+}
+
+/// Counts from a rebuild, for the `gateway.start` record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildStats {
+    /// Records read.
+    pub records: u64,
+    /// Tasks known afterwards.
+    pub tasks: u64,
+    /// Lines that did not parse (a torn tail is quarantined by the ledger before this runs).
+    pub unreadable_lines: u64,
+}
+
+/// The shared task book. Its lock is never held across an await.
+#[derive(Debug, Default)]
+pub struct TaskBook {
+    inner: Mutex<Book>,
+}
+
+impl TaskBook {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The owner of a task id.
+    pub fn owner(&self, task_id: &str) -> Option<String> {
+        self.book().tasks.get(task_id).map(|t| t.owner.clone())
+    }
+
+    /// The owner of a caller's external id.
+    pub fn external_owner(&self, external_task_id: &str) -> Option<String> {
+        self.book().external.get(external_task_id).cloned()
+    }
+
+    /// A snapshot of one task.
+    pub fn get(&self, task_id: &str) -> Option<TaskEntry> {
+        self.book().tasks.get(task_id).cloned()
+    }
+
+    /// Binds a new task to its creator. An existing binding is kept: a task id never changes
+    /// hands.
+    pub fn bind(
+        &self,
+        task_id: &str,
+        owner: &str,
+        family: Option<&str>,
+        external_task_id: Option<&str>,
+    ) {
+        let mut book = self.book();
+        book.tasks
+            .entry(task_id.to_owned())
+            .or_insert_with(|| TaskEntry {
+                owner: owner.to_owned(),
+                family: family.map(str::to_owned),
+                status: None,
+            });
+        if let Some(ext) = external_task_id {
+            book.external
+                .entry(ext.to_owned())
+                .or_insert_with(|| owner.to_owned());
+        }
+    }
+
+    /// Notes a status seen for a task and says whether it is a change worth recording.
+    pub fn observe(&self, task_id: &str, status: &str) -> Observed {
+        let mut book = self.book();
+        let Some(entry) = book.tasks.get_mut(task_id) else {
+            return Observed::UnknownTask;
+        };
+        if entry.status.as_deref() == Some(status) {
+            return Observed::Unchanged;
+        }
+        Observed::Changed {
+            previous: entry.status.replace(status.to_owned()),
+        }
+    }
+
+    /// Puts back the previous status after a `task.status` record could not be written, so the
+    /// next poll tries again.
+    pub fn revert(&self, task_id: &str, status: &str, previous: Option<String>) {
+        let mut book = self.book();
+        if let Some(entry) = book.tasks.get_mut(task_id) {
+            if entry.status.as_deref() == Some(status) {
+                entry.status = previous;
+            }
+        }
+    }
+
+    /// Number of tasks known.
+    pub fn len(&self) -> usize {
+        self.book().tasks.len()
+    }
+
+    /// Whether no task is known.
+    pub fn is_empty(&self) -> bool {
+        self.book().tasks.is_empty()
+    }
+
+    /// Applies one ledger record (type, actor, details) to the book.
+    pub fn apply_record(&self, kind: &str, actor: &str, details: &Value) {
+        let str_field = |name: &str| details.get(name).and_then(Value::as_str);
+        match kind {
+            "gateway.response" => {
+                let is_create = str_field("operation") == Some("create");
+                if let (true, Some(task_id)) = (is_create, str_field("task_id")) {
+                    self.bind(
+                        task_id,
+                        actor,
+                        str_field("family"),
+                        str_field("external_task_id"),
+                    );
+                    if let Some(status) = str_field("task_status") {
+                        let _ = self.observe(task_id, status);
+                    }
+                }
+            }
+            "task.status" => {
+                if let (Some(task_id), Some(to)) = (str_field("task_id"), str_field("to")) {
+                    let _ = self.observe(task_id, to);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Rebuilds the book from every segment of the ledger in `dir`, oldest first.
+    ///
+    /// # Errors
+    /// [`RebuildError::Io`] when a segment cannot be read.
+    pub fn rebuild(dir: &Path) -> Result<(Self, RebuildStats), RebuildError> {
+        let book = Self::default();
+        let mut stats = RebuildStats::default();
+        let (segments, _) =
+            kling_audit_ledger::segment::list_segments(dir).map_err(|source| RebuildError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        for segment in segments {
+            let bytes = std::fs::read(&segment.path).map_err(|source| RebuildError::Io {
+                path: segment.path.clone(),
+                source,
+            })?;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let Ok(record) = serde_json::from_slice::<Value>(line) else {
+                    stats.unreadable_lines += 1;
+                    continue;
+                };
+                stats.records += 1;
+                let kind = record.get("type").and_then(Value::as_str).unwrap_or("");
+                let actor = record.get("actor").and_then(Value::as_str).unwrap_or("");
+                if let Some(details) = record.get("details") {
+                    book.apply_record(kind, actor, details);
+                }
+            }
+        }
+        stats.tasks = book.len() as u64;
+        Ok((book, stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn binding_is_first_come_and_status_changes_once() {
+        let book = TaskBook::default();
+        book.bind("t1", "alice", Some("text-to-video"), Some("ext-1"));
+        book.bind("t1", "mallory", None, Some("ext-1"));
+        assert_eq!(book.owner("t1").as_deref(), Some("alice"));
+        assert_eq!(book.external_owner("ext-1").as_deref(), Some("alice"));
+        assert_eq!(
+            book.observe("t1", "submitted"),
+            Observed::Changed { previous: None }
+        );
+        assert_eq!(book.observe("t1", "submitted"), Observed::Unchanged);
+        assert_eq!(
+            book.observe("t1", "processing"),
+            Observed::Changed {
+                previous: Some("submitted".into())
+            }
+        );
+        assert_eq!(book.observe("nope", "processing"), Observed::UnknownTask);
+        book.revert("t1", "processing", Some("submitted".into()));
+        assert_eq!(book.get("t1").unwrap().status.as_deref(), Some("submitted"));
+    }
+
+    #[test]
+    fn records_rebuild_the_book() {
+        let book = TaskBook::default();
+        book.apply_record(
+            "gateway.response",
+            "alice",
+            &json!({"operation": "create", "task_id": "t1", "family": "text-to-video",
+                    "external_task_id": "e1", "task_status": "submitted"}),
+        );
+        book.apply_record(
+            "gateway.response",
+            "bob",
+            &json!({"operation": "query-one", "task_id": "t1"}),
+        );
+        book.apply_record(
+            "task.status",
+            "alice",
+            &json!({"task_id": "t1", "to": "succeed"}),
+        );
+        let t = book.get("t1").unwrap();
+        assert_eq!(
+            (t.owner.as_str(), t.status.as_deref()),
+            ("alice", Some("succeed"))
+        );
+        assert_eq!(book.external_owner("e1").as_deref(), Some("alice"));
+        assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn rebuild_reads_segments_and_skips_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            json!({"type": "gateway.response", "actor": "alice",
+                   "details": {"operation": "create", "task_id": "t9"}})
+            .to_string(),
+            "{torn".to_owned(),
+            json!({"type": "task.status", "actor": "alice",
+                   "details": {"task_id": "t9", "to": "processing"}})
+            .to_string(),
+        ];
+        std::fs::write(
+            dir.path()
+                .join(kling_audit_ledger::segment::segment_name(0, "20260101")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+        let (book, stats) = TaskBook::rebuild(dir.path()).unwrap();
+        assert_eq!(
+            stats,
+            RebuildStats {
+                records: 2,
+                tasks: 1,
+                unreadable_lines: 1
+            }
+        );
+        assert_eq!(
+            book.get("t9").unwrap().status.as_deref(),
+            Some("processing")
+        );
+    }
+}

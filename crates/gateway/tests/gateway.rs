@@ -1,0 +1,593 @@
+//! The gateway end to end over real HTTP on 127.0.0.1: the simulator as upstream, a real
+//! ledger in a temporary directory, actors signing JWTs as a Kling SDK would.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use kling_api::auth::sign_jwt;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn create_poll_succeed_is_recorded_in_order_and_resigned_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let body = json!({
+        "model_name": "kling-v1", "prompt": "a lighthouse at dusk", "duration": "5",
+        "mode": "std", "external_task_id": "e2e-1",
+    });
+    let (status, headers, created) = env.post(&env.alice, "/v1/videos/text2video", &body).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["code"], 0);
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let request_seq: u64 = headers["x-kling-audit-record"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let overhead: u64 = headers["x-kling-audit-overhead-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead > 0);
+
+    let done = env
+        .poll_until_final(&env.alice, "/v1/videos/text2video", &task_id)
+        .await;
+    assert_eq!(done["data"]["task_status"], "succeed");
+
+    // The simulator knows only the organisation's key: a create that it accepted was signed
+    // with that key, not with alice's (which it would refuse with 1002).
+    let stats = env.sim.stats();
+    assert_eq!(stats.creates_accepted, 1);
+    assert_eq!(stats.route("POST /v1/videos/text2video"), 1);
+    assert!(stats.route("GET /v1/videos/text2video/{id}") >= 1);
+    let direct = env
+        .http
+        .get(format!(
+            "{}/v1/videos/text2video/{task_id}",
+            env.sim.base_url()
+        ))
+        .bearer_auth(jwt(&env.alice))
+        .send()
+        .await
+        .unwrap();
+    let (direct_status, _, direct_body) = split(direct).await;
+    assert_eq!(
+        (direct_status, direct_body["code"].as_i64()),
+        (401, Some(1002))
+    );
+
+    let report = env.stop().await;
+    assert!(report.sealed);
+
+    let records = records(&env.ledger_dir);
+    assert_eq!(records.first().unwrap()["type"], "gateway.start");
+    assert_eq!(records.last().unwrap()["type"], "gateway.shutdown");
+    assert_eq!(report.shutdown_seq, Some(seq(records.last().unwrap())));
+
+    let request = records.iter().find(|r| seq(r) == request_seq).unwrap();
+    assert_eq!(request["type"], "gateway.request");
+    assert_eq!(request["actor"], "alice");
+    let d = &request["details"];
+    assert_eq!(d["operation"], "create");
+    assert_eq!(d["family"], "text-to-video");
+    assert_eq!(d["route"], "/v1/videos/text2video");
+    assert_eq!(d["model"], "kling-v1");
+    assert_eq!(d["model_missing"], false);
+    assert_eq!(d["params"]["mode"], "std");
+    assert_eq!(d["params"]["duration"], "5");
+    assert_eq!(d["external_task_id"], "e2e-1");
+    assert_eq!(d["prompts"][0]["chars"], 20);
+    assert_eq!(d["source_ip"], "127.0.0.1");
+    assert_eq!(d["credential"]["verified"], true);
+    assert!(d["credential"]["key_fp"]
+        .as_str()
+        .unwrap()
+        .starts_with("kf_"));
+
+    let response = records
+        .iter()
+        .find(|r| r["type"] == "gateway.response" && r["details"]["request_seq"] == request_seq)
+        .unwrap();
+    assert!(seq(response) > request_seq);
+    assert_eq!(response["details"]["request_id"], d["request_id"]);
+    assert_eq!(response["details"]["task_id"], task_id.as_str());
+    assert_eq!(response["details"]["code"], 0);
+    assert_eq!(response["details"]["http_status"], 200);
+
+    let changes: Vec<&Value> = of_type(&records, "task.status")
+        .into_iter()
+        .filter(|r| r["details"]["task_id"] == task_id.as_str())
+        .collect();
+    assert!(!changes.is_empty());
+    assert!(changes.iter().all(|c| seq(c) > seq(response)));
+    // Only changes are recorded: no two consecutive records with the same status.
+    for pair in changes.windows(2) {
+        assert_eq!(pair[1]["details"]["from"], pair[0]["details"]["to"]);
+        assert_ne!(pair[1]["details"]["to"], pair[0]["details"]["to"]);
+    }
+    let last = changes.last().unwrap();
+    assert_eq!(last["details"]["to"], "succeed");
+    assert_eq!(last["details"]["final"], true);
+    assert_eq!(last["details"]["outputs_count"], 1);
+    assert!(last["details"]["units_deducted"].is_string());
+    assert_eq!(last["actor"], "alice");
+    let polls = records
+        .iter()
+        .filter(|r| r["type"] == "gateway.request" && r["details"]["operation"] == "query-one")
+        .count();
+    assert!(
+        polls >= changes.len(),
+        "polls {polls}, changes {}",
+        changes.len()
+    );
+}
+
+#[tokio::test]
+async fn auth_failures_answer_kling_codes_and_forward_nothing() {
+    let env = setup(sim_config(), |_| {}).await;
+    let path = "/v1/videos/text2video";
+    let body = json!({"prompt": "p"});
+    let send = |auth: Option<String>| {
+        let mut req = env.http.post(env.url(path)).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { split(req.send().await.unwrap()).await }
+    };
+    let (status, headers, body) = send(None).await;
+    assert_eq!((status, body["code"].as_i64()), (401, Some(1001)));
+    assert!(headers.contains_key("x-kling-audit-record"));
+
+    let forged = sign_jwt(&env.alice.access_key, "not-alices-secret", now(), 1800).unwrap();
+    let (status, _, body) = send(Some(format!("Bearer {forged}"))).await;
+    assert_eq!((status, body["code"].as_i64()), (401, Some(1002)));
+
+    let unknown = sign_jwt("nobody", "secret", now(), 1800).unwrap();
+    let (_, _, body) = send(Some(format!("Bearer {unknown}"))).await;
+    assert_eq!(body["code"], 1002);
+
+    let (_, _, body) = send(Some("Bearer opaque-api-key".into())).await;
+    assert_eq!(body["code"], 1002);
+
+    let expired = sign_jwt(
+        &env.alice.access_key,
+        env.alice.secret_key.expose(),
+        now() - 4000,
+        1800,
+    )
+    .unwrap();
+    let (status, _, body) = send(Some(format!("Bearer {expired}"))).await;
+    assert_eq!((status, body["code"].as_i64()), (401, Some(1004)));
+
+    let future = sign_jwt(
+        &env.alice.access_key,
+        env.alice.secret_key.expose(),
+        now() + 4000,
+        1800,
+    )
+    .unwrap();
+    let (_, _, body) = send(Some(format!("Bearer {future}"))).await;
+    assert_eq!(body["code"], 1003);
+
+    // Disable bob; the running gateway picks the change up from the file.
+    let (status, _, _) = env
+        .post(&env.bob, "/v1/videos/text2video", &json!({"prompt": "ok"}))
+        .await;
+    assert_eq!(status, 200);
+    let actors_file = env.keys_dir().join("actors.json");
+    assert!(kling_audit_gateway::actors::disable(&actors_file, "bob").unwrap());
+    let mut refused = None;
+    for _ in 0..100 {
+        let (status, _, body) = env.get(&env.bob, "/v1/videos/text2video").await;
+        if status == 401 {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("disabled actor still accepted");
+    assert_eq!(refused["code"], 1000);
+
+    let stats = env.sim.stats();
+    let creates = stats.route("POST /v1/videos/text2video");
+    assert_eq!(creates, 1, "only bob's valid create reached the upstream");
+
+    let mut env = env;
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    let codes: Vec<i64> = denied
+        .iter()
+        .map(|r| r["details"]["code"].as_i64().unwrap())
+        .collect();
+    for code in [1001, 1002, 1003, 1004, 1000] {
+        assert!(codes.contains(&code), "{code} in {codes:?}");
+    }
+    let disabled = denied
+        .iter()
+        .find(|r| r["details"]["code"] == 1000)
+        .unwrap();
+    assert_eq!(disabled["actor"], "bob");
+    assert_eq!(disabled["details"]["reason"], "actor-disabled");
+}
+
+#[tokio::test]
+async fn another_actors_task_is_not_found_and_never_forwarded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (_, _, created) = env
+        .post(
+            &env.alice,
+            "/v1/videos/text2video",
+            &json!({"prompt": "mine", "external_task_id": "alice-1"}),
+        )
+        .await;
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let (_, _, created_b) = env
+        .post(
+            &env.bob,
+            "/v1/videos/text2video",
+            &json!({"prompt": "bob's"}),
+        )
+        .await;
+    let bob_task = created_b["data"]["task_id"].as_str().unwrap().to_owned();
+    let before = env.sim.stats();
+
+    for path in [
+        format!("/v1/videos/text2video/{task_id}"),
+        "/v1/videos/text2video/alice-1".to_owned(),
+        "/v1/videos/text2video?external_task_id=alice-1".to_owned(),
+        "/v1/videos/text2video/999999999999999999".to_owned(),
+    ] {
+        let (status, headers, body) = env.get(&env.bob, &path).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (404, Some(1203)),
+            "{path}: {body}"
+        );
+        assert!(body.get("data").is_none());
+        assert!(headers.contains_key("x-kling-audit-record"));
+    }
+    let after = env.sim.stats();
+    assert_eq!(
+        after.requests_total, before.requests_total,
+        "nothing was forwarded"
+    );
+
+    // The owner still gets it.
+    let (status, _, body) = env
+        .get(&env.alice, &format!("/v1/videos/text2video/{task_id}"))
+        .await;
+    assert_eq!(
+        (status, body["data"]["task_id"].as_str()),
+        (200, Some(task_id.as_str()))
+    );
+
+    // Lists are narrowed to the caller's tasks.
+    let (status, _, list) = env
+        .get(&env.bob, "/v1/videos/text2video?pageNum=1&pageSize=30")
+        .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [bob_task.as_str()]);
+
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 4);
+    assert!(denied
+        .iter()
+        .all(|r| r["actor"] == "bob" && r["details"]["code"] == 1203));
+    assert_eq!(denied[0]["details"]["reason"], "task-of-another-actor");
+    assert_eq!(denied[3]["details"]["reason"], "task-unknown-to-gateway");
+    let narrowed = of_type(&records, "gateway.response")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "query-list")
+        .unwrap();
+    assert_eq!(narrowed["details"]["narrowed_out"], 1);
+    assert_eq!(narrowed["details"]["listed"], 1);
+}
+
+#[tokio::test]
+async fn ownership_survives_a_restart() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (_, _, created) = env
+        .post(&env.alice, "/v1/videos/text2video", &json!({"prompt": "x"}))
+        .await;
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    env.stop().await;
+
+    let upstream = reqwest::Url::parse(&env.sim.base_url()).unwrap();
+    let mut cfg = kling_audit_gateway::GatewayConfig::new(
+        &env.ledger_dir,
+        upstream,
+        ORG_AK,
+        kling_api::SecretString::new(ORG_SK),
+    );
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    env.gw = Some(kling_audit_gateway::spawn(cfg).unwrap());
+    let (status, _, _) = env
+        .get(&env.bob, &format!("/v1/videos/text2video/{task_id}"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = env
+        .get(&env.alice, &format!("/v1/videos/text2video/{task_id}"))
+        .await;
+    assert_eq!(status, 200);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let starts = of_type(&records, "gateway.start");
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[1]["details"]["tasks_rebuilt"], 1);
+}
+
+/// A receiver standing in for the app's webhook endpoint: fails the first `fail_first`
+/// deliveries with 500, then accepts.
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    fail_first: usize,
+}
+
+async fn receive(
+    axum::extract::State(r): axum::extract::State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut seen = r.seen.lock().unwrap();
+    seen.push((headers, body));
+    if seen.len() <= r.fail_first {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+#[tokio::test]
+async fn callbacks_are_recorded_verified_and_relayed_with_retries() {
+    let secret = format!(
+        "whsec_{}",
+        base64_encode(b"a webhook secret of 32 bytes....")
+    );
+    let mut sim_cfg = sim_config();
+    sim_cfg.webhook_secret = Some(kling_sim::SecretText::new(secret.clone()));
+    let gw_secret = secret.clone();
+    let mut env = setup(sim_cfg, move |cfg| {
+        cfg.callbacks.webhook_secret = Some(kling_api::SecretString::new(gw_secret));
+        cfg.callbacks.relay_attempts = 3;
+    })
+    .await;
+
+    let receiver = Receiver {
+        fail_first: 2,
+        ..Receiver::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let recv_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let callback_url = format!("http://{recv_addr}/hook?token=app-secret-token");
+    let (status, _, created) = env
+        .post(
+            &env.alice,
+            "/v1/videos/text2video",
+            &json!({"prompt": "with callback", "callback_url": callback_url}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+
+    // The simulator sends `processing` and the final state; the first needs three attempts.
+    let mut delivered = Vec::new();
+    for _ in 0..400 {
+        delivered = receiver
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice::<Value>(b).ok())
+            .map(|v| v["task_status"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>();
+        if delivered.iter().any(|s| s == "succeed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(delivered.iter().any(|s| s == "succeed"), "{delivered:?}");
+    {
+        let seen = receiver.seen.lock().unwrap();
+        let (headers, body) = seen.last().unwrap();
+        // The body arrives unchanged, still verifiable with Kling's signature.
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["task_id"], task_id.as_str());
+        assert!(headers.contains_key("webhook-signature"));
+        assert!(headers.contains_key("x-kling-audit-callback-record"));
+    }
+    // The upstream was given the gateway's endpoint, never the app's URL.
+    let sim_task = env.sim.handle().task(&task_id).unwrap();
+    assert!(!sim_task.to_string().contains("app-secret-token"));
+    assert!(env.sim.stats().callbacks_delivered >= 2);
+
+    env.stop().await;
+    server.abort();
+    let records = records(&env.ledger_dir);
+    let received = of_type(&records, "callback.received");
+    assert!(received.len() >= 2);
+    assert!(
+        received
+            .iter()
+            .all(|r| r["details"]["signature"] == "valid"),
+        "{received:?}"
+    );
+    assert!(received.iter().all(|r| r["actor"] == "alice"));
+    assert_eq!(received[0]["details"]["task_id"], task_id.as_str());
+    assert_eq!(received[0]["details"]["relay_host"], "127.0.0.1");
+
+    let relays = of_type(&records, "callback.relay");
+    let first: Vec<&&Value> = relays
+        .iter()
+        .filter(|r| r["details"]["received_seq"] == seq(received[0]))
+        .collect();
+    let outcomes: Vec<(u64, &str)> = first
+        .iter()
+        .map(|r| {
+            (
+                r["details"]["attempt"].as_u64().unwrap(),
+                r["details"]["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [(1, "refused"), (2, "refused"), (3, "delivered")]);
+    assert_eq!(first[0]["details"]["http_status"], 500);
+    assert!(first.iter().all(|r| seq(r) > seq(received[0])));
+    let request = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "create")
+        .unwrap();
+    assert_eq!(request["details"]["callback"]["host"], "127.0.0.1");
+    assert_eq!(request["details"]["callback"]["relayed"], true);
+    assert!(!records
+        .iter()
+        .any(|r| r.to_string().contains("app-secret-token")));
+    // A callback also moves the task's recorded status, marked as coming from a callback.
+    assert!(of_type(&records, "task.status")
+        .iter()
+        .any(|r| r["details"]["source"] == "callback"));
+}
+
+#[tokio::test]
+async fn forged_callback_tokens_are_refused_and_recorded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let resp = env
+        .http
+        .post(env.url("/_gateway/callback/eyJhIjoibWFsbG9yeSJ9.00000000000000000000000000000000"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    assert_eq!(of_type(&records, "callback.rejected").len(), 1);
+    assert!(of_type(&records, "callback.relay").is_empty());
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let token = "admin-token-for-tests-0001";
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.admin_token = Some(kling_api::SecretString::new(token));
+    })
+    .await;
+    let get = |path: &str| env.http.get(env.url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(get("/metrics").await.unwrap().status(), 401);
+
+    env.post(&env.alice, "/v1/videos/text2video", &json!({"prompt": "m"}))
+        .await;
+    let text = env
+        .http
+        .get(env.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "kling_gateway_requests_total{route=\"/v1/videos/text2video\",outcome=\"ok\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("kling_gateway_upstream_latency_seconds_count 1"));
+    assert!(text.contains("kling_gateway_overhead_seconds_count 1"));
+    assert!(text.contains("kling_gateway_ledger_append_seconds_bucket"));
+    assert!(text.contains("kling_gateway_ledger_queue_depth "));
+    assert!(text.contains("kling_gateway_unaudited_requests_total 0"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_pass_through_and_are_recorded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (status, _, body) = env
+        .get(&env.alice, "/v1/not-a-kling-route/x?secret=abc")
+        .await;
+    assert!(status >= 400, "the simulator's own answer: {body}");
+    assert_eq!(env.sim.stats().route("unmatched"), 1);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let req = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "unknown")
+        .unwrap();
+    assert_eq!(req["details"]["route"], "other");
+    assert_eq!(req["details"]["query_other_names"], json!(["secret"]));
+    assert!(!req.to_string().contains("abc\""));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn passthrough_forwards_the_callers_own_key_and_records_its_fingerprint() {
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.auth.mode = kling_audit_gateway::config::AuthMode::Passthrough;
+        cfg.upstream.credentials = None;
+    })
+    .await;
+    // The caller holds the organisation's real key; the gateway cannot verify it and does not
+    // need to: the upstream does.
+    let token = sign_jwt(ORG_AK, ORG_SK, now(), 1800).unwrap();
+    let resp = env
+        .http
+        .post(env.url("/v1/videos/text2video"))
+        .bearer_auth(&token)
+        .json(&json!({"prompt": "passthrough"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = split(resp).await;
+    assert_eq!((status, body["code"].as_i64()), (200, Some(0)), "{body}");
+    // A key the upstream does not know is refused by the upstream, not by the gateway.
+    let stranger = sign_jwt("stranger", "stranger-secret", now(), 1800).unwrap();
+    let resp = env
+        .http
+        .post(env.url("/v1/videos/text2video"))
+        .bearer_auth(&stranger)
+        .json(&json!({"prompt": "passthrough"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = split(resp).await;
+    assert_eq!((status, body["code"].as_i64()), (401, Some(1002)));
+    assert_eq!(env.sim.stats().route("POST /v1/videos/text2video"), 2);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let requests = of_type(&records, "gateway.request");
+    assert_eq!(requests.len(), 2);
+    let actor = requests[0]["actor"].as_str().unwrap();
+    assert!(actor.starts_with("kf_") && actor.len() == 19, "{actor}");
+    assert_ne!(requests[1]["actor"], requests[0]["actor"]);
+    assert_eq!(requests[0]["details"]["credential"]["verified"], false);
+    assert!(!records.iter().any(|r| r.to_string().contains(ORG_AK)));
+}
