@@ -147,7 +147,7 @@ async fn run(out: &Path) -> Result<Exit> {
         .await?;
     let t2v_id = task_id(&t2v.data)?;
     let done = marketing
-        .poll_until_done(Family::TextToVideo, &t2v_id, poll.clone(), &mut |_| {})
+        .poll_until_done(Family::TextToVideo, &t2v_id, poll, &mut |_| {})
         .await?;
     step(
         started,
@@ -167,7 +167,7 @@ async fn run(out: &Path) -> Result<Exit> {
         .await?;
     let i2v_id = task_id(&i2v.data)?;
     let done = ads
-        .poll_until_done(Family::ImageToVideo, &i2v_id, poll.clone(), &mut |_| {})
+        .poll_until_done(Family::ImageToVideo, &i2v_id, poll, &mut |_| {})
         .await?;
     step(
         started,
@@ -183,7 +183,7 @@ async fn run(out: &Path) -> Result<Exit> {
         .await?;
     let img_id = task_id(&img.data)?;
     let done = design
-        .poll_until_done(Family::ImageGeneration, &img_id, poll.clone(), &mut |_| {})
+        .poll_until_done(Family::ImageGeneration, &img_id, poll, &mut |_| {})
         .await?;
     step(
         started,
@@ -203,7 +203,7 @@ async fn run(out: &Path) -> Result<Exit> {
         .await?;
     let failing_id = task_id(&failing.data)?;
     let ended = match design
-        .poll_until_done(Family::TextToVideo, &failing_id, poll.clone(), &mut |_| {})
+        .poll_until_done(Family::TextToVideo, &failing_id, poll, &mut |_| {})
         .await
     {
         Ok(task) => format!(
@@ -295,7 +295,7 @@ async fn run(out: &Path) -> Result<Exit> {
     );
     for id in &burst_ids {
         let _ = ads
-            .poll_until_done(Family::TextToVideo, id, poll.clone(), &mut |_| {})
+            .poll_until_done(Family::TextToVideo, id, poll, &mut |_| {})
             .await?;
     }
 

@@ -74,7 +74,8 @@ fn inclusion_bundle_verifies_offline_and_tampering_is_refused() {
 
     let original: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "edited record",
             Box::new(|b| {

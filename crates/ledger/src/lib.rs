@@ -307,14 +307,12 @@ impl Ledger {
             buf: Vec::with_capacity(1 << 20),
             ids: writer::IdSource::new(),
             mac,
+            lock: Some(lock),
         };
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || {
-                let _lock = lock;
-                w.run(rx)
-            })
+            .spawn(move || w.run(rx))
             .map_err(io(&dir))?;
         spawn_ticker(tx.downgrade());
         let ledger = Ledger {

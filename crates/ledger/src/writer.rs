@@ -76,6 +76,9 @@ pub(crate) struct Writer {
     pub ids: IdSource,
     /// HMAC state of the current epoch key.
     pub mac: crate::record::MacState,
+    /// The directory lock, released before a close is acknowledged so that a new writer can
+    /// open the ledger as soon as `close` returns.
+    pub lock: Option<crate::lock::DirLock>,
 }
 
 struct Staged {
@@ -121,6 +124,8 @@ impl Writer {
                         let _ = ack.send(Err(AppendError::Closed));
                     }
                 }
+                self.seg = None;
+                self.lock = None;
                 let _ = tx.send(result);
                 return;
             }
