@@ -21,6 +21,11 @@ pub struct WriteArgs {
     /// Start a new segment once the current one would pass this size.
     #[arg(long, default_value_t = kling_audit_ledger::DEFAULT_MAX_SEGMENT_BYTES)]
     pub max_segment_bytes: u64,
+    /// Push checkpoints to a witness: `URL=VKEY`, its add-checkpoint URL and cosigner verifier
+    /// key (or `URL=@FILE`). Repeatable. At exit, waits up to 5 s for the final checkpoint's
+    /// cosignatures; exit 1 if a witness refuses it (a rolled-back or forked ledger).
+    #[arg(long = "witness", value_name = "URL=VKEY")]
+    pub witnesses: Vec<String>,
 }
 
 impl WriteArgs {
@@ -108,14 +113,19 @@ pub fn log_one(
         None => Details::empty(),
     };
     let entry = Entry::new(kind, actor, details)?;
-    let ledger = open_ledger(w.options(g))?;
+    let mut opts = w.options(g);
+    let pusher = crate::witness_cmd::attach_pusher(&mut opts, &w.witnesses)?;
+    let ledger = open_ledger(opts)?;
     let receipt = ledger.append(entry)?;
-    ledger.close()?;
+    let head = ledger.close()?;
     println!(
         "{{\"seq\":{},\"hash\":\"{}\"}}",
         receipt.seq,
         hex::encode(receipt.hash)
     );
+    if pusher.is_some_and(|p| p.finish(head.checkpoint_size)) {
+        return Ok(Exit::Fault);
+    }
     Ok(Exit::Ok)
 }
 
@@ -143,7 +153,9 @@ fn parse_stdin_line(line: &[u8]) -> Result<Entry, String> {
 
 /// Appends one record per input line, printing each acknowledgement once it is durable.
 pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
-    let ledger = open_ledger(w.options(g))?;
+    let mut opts = w.options(g);
+    let pusher = crate::witness_cmd::attach_pusher(&mut opts, &w.witnesses)?;
+    let ledger = open_ledger(opts)?;
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
@@ -208,7 +220,8 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     let failed = printer
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
-    ledger.close()?;
+    let head = ledger.close()?;
+    let refused = pusher.is_some_and(|p| p.finish(head.checkpoint_size));
     if failed > 0 {
         bail!("{failed} records could not be written; see the errors above");
     }
@@ -216,7 +229,7 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         eprintln!("{bad} input lines were refused; every other line was recorded");
         return Ok(Exit::Fault);
     }
-    Ok(Exit::Ok)
+    Ok(if refused { Exit::Fault } else { Exit::Ok })
 }
 
 /// Output format of `verify`.
@@ -242,6 +255,10 @@ pub struct VerifyArgs {
     /// Stop listing faults after this many (all are still counted).
     #[arg(long, default_value_t = verify::DEFAULT_MAX_FAULTS)]
     pub max_faults: usize,
+    /// A witness's cosigner verifier key (`<name>+<id>+<base64>` or `@FILE`); repeatable. Each
+    /// must have cosigned a checkpoint of this ledger (see docs/witness.md). Needs --key.
+    #[arg(long = "witness-key", value_name = "KEY")]
+    pub witness_keys: Vec<String>,
 }
 
 /// Reads `@FILE` arguments, or returns the text itself.
@@ -268,6 +285,9 @@ pub fn verify_cmd(g: &Global, a: &VerifyArgs) -> Result<Exit> {
         let key = kling_audit_ledger::keys::parse_key_hex(Path::new("--mac-key"), &text)
             .context("--mac-key must be the 64 hex digits printed by `kling-audit init`")?;
         opts.mac_root = Some(key);
+    }
+    for k in &a.witness_keys {
+        opts.witness_keys.push(arg_or_file(k)?);
     }
     if let Some(p) = &a.trusted_checkpoint {
         opts.trusted_checkpoint = Some(
@@ -359,6 +379,9 @@ fn print_text(r: &Report) {
     );
     if let Some(h) = &r.head {
         println!("head {h}  root {}", r.root);
+    }
+    if let Some(w) = r.checkpoints.witnessed_size {
+        println!("witnessed up to size {w}");
     }
     if !r.intact {
         println!("{} faults found", r.faults_total);

@@ -10,6 +10,7 @@ mod gateway_cmds;
 mod ledger_cmds;
 mod report;
 mod sim_cmd;
+mod witness_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,9 @@ enum Command {
     MatchPrompt(client_cmds::MatchPromptArgs),
     /// Run the Kling API simulator until SIGTERM or SIGINT; the first output line is its address.
     Sim(sim_cmd::SimArgs),
+    /// Run a C2SP witness that cosigns ledgers' checkpoints (see docs/witness.md); the first
+    /// output line is its address. `witness keygen` makes its key.
+    Witness(witness_cmd::WitnessArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +127,7 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     init_tracing();
     match run(cli) {
@@ -135,6 +140,15 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, which turns `kling-audit verify | head` into a panic on the next
+/// print. A command-line tool should simply stop when its reader goes away.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; only resets a disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -184,5 +198,6 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Actors { command } => gateway_cmds::actors_cmd(g, &command),
         Command::MatchPrompt(a) => client_cmds::match_prompt(g, &a),
         Command::Sim(a) => sim_cmd::run(&a),
+        Command::Witness(a) => witness_cmd::run(&a),
     }
 }

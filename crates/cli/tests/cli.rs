@@ -164,3 +164,24 @@ fn verify_exit_code_is_one_on_a_fault_and_names_it() {
     assert!(stdout.contains("line=2 seq=1"), "{stdout}");
     assert!(stdout.contains("FAULTY"), "{stdout}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly_instead_of_panicking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    let mut child = Command::new(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["verify", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -28,7 +28,15 @@ fn vector_ledger_verifies_with_its_keys_in_rust() {
     let out = Command::new(BIN)
         .arg("--dir")
         .arg(tmp.path())
-        .args(["verify", "--format", "json", "--key", &k["verifier-key"], "--mac-key", &k["mac-root-key"]])
+        .args([
+            "verify",
+            "--format",
+            "json",
+            "--key",
+            &k["verifier-key"],
+            "--mac-key",
+            &k["mac-root-key"],
+        ])
         .output()
         .unwrap();
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -42,10 +50,21 @@ fn vector_ledger_verifies_with_its_keys_in_rust() {
 #[test]
 fn vector_ledger_verifies_in_python() {
     let k = keys();
-    let out = Command::new("python3").arg(SCRIPT).arg(VECTORS).arg(&k["mac-root-key"]).output().unwrap();
+    let out = Command::new("python3")
+        .arg(SCRIPT)
+        .arg(VECTORS)
+        .arg(&k["mac-root-key"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains(&format!("intact: {} records, head {}", k["records"], k["head"])), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "intact: {} records, head {}",
+            k["records"], k["head"]
+        )),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -54,11 +73,17 @@ fn first_vector_record_matches_the_worked_example() {
     let line = &line[..line.iter().position(|b| *b == b'\n').unwrap()];
     let v = kling_audit_ledger::record::parse_line(line).unwrap();
     assert_eq!(line.len(), 437);
-    assert_eq!(hex::encode(v.leaf), "38bc72468e5fedac84287e41f5029099baf42ab8fe9302cdfe0f509e4461b966");
+    assert_eq!(
+        hex::encode(v.leaf),
+        "38bc72468e5fedac84287e41f5029099baf42ab8fe9302cdfe0f509e4461b966"
+    );
     assert!(v.hash_ok());
     assert_eq!(v.mac_input.len(), 289);
     let mut root = [0u8; 32];
     hex::decode_to_slice(&keys()["mac-root-key"], &mut root).unwrap();
     assert!(v.mac_ok(&root));
-    assert_eq!(hex::encode(v.mac), "23bf94db1d294f61e5393c0c68d79300349fce7deb893b3b68517bae6b19f149");
+    assert_eq!(
+        hex::encode(v.mac),
+        "23bf94db1d294f61e5393c0c68d79300349fce7deb893b3b68517bae6b19f149"
+    );
 }

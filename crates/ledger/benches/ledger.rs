@@ -8,6 +8,7 @@
 //! workspace root, or at `$KLING_RECIPE`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kling_audit_ledger::verify::{verify, VerifyOptions};
@@ -177,6 +178,122 @@ fn verify_rate(records: usize) -> f64 {
     report.records as f64 / secs
 }
 
+/// Time from a record's acknowledgement to the first signed checkpoint covering it, at
+/// 10,000 records/s offered.
+fn checkpoint_latency(seconds: u64) -> (Duration, Duration, Duration) {
+    use std::sync::Mutex;
+    let tmp = tempfile::tempdir().unwrap();
+    let seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let mut o = LedgerOptions::new(tmp.path().join("ledger"));
+    o.keys_dir = Some(tmp.path().join("keys"));
+    let hook_seen = seen.clone();
+    o.on_checkpoint = Some(Arc::new(
+        move |cp: &kling_audit_ledger::SignedCheckpoint| {
+            hook_seen.lock().unwrap().push((cp.size, Instant::now()));
+        },
+    ));
+    let ledger = Ledger::open(o).unwrap().0;
+    let (tx, rx) = std::sync::mpsc::channel::<kling_audit_ledger::PendingAppend>();
+    let waiter = std::thread::spawn(move || {
+        rx.into_iter()
+            .map(|p| (p.wait().unwrap().seq, Instant::now()))
+            .collect::<Vec<_>>()
+    });
+    let rate = 10_000u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    for i in 0..rate * seconds {
+        let due = start + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        tx.send(ledger.submit(entry(i as usize)).unwrap()).unwrap();
+    }
+    drop(tx);
+    let acks = waiter.join().unwrap();
+    // Let the idle writer sign the tail, as it does within its interval.
+    std::thread::sleep(Duration::from_millis(1500));
+    let cps = seen.lock().unwrap().clone();
+    ledger.close().unwrap();
+    let mut lat: Vec<Duration> = acks
+        .iter()
+        .map(|(seq, acked)| {
+            let (_, at) = cps
+                .iter()
+                .find(|(size, _)| *size > *seq)
+                .expect("every record gets covered");
+            at.saturating_duration_since(*acked)
+        })
+        .collect();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    (pct(0.5), pct(0.99), *lat.last().unwrap())
+}
+
+/// Size and verification time of an inclusion proof in a 10^9-leaf tree. The tree is built
+/// from identical leaves, whose perfect subtrees can be hashed once per level, so the proof is
+/// made without a billion leaf hashes; its shape and length are those of any 10^9-leaf tree.
+fn billion_leaf_proof() -> (usize, Duration) {
+    use kling_audit_merkle::{
+        inclusion_proof, leaf_hash, node_hash, verify_inclusion, Hash, LeafSource,
+    };
+    struct Uniform {
+        n: u64,
+        levels: Vec<Hash>,
+    }
+    impl LeafSource for Uniform {
+        fn len(&self) -> u64 {
+            self.n
+        }
+        fn leaf(&self, _: u64) -> Hash {
+            self.levels[0]
+        }
+        fn cached_subtree(&self, level: u32, _: u64) -> Option<Hash> {
+            self.levels.get(level as usize).copied()
+        }
+    }
+    fn mth(n: u64, levels: &[Hash]) -> Hash {
+        if n.is_power_of_two() {
+            return levels[n.trailing_zeros() as usize];
+        }
+        let k = 1u64 << (63 - (n - 1).leading_zeros());
+        node_hash(&levels[k.trailing_zeros() as usize], &mth(n - k, levels))
+    }
+    let n = 1_000_000_000u64;
+    let mut levels = vec![leaf_hash(b"a 300-byte record stands here")];
+    for i in 0..40 {
+        let h = levels[i];
+        levels.push(node_hash(&h, &h));
+    }
+    let src = Uniform { n, levels };
+    let root = mth(n, &src.levels);
+    let index = 123_456_789;
+    let proof = inclusion_proof(index, n, &src).unwrap();
+    let leaf = src.levels[0];
+    let rounds = 20_000;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        verify_inclusion(std::hint::black_box(&leaf), index, n, &proof, &root).unwrap();
+    }
+    (proof.len() * 32, start.elapsed() / rounds)
+}
+
+/// Cost of the per-record MAC, measured on the writer's own code path.
+fn mac_cost() -> Duration {
+    let state = kling_audit_ledger::record::mac_state(&[7u8; 32]);
+    let data = vec![b'x'; 300];
+    let rounds = 200_000;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(kling_audit_ledger::record::mac_with(
+            &state,
+            std::hint::black_box(&data),
+        ));
+    }
+    start.elapsed() / rounds
+}
+
 fn recipe(n: usize) -> Option<serde_json::Value> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let recipe = std::env::var("KLING_RECIPE")
@@ -243,6 +360,25 @@ fn main() {
     );
     let vrate = verify_rate(400_000 * scale);
     println!("verify: {vrate:>12.0} records/s");
+    let (c50, c99, cmax) = checkpoint_latency(if quick { 2 } else { 5 });
+    println!(
+        "ack to signed checkpoint at 10,000/s: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ms(c50),
+        ms(c99),
+        ms(cmax)
+    );
+    let (bytes, per) = billion_leaf_proof();
+    println!(
+        "inclusion proof, 10^9 leaves: {bytes} bytes, verified in {:.2} us",
+        per.as_secs_f64() * 1e6
+    );
+    let mac = mac_cost();
+    let best = rows.iter().map(|r| r.1).fold(prate, f64::max);
+    println!(
+        "MAC per record: {:.0} ns = {:.1}% of a record's time at {best:.0} durable records/s",
+        mac.as_secs_f64() * 1e9,
+        mac.as_secs_f64() * best * 100.0
+    );
     if let Some(py) = py {
         let pa = py["appends_per_s"].as_f64().unwrap_or(f64::NAN);
         let pv = py["verified_per_s"].as_f64().unwrap_or(f64::NAN);

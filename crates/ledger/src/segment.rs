@@ -22,6 +22,19 @@ pub struct SegmentFile {
     pub day: String,
 }
 
+/// The lines of a segment's bytes, without their newlines. The piece after the last newline
+/// (empty, or a torn tail) is returned separately.
+pub fn split_lines(data: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    // memchr finds newlines many bytes at a time; a per-byte split was a tenth of verify time.
+    let mut lines = Vec::with_capacity(data.len() / 256);
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', data) {
+        lines.push(&data[start..nl]);
+        start = nl + 1;
+    }
+    (lines, &data[start..])
+}
+
 /// The file name for a segment starting at `first_seq` on `day` (`YYYYMMDD`).
 pub fn segment_name(first_seq: u64, day: &str) -> String {
     format!("{SEGMENT_PREFIX}{first_seq:020}-{day}{SEGMENT_SUFFIX}")

@@ -4,7 +4,8 @@
 //! altered records, broken links, gaps, duplicates, reordering, second geneses, malformed lines,
 //! torn tails, missing and foreign segments; with the auditor's keys also bad or unknown
 //! checkpoint signatures, bad MACs, epoch-key misuse, truncation below a checkpoint, forks and
-//! unsealed tails. Segments are read one at a time (memory is bounded by the segment size) and
+//! unsealed tails; with witness keys also rollbacks and forks that a witness saw through (see
+//! [`COSIGNATURES_FILE`]). Segments are read one at a time (memory is bounded by the segment size) and
 //! lines are parsed and hashed on all cores; only the link checks run in order.
 
 use std::collections::BTreeMap;
@@ -12,15 +13,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use kling_audit_merkle::{Frontier, Hash};
+use kling_audit_note::CosignatureVerifier;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpstore::read_checkpoints;
 use crate::epoch::EpochKey;
 use crate::record::{parse_line, GENESIS_PREV};
 use crate::segment::{list_segments, SegmentFile};
-use crate::sign::{open_checkpoint, CheckpointBody};
+use crate::sign::{open_checkpoint, parse_checkpoint_note, CheckpointBody};
 
 /// The longest time one epoch may span, by record timestamps. Writers use at most 60 s.
 pub const MAX_EPOCH_SPAN_SECS: i64 = 61;
@@ -53,6 +57,8 @@ pub enum FaultKind {
     Truncated,
     Forked,
     UnsealedTail,
+    /// A witness key was given but no checkpoint in the directory carries its cosignature.
+    Unwitnessed,
 }
 
 impl FaultKind {
@@ -80,6 +86,9 @@ pub struct CheckpointSummary {
     pub largest_size: u64,
     pub signatures_checked: bool,
     pub trusted_size: Option<u64>,
+    /// The largest checkpoint size cosigned by one of the given witness keys; `None` when no
+    /// witness key was given or none cosigned.
+    pub witnessed_size: Option<u64>,
 }
 
 /// The verifier's result. Serialized as the stable JSON schema of `verify --format json`.
@@ -126,6 +135,28 @@ pub struct VerifyOptions {
     pub trusted_checkpoint: Option<String>,
     pub max_faults: Option<usize>,
     pub progress: Option<Progress>,
+    /// Witness cosigner verifier keys, `<name>+<id>+<base64>`; each must have cosigned at least
+    /// one checkpoint in [`COSIGNATURES_FILE`]. Requires `verifier_key`.
+    pub witness_keys: Vec<String>,
+}
+
+/// Cosigned checkpoints kept beside the segments, one JSON object per line (see
+/// [`StoredCosignature`]); written by the witness pusher, read by the verifier.
+pub const COSIGNATURES_FILE: &str = "cosignatures.jsonl";
+
+/// One line of [`COSIGNATURES_FILE`]: a checkpoint the log signed, with one witness's
+/// cosignature line added to its note. `witness`, `size` and `root` are for people and tools;
+/// the verifier trusts only what the note's signatures prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredCosignature {
+    /// The witness's key name.
+    pub witness: String,
+    pub size: u64,
+    /// Standard base64 of the RFC 6962 root, as in the checkpoint text.
+    pub root: String,
+    /// The signed checkpoint note including the witness's cosignature line.
+    pub note: String,
 }
 
 /// Why verification could not run at all.
@@ -142,6 +173,10 @@ pub enum VerifyError {
     TrustedCheckpoint(String),
     #[error("a trusted checkpoint can only be checked with the verifier key (--key)")]
     TrustedNeedsKey,
+    #[error("witness cosignatures can only be checked with the verifier key (--key)")]
+    WitnessNeedsKey,
+    #[error("witness key {index} is not a cosigner verifier key: {reason}")]
+    WitnessKey { index: usize, reason: String },
 }
 
 struct Faults {
@@ -301,6 +336,21 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         summary.trusted_size = Some(body.size);
         trusted = Some((body, note.clone()));
     }
+    let witnessed = if opts.witness_keys.is_empty() {
+        BTreeMap::new()
+    } else {
+        let key = opts
+            .verifier_key
+            .as_deref()
+            .ok_or(VerifyError::WitnessNeedsKey)?;
+        let witnesses = parse_witness_keys(&opts.witness_keys)?;
+        let w = read_cosignatures(dir, key, &witnesses, &expected, &mut faults)?;
+        if equivocation.is_none() {
+            equivocation = w.equivocation;
+        }
+        w.checkpoints
+    };
+    summary.witnessed_size = witnessed.keys().next_back().copied();
 
     let total_bytes: u64 = segments
         .iter()
@@ -324,16 +374,38 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         checkpoint_mismatches: 0,
         trusted: trusted.as_ref().map(|(b, _)| (b.size, b.root)),
         trusted_root_ok: None,
+        witnessed: witnessed
+            .iter()
+            .map(|(size, w)| (*size, (w.root, w.witness.clone())))
+            .collect(),
+        witness_mismatches: 0,
     };
-    for (si, seg) in segments.iter().enumerate() {
-        let data = fs::read(&seg.path).map_err(io(&seg.path))?;
-        let is_last = si + 1 == segments.len();
-        check_segment(seg, &data, is_last, &mut st, &expected, &mut faults);
-        done_bytes += data.len() as u64;
-        if let Some(p) = &opts.progress {
-            p(done_bytes, total_bytes);
+    // The next segment is read while this one is checked; at most two are in memory.
+    std::thread::scope(|scope| -> Result<(), VerifyError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let paths: Vec<PathBuf> = segments.iter().map(|s| s.path.clone()).collect();
+        scope.spawn(move || {
+            for path in paths {
+                let data = fs::read(&path).map_err(|source| VerifyError::Io { path, source });
+                if tx.send(data).is_err() {
+                    return;
+                }
+            }
+        });
+        for (si, seg) in segments.iter().enumerate() {
+            let data = rx.recv().map_err(|_| VerifyError::Io {
+                path: seg.path.clone(),
+                source: std::io::Error::other("the reader thread stopped"),
+            })??;
+            let is_last = si + 1 == segments.len();
+            check_segment(seg, &data, is_last, &mut st, &expected, &mut faults);
+            done_bytes += data.len() as u64;
+            if let Some(p) = &opts.progress {
+                p(done_bytes, total_bytes);
+            }
         }
-    }
+        Ok(())
+    })?;
 
     let size = st.frontier.size();
     if summary.largest_size > size {
@@ -347,6 +419,21 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                 summary.largest_size
             ),
         );
+    }
+    if let Some((&wsize, w)) = witnessed.iter().next_back() {
+        if wsize > size {
+            faults.push(
+                FaultKind::Truncated,
+                None,
+                None,
+                Some(size),
+                format!(
+                    "the ledger holds {size} records but witness {} cosigned a checkpoint of size \
+                     {wsize}: records the witness saw are gone (a rollback)",
+                    w.witness
+                ),
+            );
+        }
     }
     if let Some((body, note)) = &trusted {
         if body.size > size {
@@ -454,6 +541,9 @@ struct ChainState {
     /// The trusted checkpoint's size and root, and whether the records matched it.
     trusted: Option<(u64, Hash)>,
     trusted_root_ok: Option<bool>,
+    /// Roots cosigned by a given witness, by size, with the witness's name.
+    witnessed: BTreeMap<u64, (Hash, String)>,
+    witness_mismatches: u64,
 }
 
 /// Lines of one batch parsed in parallel.
@@ -481,9 +571,7 @@ fn check_segment(
         return;
     }
     let torn = !data.ends_with(b"\n");
-    let mut lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
-    // The piece after the final newline is empty, or a torn tail.
-    let tail = lines.pop().unwrap_or_default();
+    let (lines, tail) = crate::segment::split_lines(data);
     let mut line_no = 0u64;
     let mut first_in_segment = true;
     let chunks: Vec<&[&[u8]]> = lines.chunks(BATCH).collect();
@@ -693,8 +781,172 @@ fn check_chunk(
                     }
                 }
             }
+            if let Some((root, witness)) = st.witnessed.get(&size) {
+                if *root != st.frontier.root() {
+                    st.witness_mismatches += 1;
+                    // One finding per ledger: every later cosigned size differs too.
+                    if st.witness_mismatches == 1 {
+                        let msg = format!("the records up to seq {} do not have the root witness {witness} cosigned at size {size}: the history was rewritten after the witness saw it", p.seq);
+                        faults.push(FaultKind::Forked, name, line, seq, msg);
+                    }
+                }
+            }
         }
     }
+}
+
+/// A checkpoint cosigned by one of the auditor's witness keys.
+struct Witnessed {
+    root: Hash,
+    /// The first witness whose cosignature verified.
+    witness: String,
+    note: String,
+}
+
+/// What the cosignature file proved.
+struct WitnessFindings {
+    checkpoints: BTreeMap<u64, Witnessed>,
+    equivocation: Option<Equivocation>,
+}
+
+fn parse_witness_keys(keys: &[String]) -> Result<Vec<CosignatureVerifier>, VerifyError> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            CosignatureVerifier::from_encoded(k.trim()).map_err(|e| VerifyError::WitnessKey {
+                index: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Reads [`COSIGNATURES_FILE`] and keeps the checkpoints that the pinned log key signed and a
+/// given witness cosigned. Lines the log did not sign, or whose cosignature by a given witness
+/// fails, are faults: only the writer's pusher adds lines to this file. Lines cosigned only by
+/// witnesses the auditor did not name are skipped.
+fn read_cosignatures(
+    dir: &Path,
+    log_key: &str,
+    witnesses: &[CosignatureVerifier],
+    expected: &BTreeMap<u64, (Hash, String)>,
+    faults: &mut Faults,
+) -> Result<WitnessFindings, VerifyError> {
+    let path = dir.join(COSIGNATURES_FILE);
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(VerifyError::Io { path, source }),
+    };
+    let file = Some(COSIGNATURES_FILE);
+    let mut seen = vec![false; witnesses.len()];
+    let mut found = WitnessFindings {
+        checkpoints: BTreeMap::new(),
+        equivocation: None,
+    };
+    for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
+        let line = Some(i as u64 + 1);
+        if raw.is_empty() {
+            continue;
+        }
+        let stored: StoredCosignature = match serde_json::from_slice(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("unreadable cosignature line: {e}");
+                faults.push(FaultKind::BadCheckpoint, file, line, None, msg);
+                continue;
+            }
+        };
+        let body = match open_checkpoint(&stored.note, Some(log_key)) {
+            Ok(b) => b,
+            Err(p) => {
+                faults.push(p.kind, file, line, None, p.message);
+                continue;
+            }
+        };
+        if body.size != stored.size || B64.encode(body.root) != stored.root {
+            let msg = format!(
+                "line says size {} root {} but the note says size {} root {}",
+                stored.size,
+                stored.root,
+                body.size,
+                B64.encode(body.root)
+            );
+            faults.push(FaultKind::BadCheckpoint, file, line, None, msg);
+            continue;
+        }
+        let Ok((note, _)) = parse_checkpoint_note(&stored.note) else {
+            continue; // open_checkpoint parsed it already
+        };
+        let mut by: Option<&str> = None;
+        for sig in note.signatures() {
+            for (wi, w) in witnesses.iter().enumerate() {
+                if sig.name() != w.name() || sig.key_id() != w.key_id() {
+                    continue;
+                }
+                match w.verify(note.text(), sig) {
+                    Ok(_) => {
+                        seen[wi] = true;
+                        by.get_or_insert(w.name());
+                    }
+                    Err(e) => faults.push(
+                        FaultKind::BadSignature,
+                        file,
+                        line,
+                        None,
+                        format!("checkpoint of size {}: {e}", body.size),
+                    ),
+                }
+            }
+        }
+        let Some(witness) = by else { continue };
+        let own = expected.get(&body.size).map(|(r, n)| (r, n));
+        let earlier = found
+            .checkpoints
+            .get(&body.size)
+            .map(|w| (&w.root, &w.note));
+        if let Some((_, other)) = [earlier, own]
+            .into_iter()
+            .flatten()
+            .find(|(r, _)| **r != body.root)
+        {
+            let msg = format!(
+                "witness {witness} cosigned a checkpoint of size {} whose root differs from \
+                 another signed checkpoint of that size",
+                body.size
+            );
+            faults.push(FaultKind::Forked, file, line, None, msg);
+            found.equivocation.get_or_insert_with(|| Equivocation {
+                origin: body.origin.clone(),
+                size: body.size,
+                note_a: other.clone(),
+                note_b: stored.note.clone(),
+            });
+        }
+        found
+            .checkpoints
+            .entry(body.size)
+            .or_insert_with(|| Witnessed {
+                root: body.root,
+                witness: witness.to_owned(),
+                note: stored.note.clone(),
+            });
+    }
+    for (w, seen) in witnesses.iter().zip(seen) {
+        if !seen {
+            faults.push(
+                FaultKind::Unwitnessed,
+                file,
+                None,
+                None,
+                format!(
+                    "witness {} has cosigned no checkpoint of this ledger",
+                    w.encode()
+                ),
+            );
+        }
+    }
+    Ok(found)
 }
 
 fn check_epoch(

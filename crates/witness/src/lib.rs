@@ -10,10 +10,14 @@
 //! size and storing the new checkpoint happen under one lock, and the new state reaches disk
 //! (temporary file, fsync, rename, directory fsync) before the reply. Without that, a request
 //! for size N checked before, but stored after, a request for N+K would roll the witness back.
+//!
+//! The [`pusher`] module is the ledger writer's side: it sends every new checkpoint to the
+//! configured witnesses and stores the cosignatures they return.
 
 mod client;
 mod config;
 mod error;
+pub mod pusher;
 mod server;
 mod state;
 
