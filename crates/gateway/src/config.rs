@@ -150,6 +150,8 @@ pub struct AuthConfig {
 /// The audit ledger and what happens when it fails.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    /// Witnesses that cosign each checkpoint, as `URL=VERIFIER_KEY` (checked at load).
+    pub witnesses: Vec<String>,
     /// The ledger directory.
     pub dir: PathBuf,
     /// The keys directory; `None` for `<dir>.keys`.
@@ -263,6 +265,7 @@ impl GatewayConfig {
                 max_segment_bytes: None,
                 message_max_chars: 256,
                 reopen_interval: Duration::from_secs(5),
+                witnesses: Vec::new(),
             },
             tasks: TasksConfig {
                 unknown: UnknownTaskPolicy::Deny,
@@ -455,6 +458,8 @@ pub struct RawAudit {
     pub max_segment_bytes: Option<u64>,
     pub message_max_chars: Option<usize>,
     pub reopen_interval_ms: Option<u64>,
+    /// `witnesses = ["<add-checkpoint URL>=<cosigner verifier key>", ...]`.
+    pub witnesses: Option<Vec<String>>,
 }
 
 /// `[tasks]`.
@@ -653,6 +658,9 @@ fn apply_env(raw: &mut RawConfig, env: &HashMap<String, String>) -> Result<(), C
     }
     if let Some(v) = env_parse(env, "KLING_AUDIT_AUDIT_REOPEN_INTERVAL_MS", MS)? {
         raw.audit.reopen_interval_ms = Some(v);
+    }
+    if let Some(v) = env_str(env, "KLING_AUDIT_AUDIT_WITNESSES") {
+        raw.audit.witnesses = Some(v.split_whitespace().map(str::to_owned).collect());
     }
     if let Some(v) = env_str(env, "KLING_AUDIT_TASKS_UNKNOWN") {
         raw.tasks.unknown = Some(v);
@@ -862,6 +870,15 @@ fn resolve(raw: RawConfig, sources: &Sources) -> Result<GatewayConfig, ConfigErr
         raw.audit.reopen_interval_ms,
         cfg.audit.reopen_interval,
     )?;
+    for spec in raw.audit.witnesses.iter().flatten() {
+        kling_audit_witness::pusher::WitnessTarget::parse(spec).map_err(|e| {
+            ConfigError::invalid(
+                "audit.witnesses",
+                format!("{spec:?}: {e}; write URL=VERIFIER_KEY"),
+            )
+        })?;
+        cfg.audit.witnesses.push(spec.clone());
+    }
 
     if let Some(p) = &raw.tasks.unknown {
         cfg.tasks.unknown = match p.as_str() {

@@ -197,7 +197,25 @@ pub async fn run(
             addr: cfg.listen.to_string(),
             source,
         })?;
-    let options = ledger_options(&cfg);
+    let mut options = ledger_options(&cfg);
+    // Checkpoints go to the configured witnesses; the handle lives as long as the gateway.
+    let _witnesses = if cfg.audit.witnesses.is_empty() {
+        None
+    } else {
+        let targets = cfg
+            .audit
+            .witnesses
+            .iter()
+            .filter_map(|spec| kling_audit_witness::pusher::WitnessTarget::parse(spec).ok())
+            .collect();
+        let (hook, handle) = kling_audit_witness::pusher::start(
+            cfg.audit.dir.clone(),
+            targets,
+            tokio::runtime::Handle::current(),
+        );
+        options.on_checkpoint = Some(hook);
+        Some(handle)
+    };
     let open_options = options.clone();
     // Opening may append a recovery record with blocking calls, so it runs off the runtime.
     let (ledger, report) =
