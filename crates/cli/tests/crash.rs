@@ -94,3 +94,71 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
     let report = verify(&dir, &VerifyOptions::default()).unwrap();
     assert!(report.intact, "{:#?}", report.faults);
 }
+
+/// A write that fails (here: the file-size limit, a real EFBIG from the kernel) poisons the
+/// writer: nothing is acknowledged after it, everything acknowledged before it survives, and
+/// the next writer recovers the ledger.
+#[test]
+fn a_failed_write_stops_all_acknowledgements_and_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    // Create the keys first, without a limit.
+    assert!(Command::new(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["log", "--type", "t", "--actor", "setup"])
+        .status()
+        .unwrap()
+        .success());
+    let mut input = String::new();
+    for i in 0..300 {
+        input.push_str(&format!(
+            "{{\"type\":\"t\",\"actor\":\"a\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
+            "y".repeat(100)
+        ));
+    }
+    // SIGXFSZ is ignored so that the write returns EFBIG instead of killing the process.
+    let script = format!("trap '' XFSZ; exec prlimit --fsize=30000 {BIN} --dir \"$0\" log --stdin");
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the writer must fail: {stderr}");
+    assert!(stderr.contains("stopped accepting records"), "{stderr}");
+    let acked: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !acked.is_empty() && acked.len() < 300,
+        "{} acknowledged",
+        acked.len()
+    );
+    assert_eq!(
+        acked,
+        (1..=acked.len() as u64).collect::<Vec<_>>(),
+        "acks are contiguous"
+    );
+    // Without the limit, the ledger reopens, keeps every acknowledged record, and verifies.
+    let (ledger, _) = Ledger::open(LedgerOptions::new(&dir)).unwrap();
+    let head = ledger.close().unwrap();
+    assert!(head.size > *acked.last().unwrap());
+    let report = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(report.intact, "{:#?}", report.faults);
+}
