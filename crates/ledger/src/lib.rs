@@ -335,12 +335,11 @@ impl Ledger {
                 "quarantine": t.quarantine,
                 "reason": "torn tail after a crash",
             });
-            let entry = Entry::new(
-                "ledger.recovery",
-                "kling-audit",
-                Details::from_value(&details)?,
-            )?;
-            ledger.append(entry).map_err(|e| OpenError::Damaged {
+            let recorded = Details::from_value(&details)
+                .and_then(|d| Entry::new("ledger.recovery", "kling-audit", d))
+                .map_err(AppendError::from)
+                .and_then(|entry| ledger.append(entry));
+            recorded.map_err(|e| OpenError::Damaged {
                 dir: dir.clone(),
                 detail: format!("could not record the recovery: {e}"),
             })?;
@@ -508,13 +507,4 @@ pub fn format_ts(t: OffsetDateTime) -> String {
         t.second(),
         t.microsecond()
     )
-}
-
-impl From<EntryError> for OpenError {
-    fn from(e: EntryError) -> Self {
-        OpenError::Damaged {
-            dir: PathBuf::new(),
-            detail: e.to_string(),
-        }
-    }
 }
