@@ -107,7 +107,7 @@ fn parse_args(args: &[String]) -> Result<Settings, String> {
         }
     }
     let url = url.ok_or_else(|| format!("--url is required\n{}", usage()))?;
-    if rate < 1.0 || rate > 1_000_000.0 {
+    if !(1.0..=1_000_000.0).contains(&rate) {
         return Err("--rate must be between 1 and 1000000".to_owned());
     }
     if duration <= 0.0 || duration > 600.0 || warmup > 600.0 || timeout <= 0.0 {
