@@ -185,3 +185,20 @@ fn a_closed_stdout_ends_the_command_quietly_instead_of_panicking() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_malformed_verifier_key_is_a_usage_error_not_a_ledger_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    let out = run(&dir, &["verify", "--key", "garbage"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr, &dir);
+    assert!(
+        err.starts_with("error: the verifier key is malformed"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "no fault list for a usage error");
+}

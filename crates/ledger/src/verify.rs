@@ -173,6 +173,8 @@ pub enum VerifyError {
     TrustedCheckpoint(String),
     #[error("a trusted checkpoint can only be checked with the verifier key (--key)")]
     TrustedNeedsKey,
+    #[error("the verifier key is malformed ({0}); it looks like <origin>+<8 hex digits>+<base64>, as `kling-audit init` printed it")]
+    BadVerifierKey(String),
     #[error("witness cosignatures can only be checked with the verifier key (--key)")]
     WitnessNeedsKey,
     #[error("witness key {index} is not a cosigner verifier key: {reason}")]
@@ -241,6 +243,10 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         let path = path.to_path_buf();
         move |source| VerifyError::Io { path, source }
     };
+    if let Some(key) = &opts.verifier_key {
+        kling_audit_note::Verifier::from_encoded(key.trim())
+            .map_err(|e| VerifyError::BadVerifierKey(e.to_string()))?;
+    }
     let mut faults = Faults {
         list: Vec::new(),
         total: 0,
@@ -374,6 +380,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         checkpoint_mismatches: 0,
         trusted: trusted.as_ref().map(|(b, _)| (b.size, b.root)),
         trusted_root_ok: None,
+        day_fault_segment: None,
         witnessed: witnessed
             .iter()
             .map(|(size, w)| (*size, (w.root, w.witness.clone())))
@@ -482,7 +489,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             "{unsealed} records after the last signed checkpoint (size {})",
             summary.largest_size
         );
-        if opts.verifier_key.is_some() {
+        if writer_active(dir) {
+            warnings.push(format!(
+                "{msg}; a writer holds the ledger, and seals within a second"
+            ));
+        } else if opts.verifier_key.is_some() {
             faults.push(
                 FaultKind::UnsealedTail,
                 segments.last().map(|s| s.name.as_str()),
@@ -502,8 +513,17 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             "record MACs were not checked: pass the MAC root key (--mac-key) to check them".into(),
         );
     }
-    if segments.is_empty() {
-        warnings.push("the ledger has no records".into());
+    if size == 0 && summary.largest_size == 0 {
+        // An emptied or wiped directory must never pass as an intact ledger.
+        faults.push(
+            FaultKind::Truncated,
+            None,
+            None,
+            None,
+            "the directory holds no records and no signed checkpoint: a ledger that was wiped, \
+             or never written"
+                .into(),
+        );
     }
     Ok(Report {
         intact: faults.total == 0,
@@ -520,6 +540,20 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         warnings,
         equivocation,
     })
+}
+
+/// Whether a writer holds the ledger's lock right now (a shared lock is refused).
+fn writer_active(dir: &Path) -> bool {
+    let Ok(file) = fs::File::open(dir.join(crate::lock::LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
 }
 
 struct ChainState {
@@ -541,6 +575,8 @@ struct ChainState {
     /// The trusted checkpoint's size and root, and whether the records matched it.
     trusted: Option<(u64, Hash)>,
     trusted_root_ok: Option<bool>,
+    /// The last segment whose name's day disagreed with a record.
+    day_fault_segment: Option<String>,
     /// Roots cosigned by a given witness, by size, with the witness's name.
     witnessed: BTreeMap<u64, (Hash, String)>,
     witness_mismatches: u64,
@@ -672,6 +708,24 @@ fn check_chunk(
                     ),
                 );
             }
+            let day_differs = p.ts[..4] != seg.day.as_bytes()[..4]
+                || p.ts[5..7] != seg.day.as_bytes()[4..6]
+                || p.ts[8..10] != seg.day.as_bytes()[6..8];
+            // One finding per segment is enough to name it.
+            if day_differs && st.day_fault_segment.as_deref() != Some(seg.name.as_str()) {
+                st.day_fault_segment = Some(seg.name.clone());
+                faults.push(
+                    FaultKind::ForeignSegment,
+                    name,
+                    line,
+                    seq,
+                    format!(
+                        "the record's day {} is not the day {} in the segment's name",
+                        &ts_str(&p.ts)[..10],
+                        seg.day
+                    ),
+                );
+            }
             if *first_in_segment && p.seq != seg.first_seq {
                 faults.push(
                     FaultKind::ForeignSegment,
@@ -763,7 +817,7 @@ fn check_chunk(
             st.records += 1;
             st.first_seq.get_or_insert(p.seq);
             st.last_seq = Some(p.seq);
-            st.expected_seq = p.seq + 1;
+            st.expected_seq = p.seq.saturating_add(1);
             st.expected_prev = p.hash;
             st.last_ts = p.ts;
             st.frontier.push(p.leaf);

@@ -277,3 +277,67 @@ fn an_emptied_segment_is_not_intact() {
     let r = verify(&dir, &VerifyOptions::default()).unwrap();
     assert!(!r.intact);
 }
+
+#[test]
+fn a_wiped_ledger_directory_is_not_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    l.append(entry(0)).unwrap();
+    l.close().unwrap();
+    let dir = ledger_dir(tmp.path());
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(!r.intact);
+    assert!(r.faults.iter().any(|f| f.kind == FaultKind::Truncated));
+}
+
+#[test]
+fn a_segment_renamed_to_another_day_is_a_foreign_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    for i in 0..3 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let dir = ledger_dir(tmp.path());
+    let seg = segments(&dir).pop().unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let renamed = format!("{}19991231.jsonl", &name[..name.len() - 14]);
+    std::fs::rename(&seg, dir.join(renamed)).unwrap();
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    let day_faults: Vec<_> = r
+        .faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::ForeignSegment)
+        .collect();
+    assert_eq!(day_faults.len(), 1, "{:#?}", r.faults);
+}
+
+#[test]
+fn verifying_while_a_writer_runs_treats_its_unsealed_tail_as_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let mut opts = options(tmp.path());
+    opts.checkpoint_interval = std::time::Duration::from_secs(3600);
+    let l = open(opts);
+    l.append(entry(0)).unwrap();
+    l.flush().unwrap();
+    l.append(entry(1)).unwrap();
+    let key = std::fs::read_to_string(keys.join("checkpoint.pub")).unwrap();
+    let vo = VerifyOptions {
+        verifier_key: Some(key.trim().to_owned()),
+        ..Default::default()
+    };
+    let live = verify(&ledger_dir(tmp.path()), &vo).unwrap();
+    assert!(live.intact, "{:#?}", live.faults);
+    assert!(live
+        .warnings
+        .iter()
+        .any(|w| w.contains("a writer holds the ledger")));
+    l.close().unwrap();
+}
