@@ -19,7 +19,8 @@ pub struct WriteArgs {
     #[arg(long, default_value = "sync", env = "KLING_AUDIT_DURABILITY")]
     pub durability: Durability,
     /// Start a new segment once the current one would pass this size.
-    #[arg(long, default_value_t = kling_audit_ledger::DEFAULT_MAX_SEGMENT_BYTES)]
+    #[arg(long, default_value_t = kling_audit_ledger::DEFAULT_MAX_SEGMENT_BYTES,
+          value_parser = clap::value_parser!(u64).range(4096..))]
     pub max_segment_bytes: u64,
     /// Push checkpoints to a witness: `URL=VKEY`, its add-checkpoint URL and cosigner verifier
     /// key (or `URL=@FILE`). Repeatable. At exit, waits up to 5 s for the final checkpoint's
@@ -66,6 +67,21 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     if kling_audit_ledger::keys::exists(&keys_dir) {
         bail!(
             "keys already exist in {}; a ledger is initialised once. Use `kling-audit keys show` to see its public key",
+            keys_dir.display()
+        );
+    }
+    if g.dir.is_file() {
+        bail!(
+            "{} is a file, not a directory; choose another --dir",
+            g.dir.display()
+        );
+    }
+    let (segments, _) = kling_audit_ledger::segment::list_segments(&g.dir).unwrap_or_default();
+    if !segments.is_empty() {
+        bail!(
+            "{} already holds a ledger whose keys are not in {}; pass its keys with --keys-dir. \
+             New keys would mix two origins in one ledger",
+            g.dir.display(),
             keys_dir.display()
         );
     }
@@ -160,9 +176,9 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
     // into the writer's queue while earlier records are being synced.
-    let printer = std::thread::spawn(move || -> Result<usize> {
+    let printer = std::thread::spawn(move || -> Result<(usize, usize)> {
         let stdout = std::io::stdout();
-        let mut failed = 0;
+        let (mut refused, mut failed) = (0, 0);
         for (line_no, pending) in rx {
             match pending.wait() {
                 Ok(r) => {
@@ -175,29 +191,37 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
                     )?;
                     out.flush()?;
                 }
+                // The entry itself was refused (too large once stamped): bad input, not a
+                // storage failure.
+                Err(kling_audit_ledger::AppendError::Entry(e)) => {
+                    eprintln!("error: line {line_no}: {e}; this line was not recorded");
+                    refused += 1;
+                }
                 Err(e) => {
                     eprintln!("error: line {line_no}: not recorded: {e}");
                     failed += 1;
                 }
             }
         }
-        Ok(failed)
+        Ok((refused, failed))
     });
     let stdin = std::io::stdin();
     let mut reader = stdin.lock();
     let mut buf = Vec::new();
     let mut bad = 0usize;
     let mut line_no = 0usize;
-    loop {
-        buf.clear();
-        if reader
-            .read_until(b'\n', &mut buf)
-            .context("cannot read standard input")?
-            == 0
-        {
-            break;
-        }
+    while let Some(complete) = read_bounded_line(&mut reader, &mut buf, MAX_INPUT_LINE)
+        .context("cannot read standard input")?
+    {
         line_no += 1;
+        if !complete {
+            eprintln!(
+                "error: line {line_no}: longer than {MAX_INPUT_LINE} bytes, more than any record \
+                 can hold; this line was not recorded"
+            );
+            bad += 1;
+            continue;
+        }
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -217,19 +241,61 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         }
     }
     drop(tx);
-    let failed = printer
+    let (refused_entries, failed) = printer
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    let bad = bad + refused_entries;
     let head = ledger.close()?;
     let refused = pusher.is_some_and(|p| p.finish(head.checkpoint_size));
     if failed > 0 {
         bail!("{failed} records could not be written; see the errors above");
     }
     if bad > 0 {
-        eprintln!("{bad} input lines were refused; every other line was recorded");
+        eprintln!(
+            "{bad} input line{} refused; every other line was recorded",
+            if bad == 1 { " was" } else { "s were" }
+        );
         return Ok(Exit::Fault);
     }
     Ok(if refused { Exit::Fault } else { Exit::Ok })
+}
+
+/// Longest input line `log --stdin` reads; longer lines are skipped without being buffered.
+const MAX_INPUT_LINE: usize = kling_audit_ledger::record::MAX_RECORD_BYTES + 64 * 1024;
+
+/// Reads one line into `buf`, keeping at most `max` bytes of it. Returns `None` at the end of
+/// the input, `Some(false)` for a line that was too long (its rest is skipped, not stored).
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(any.then_some(!too_long));
+        }
+        any = true;
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long {
+            if buf.len() + take > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&chunk[..take]);
+            }
+        }
+        reader.consume(take);
+        if done {
+            return Ok(Some(!too_long));
+        }
+    }
 }
 
 /// Output format of `verify`.
@@ -272,20 +338,83 @@ pub fn arg_or_file(value: &str) -> Result<String> {
     }
 }
 
-pub fn verify_cmd(g: &Global, a: &VerifyArgs) -> Result<Exit> {
-    let mut opts = VerifyOptions {
-        max_faults: Some(a.max_faults),
-        ..Default::default()
-    };
-    if let Some(k) = &a.key {
+/// Verification options from `--key` and `--mac-key`; with `from_keys_dir`, keys not given
+/// are taken from the ledger's keys directory when it has them (the operator's own view).
+pub fn verify_options(
+    g: &Global,
+    key: &Option<String>,
+    mac_key: &Option<String>,
+    from_keys_dir: bool,
+) -> Result<VerifyOptions> {
+    let mut opts = VerifyOptions::default();
+    let keys_dir = g
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    if let Some(k) = key {
         opts.verifier_key = Some(arg_or_file(k)?);
+    } else if from_keys_dir {
+        let path = keys_dir.join(kling_audit_ledger::keys::VERIFIER_FILE);
+        opts.verifier_key = std::fs::read_to_string(path)
+            .ok()
+            .map(|k| k.trim().to_owned());
     }
-    if let Some(k) = &a.mac_key {
+    if let Some(k) = mac_key {
         let text = arg_or_file(k)?;
         let key = kling_audit_ledger::keys::parse_key_hex(Path::new("--mac-key"), &text)
             .context("--mac-key must be the 64 hex digits printed by `kling-audit init`")?;
         opts.mac_root = Some(key);
+    } else if from_keys_dir {
+        opts.mac_root = kling_audit_ledger::keys::load_mac_root(&keys_dir)
+            .ok()
+            .flatten();
     }
+    Ok(opts)
+}
+
+/// Flags of `kling-audit report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// The verifier key to check signatures with (default: the keys directory's).
+    #[arg(long, env = "KLING_AUDIT_VERIFIER_KEY")]
+    pub key: Option<String>,
+    /// The MAC root key (default: the keys directory's, when it keeps one).
+    #[arg(long, env = "KLING_AUDIT_MAC_KEY", hide_env_values = true)]
+    pub mac_key: Option<String>,
+}
+
+/// `kling-audit checkpoint`: the newest signed checkpoint, for an auditor to keep and later
+/// pass to `verify --trusted-checkpoint`.
+pub fn checkpoint(g: &Global, out: Option<&Path>) -> Result<Exit> {
+    if !g.dir.is_dir() {
+        bail!("no ledger directory at {}", g.dir.display());
+    }
+    let (cps, _) = kling_audit_ledger::cpstore::read_checkpoints(&g.dir)
+        .with_context(|| format!("cannot read the checkpoints of {}", g.dir.display()))?;
+    let newest = cps
+        .iter()
+        .max_by_key(|c| c.size)
+        .context("the ledger has no signed checkpoint yet; append a record first")?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &newest.note)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote the signed checkpoint of size {} to {}",
+                newest.size,
+                path.display()
+            );
+        }
+        None => print!("{}", newest.note),
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn verify_cmd(g: &Global, a: &VerifyArgs) -> Result<Exit> {
+    let mut opts = verify_options(g, &a.key, &a.mac_key, false)?;
+    opts.max_faults = Some(a.max_faults);
     for k in &a.witness_keys {
         opts.witness_keys.push(arg_or_file(k)?);
     }

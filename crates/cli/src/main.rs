@@ -83,9 +83,13 @@ enum Command {
     /// ledger and print a summary. Needs nothing configured.
     Demo(demo::DemoArgs),
     /// Summarize a ledger that verifies intact.
-    Report {
-        #[arg(long, value_enum, default_value = "text")]
-        format: ledger_cmds::Format,
+    Report(ledger_cmds::ReportArgs),
+    /// Print the newest signed checkpoint, for an auditor to keep and later pass to
+    /// `verify --trusted-checkpoint`.
+    Checkpoint {
+        /// Write it to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write an evidence bundle: a record with its inclusion proof and a signed checkpoint, or
     /// a consistency proof between two checkpoints.
@@ -188,7 +192,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         ),
         Command::Verify(a) => ledger_cmds::verify_cmd(g, &a),
         Command::Demo(a) => demo::demo(&a),
-        Command::Report { format } => report::report_cmd(g, format),
+        Command::Report(a) => report::report_cmd(g, &a),
+        Command::Checkpoint { out } => ledger_cmds::checkpoint(g, out.as_deref()),
         Command::Prove(a) => ledger_cmds::prove(g, &a),
         Command::VerifyProof(a) => ledger_cmds::verify_proof(&a),
         Command::Gateway(a) => gateway_cmds::gateway(g, &a),

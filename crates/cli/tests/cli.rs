@@ -202,3 +202,175 @@ fn a_malformed_verifier_key_is_a_usage_error_not_a_ledger_fault() {
     );
     assert!(out.stdout.is_empty(), "no fault list for a usage error");
 }
+
+#[test]
+fn init_refuses_a_directory_that_already_holds_a_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    let out = run(
+        &dir,
+        &[
+            "--keys-dir",
+            tmp.path().join("other.keys").to_str().unwrap(),
+            "init",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr, &dir).contains("already holds a ledger"),
+        "{}",
+        text(&out.stderr, &dir)
+    );
+    assert!(!tmp.path().join("other.keys").exists());
+}
+
+#[test]
+fn an_exported_checkpoint_catches_a_rollback_to_an_earlier_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let key_file = tmp.path().join("audit.keys/checkpoint.pub");
+    let log = |i: usize| {
+        let d = format!("{{\"i\":{i}}}");
+        assert!(run(
+            &dir,
+            &["log", "--type", "t", "--actor", "a", "--details", &d],
+            None
+        )
+        .status
+        .success());
+    };
+    log(0);
+    // An older copy of the whole directory, kept by an intruder.
+    let copy = tmp.path().join("old");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+    }
+    log(1);
+    log(2);
+    let trusted = tmp.path().join("trusted.note");
+    assert!(run(
+        &dir,
+        &["checkpoint", "--out", trusted.to_str().unwrap()],
+        None
+    )
+    .status
+    .success());
+    // Roll back: the old copy verifies on its own, but not against the kept checkpoint.
+    for e in std::fs::read_dir(&copy).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    let key = format!("@{}", key_file.display());
+    let alone = run(&dir, &["verify", "--key", &key], None);
+    assert_eq!(
+        alone.status.code(),
+        Some(0),
+        "{}",
+        text(&alone.stdout, &dir)
+    );
+    let out = run(
+        &dir,
+        &[
+            "verify",
+            "--key",
+            &key,
+            "--trusted-checkpoint",
+            trusted.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout, &dir).contains("TRUNCATED"),
+        "{}",
+        text(&out.stdout, &dir)
+    );
+}
+
+#[test]
+fn report_refuses_a_ledger_rewritten_without_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    for who in ["alice", "bob"] {
+        assert!(run(
+            &dir,
+            &["log", "--type", "gateway.request", "--actor", who],
+            None
+        )
+        .status
+        .success());
+    }
+    assert_eq!(run(&dir, &["report"], None).status.code(), Some(0));
+    // Rewrite alice into mallory, recompute every hash and drop the checkpoints.
+    let seg = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .unwrap();
+    let mut prev = "0".repeat(64);
+    let mut out = String::new();
+    for line in std::fs::read_to_string(&seg).unwrap().lines() {
+        let line = line.replace("\"alice\"", "\"mallory\"");
+        let body = &line[..line.rfind(",\"hash\":\"").unwrap()];
+        let body = format!(
+            "{}\"prev\":\"{prev}\"{}",
+            &body[..body.find("\"prev\":\"").unwrap()],
+            &body[body.find("\"prev\":\"").unwrap() + 72..]
+        );
+        let h = hex::encode(kling_audit_merkle::leaf_hash(body.as_bytes()));
+        out.push_str(&format!("{body},\"hash\":\"{h}\"}}\n"));
+        prev = h;
+    }
+    std::fs::write(&seg, out).unwrap();
+    std::fs::write(dir.join("checkpoints.jsonl"), b"").unwrap();
+    let r = run(&dir, &["report"], None);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        text(&r.stderr, &dir).contains("did not verify"),
+        "{}",
+        text(&r.stderr, &dir)
+    );
+}
+
+#[test]
+fn log_stdin_skips_an_endless_line_without_holding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let mut input = "x".repeat(3 * 1024 * 1024);
+    input.push('\n');
+    input.push_str("{\"type\":\"t\",\"actor\":\"a\"}\n");
+    let out = run(&dir, &["log", "--stdin"], Some(&input));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr, &dir).contains("error: line 1: longer than"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "line 2 is still recorded"
+    );
+}
+
+#[test]
+fn a_tiny_segment_limit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let out = run(
+        &dir,
+        &[
+            "log",
+            "--type",
+            "t",
+            "--actor",
+            "a",
+            "--max-segment-bytes",
+            "10",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
