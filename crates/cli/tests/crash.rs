@@ -42,6 +42,7 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
             }
         });
         let stdout = child.stdout.take().unwrap();
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
             for line in BufReader::new(stdout).lines() {
@@ -51,10 +52,20 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
                     v["seq"].as_u64().unwrap(),
                     v["hash"].as_str().unwrap().to_owned(),
                 ));
+                if got.len() == 1 {
+                    let _ = first_tx.send(());
+                }
             }
             got
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(10..150)));
+        if round % 2 == 0 {
+            // Any moment, start-up (key creation, recovery) included.
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..150)));
+        } else {
+            // Mid-stream: after the first acknowledgement, however slow the machine is.
+            let _ = first_rx.recv_timeout(Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let _ = feeder.join();

@@ -98,10 +98,6 @@ impl KeySet {
         let mut commit = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut *commit);
 
-        write_private(
-            &dir.join(SIGNER_FILE),
-            format!("{}\n", &*signer.encode()).as_bytes(),
-        )?;
         let verifier_key = signer.verifier_key();
         write_file(
             &dir.join(VERIFIER_FILE),
@@ -120,6 +116,12 @@ impl KeySet {
         }
         let epoch = EpochKey::root(*root);
         store_epoch(dir, &epoch)?;
+        // The signer goes last: its file is what marks a complete key set, so a crash midway
+        // leaves a directory that the next writer simply fills again.
+        write_private(
+            &dir.join(SIGNER_FILE),
+            format!("{}\n", &*signer.encode()).as_bytes(),
+        )?;
         let keys = KeySet {
             dir: dir.to_path_buf(),
             origin: origin.to_owned(),

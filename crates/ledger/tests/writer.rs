@@ -341,3 +341,22 @@ fn verifying_while_a_writer_runs_treats_its_unsealed_tail_as_expected() {
         .any(|w| w.contains("a writer holds the ledger")));
     l.close().unwrap();
 }
+
+#[test]
+fn a_key_set_cut_short_by_a_crash_is_created_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    // What a kill during key creation leaves: some files, but not the signer.
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("checkpoint.pub"), "half\n").unwrap();
+    std::fs::write(keys.join("commit.key"), "00\n").unwrap();
+    let l = open(options(tmp.path()));
+    l.append(entry(0)).unwrap();
+    l.close().unwrap();
+    let key = std::fs::read_to_string(keys.join("checkpoint.pub")).unwrap();
+    let vo = VerifyOptions {
+        verifier_key: Some(key.trim().to_owned()),
+        ..Default::default()
+    };
+    assert!(verify(&ledger_dir(tmp.path()), &vo).unwrap().intact);
+}
