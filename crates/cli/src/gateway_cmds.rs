@@ -147,16 +147,15 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = kling_audit_gateway::bind(cfg.listen)?;
-        let addr = listener
-            .local_addr()
-            .context("cannot read the bound address")?;
-        {
-            // The first line of stdout is the bound address, for scripts and tests.
+        // The first line of stdout is the bound address, for scripts and tests; it is printed
+        // only once the ledger is open, so a gateway that cannot audit never looks started.
+        let announce = |addr: std::net::SocketAddr| {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{addr}")?;
-            out.flush()?;
-        }
-        let report = kling_audit_gateway::run(cfg, listener, shutdown_signal()).await?;
+            let _ = writeln!(out, "{addr}");
+            let _ = out.flush();
+        };
+        let report =
+            kling_audit_gateway::run_with_ready(cfg, listener, shutdown_signal(), announce).await?;
         // A full disk must not turn a clean stop into a panic: the report is best effort.
         let _ = writeln!(
             std::io::stderr(),

@@ -374,3 +374,32 @@ fn a_tiny_segment_limit_is_refused() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_gateway_that_cannot_open_its_ledger_never_prints_an_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let (_held, _) =
+        kling_audit_ledger::Ledger::open(kling_audit_ledger::LedgerOptions::new(&dir)).unwrap();
+    let out = Command::new(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .env("KLING_ACCESS_KEY", "ak")
+        .env("KLING_SECRET_KEY", "sk")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked by another writer"));
+}

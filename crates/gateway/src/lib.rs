@@ -189,6 +189,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ShutdownReport, GatewayError> {
+    run_with_ready(cfg, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the bound address once the ledger is open and the gateway is
+/// about to serve, so that a caller announces the address only when requests will be audited.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_ready(
+    cfg: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr) + Send,
+) -> Result<ShutdownReport, GatewayError> {
     cfg.validate()?;
     let started = Instant::now();
     let local = listener
@@ -329,6 +343,7 @@ pub async fn run(
     };
 
     let app = router(Arc::clone(&state));
+    ready(local);
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
