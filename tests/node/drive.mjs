@@ -3,7 +3,8 @@
 //
 // Environment: SIM_BASE_URL (http://127.0.0.1:<port>), SIM_ACCESS_KEY, SIM_SECRET_KEY.
 // The client insists on an https base URL, so it is built with the production URL and then
-// pointed at the simulator through its exposed axios instance (kling-api.md 13.1, way 2).
+// pointed at the simulator through its exposed axios instance, the route this client offers for
+// a non-https base URL.
 
 import { KlingAPI } from 'kling-api';
 
