@@ -26,6 +26,8 @@ pub const VERIFIER_FILE: &str = "checkpoint.pub";
 pub const EPOCH_FILE: &str = "epoch.key";
 pub const COMMIT_FILE: &str = "commit.key";
 pub const MAC_ROOT_FILE: &str = "mac-root.key";
+/// The size and root of the newest checkpoint this key set signed.
+pub const SIGNED_HEAD_FILE: &str = "signed-head";
 const EPOCH_HEADER: &str = "kling-audit epoch key v1";
 
 /// Why keys could not be created or read.
@@ -174,6 +176,30 @@ impl KeySet {
         self.epoch = next;
         Ok(())
     }
+}
+
+/// Stores the newest checkpoint this key set signed, so that a writer can later refuse a ledger
+/// that was rolled back behind it.
+pub fn store_signed_head(dir: &Path, size: u64, root: &[u8; 32]) -> Result<(), KeyError> {
+    let text = format!("{size} {}\n", hex::encode(root));
+    write_file(&dir.join(SIGNED_HEAD_FILE), text.as_bytes())
+}
+
+/// The newest checkpoint this key set signed, if it recorded one.
+pub fn load_signed_head(dir: &Path) -> Result<Option<(u64, [u8; 32])>, KeyError> {
+    let path = dir.join(SIGNED_HEAD_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(KeyError::Io { path, source }),
+    };
+    let bad = || KeyError::Malformed {
+        path: path.clone(),
+        detail: "expected `<size> <hex root>`".into(),
+    };
+    let (size, root) = text.trim().split_once(' ').ok_or_else(bad)?;
+    let size = size.parse().map_err(|_| bad())?;
+    Ok(Some((size, parse_key_hex(&path, root)?)))
 }
 
 /// Reads the stored MAC root key, if the ledger was created implicitly.

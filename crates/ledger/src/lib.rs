@@ -245,7 +245,8 @@ impl Ledger {
                 dir: keys_dir.clone(),
             }));
         };
-        let scan = open::scan_and_recover(&dir)?;
+        let signed = keys::load_signed_head(&keys_dir).map_err(key_err)?;
+        let scan = open::scan_and_recover(&dir, signed)?;
         let cplog = cpstore::CheckpointLog::open(&dir).map_err(io(&dir))?;
         let (cps, _) = cpstore::read_checkpoints(&dir).map_err(io(&dir))?;
         let last_cp_size = cps

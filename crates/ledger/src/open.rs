@@ -52,7 +52,9 @@ struct Defect {
 }
 
 /// Reads the whole ledger and cuts a torn tail if there is one.
-pub fn scan_and_recover(dir: &Path) -> Result<Scan, OpenError> {
+/// `signed` is the newest checkpoint the writer's keys signed: the records must reach it and
+/// have its root there, or the directory was rolled back or replaced.
+pub fn scan_and_recover(dir: &Path, signed: Option<(u64, Hash)>) -> Result<Scan, OpenError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OpenError::Io { path, source }
@@ -117,6 +119,14 @@ pub fn scan_and_recover(dir: &Path) -> Result<Scan, OpenError> {
                     scan.next_seq += 1;
                     scan.prev = v.leaf;
                     scan.frontier.push(v.leaf);
+                    if let Some((size, root)) = signed {
+                        if size == scan.next_seq && root != scan.frontier.root() {
+                            return Err(damaged(format!(
+                                "the first {size} records do not have the root of the checkpoint \
+                                 these keys signed last: the ledger was replaced or forked"
+                            )));
+                        }
+                    }
                     scan.last_ts = Some(v.ts.to_owned());
                     scan.last_epoch = Some(v.epoch);
                     None
@@ -145,6 +155,15 @@ pub fn scan_and_recover(dir: &Path) -> Result<Scan, OpenError> {
         }
         if defect.is_some() {
             break;
+        }
+    }
+    if let Some((size, _)) = signed {
+        if scan.next_seq < size {
+            return Err(damaged(format!(
+                "it holds {} intact records, but these keys signed a checkpoint of {size}: the \
+                 ledger was truncated or rolled back to an older copy",
+                scan.next_seq
+            )));
         }
     }
     let Some(d) = defect else {

@@ -352,6 +352,11 @@ impl Writer {
                 self.poison(cause.clone());
                 return Err(AppendError::Poisoned { cause });
             }
+            if let Err(e) = crate::keys::store_signed_head(&self.keys.dir, size, &root) {
+                let cause = format!("cannot record the signed head: {e}");
+                self.poison(cause.clone());
+                return Err(AppendError::Poisoned { cause });
+            }
             self.last_cp_size = size;
             self.last_cp_time = Instant::now();
             self.publish_head();

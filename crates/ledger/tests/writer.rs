@@ -360,3 +360,39 @@ fn a_key_set_cut_short_by_a_crash_is_created_again() {
     };
     assert!(verify(&ledger_dir(tmp.path()), &vo).unwrap().intact);
 }
+
+#[test]
+fn a_writer_refuses_a_ledger_rolled_back_behind_its_own_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    l.append(entry(0)).unwrap();
+    l.close().unwrap();
+    let dir = ledger_dir(tmp.path());
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, old.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let l = open(options(tmp.path()));
+    l.append(entry(1)).unwrap();
+    l.close().unwrap();
+    // Put the older, validly signed copy back.
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() && p.file_name().unwrap() != "LOCK" {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    for e in std::fs::read_dir(&old).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    match Ledger::open(options(tmp.path())) {
+        Err(e @ OpenError::Damaged { .. }) => assert!(e.to_string().contains("rolled back"), "{e}"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a rolled-back ledger was opened for writing"),
+    }
+}
