@@ -51,13 +51,14 @@ fn log_prints_seq_and_hash_and_verify_says_intact() {
     assert_eq!(ack["hash"].as_str().unwrap().len(), 64);
     let out = run(&dir, &["log", "--type", "t", "--actor", "bob"], None);
     let ack: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ack["seq"], 1);
+    // The second process first seals the epoch the first one left open (seq 1).
+    assert_eq!(ack["seq"], 2);
     let out = run(&dir, &["verify", "--format", "json"], None);
     assert_eq!(out.status.code(), Some(0));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["intact"], true);
-    assert_eq!(r["records"], 2);
-    assert_eq!(r["last_seq"], 1);
+    assert_eq!(r["records"], 3);
+    assert_eq!(r["last_seq"], 2);
 }
 
 #[test]
@@ -161,7 +162,8 @@ fn verify_exit_code_is_one_on_a_fault_and_names_it() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout, &dir);
     assert!(stdout.starts_with("ALTERED_RECORD"), "{stdout}");
-    assert!(stdout.contains("line=2 seq=1"), "{stdout}");
+    // Records 0, 2 and 4 were logged; 1 and 3 are the seals of each process's epoch.
+    assert!(stdout.contains("line=3 seq=2"), "{stdout}");
     assert!(stdout.contains("FAULTY"), "{stdout}");
 }
 

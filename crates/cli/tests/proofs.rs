@@ -79,7 +79,10 @@ fn inclusion_bundle_verifies_offline_and_tampering_is_refused() {
         (
             "edited record",
             Box::new(|b| {
-                let r = b["record"].as_str().unwrap().replace("\"i\":7", "\"i\":8");
+                let r = b["record"]
+                    .as_str()
+                    .unwrap()
+                    .replacen("\"actor\":\"", "\"actor\":\"x", 1);
                 b["record"] = r.into();
             }),
         ),

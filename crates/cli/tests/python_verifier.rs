@@ -41,7 +41,7 @@ fn python_verifier_accepts_rust_ledgers_and_finds_tampering() {
     let mut child = Command::new(BIN)
         .arg("--dir")
         .arg(&dir)
-        .args(["log", "--stdin", "--max-segment-bytes", "700"])
+        .args(["log", "--stdin", "--max-segment-bytes", "4096"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

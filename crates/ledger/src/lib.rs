@@ -262,11 +262,13 @@ impl Ledger {
             ),
             None => None,
         };
-        let mut keys = keys;
-        // A new process never reuses the epoch of an earlier one.
-        if scan.next_seq > 0 {
-            keys.advance_epoch().map_err(key_err)?;
-        }
+        // A new process never reuses the epoch of an earlier one: the writer thread seals the
+        // epoch left open (if it holds records) and moves on before its first append.
+        let (open_records, last_is_seal) = if scan.last_epoch == Some(keys.epoch.epoch()) {
+            (scan.last_epoch_records, scan.last_is_seal)
+        } else {
+            (0, false)
+        };
         let records = scan.next_seq;
         let head = Head {
             size: records,
@@ -313,7 +315,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || w.run(rx, open_records, last_is_seal))
             .map_err(io(&dir))?;
         spawn_ticker(tx.downgrade());
         let ledger = Ledger {

@@ -40,6 +40,10 @@ pub struct Scan {
     pub frontier: Frontier,
     pub last_ts: Option<String>,
     pub last_epoch: Option<u64>,
+    /// How many records at the end carry `last_epoch`.
+    pub last_epoch_records: u64,
+    /// Whether the last record is an epoch seal.
+    pub last_is_seal: bool,
     /// Length of the newest segment after any cut.
     pub last_segment_len: u64,
     pub torn: Option<TornTail>,
@@ -77,6 +81,8 @@ pub fn scan_and_recover(dir: &Path, signed: Option<(u64, Hash)>) -> Result<Scan,
         frontier: Frontier::new(),
         last_ts: None,
         last_epoch: None,
+        last_epoch_records: 0,
+        last_is_seal: false,
         last_segment_len: 0,
         torn: None,
     };
@@ -128,7 +134,13 @@ pub fn scan_and_recover(dir: &Path, signed: Option<(u64, Hash)>) -> Result<Scan,
                         }
                     }
                     scan.last_ts = Some(v.ts.to_owned());
+                    if scan.last_epoch == Some(v.epoch) {
+                        scan.last_epoch_records += 1;
+                    } else {
+                        scan.last_epoch_records = 1;
+                    }
                     scan.last_epoch = Some(v.epoch);
+                    scan.last_is_seal = crate::verify::is_epoch_seal(&v);
                     None
                 }
             };

@@ -217,6 +217,36 @@ struct Parsed {
     ts: Ts,
     epoch: u64,
     mac: Option<bool>,
+    /// For an epoch seal, the epoch its details name.
+    seal: Option<u64>,
+}
+
+/// The `type` of the record that closes an epoch.
+pub const EPOCH_SEAL_TYPE: &str = "ledger.epoch_end";
+
+/// An epoch may skip at most this many numbers between two records before the verifier stops
+/// deriving keys for it (a forged epoch of 2^63 would otherwise make it hash forever).
+pub const MAX_EPOCH_JUMP: u64 = 1;
+
+/// Most epoch keys derived between two records of one ledger.
+const MAX_KEY_STEPS_BETWEEN_RECORDS: u64 = 1024;
+/// Most epoch keys derived to reach the first record (a ledger whose early segments were
+/// archived starts at a later epoch).
+const MAX_KEY_STEPS_AT_START: u64 = 10_000_000;
+
+/// Whether a record is an epoch seal.
+pub fn is_epoch_seal(v: &crate::record::RecordView<'_>) -> bool {
+    v.kind.get().len() == EPOCH_SEAL_TYPE.len() + 2
+        && v.kind.get()[1..].starts_with(EPOCH_SEAL_TYPE)
+}
+
+/// The epoch a seal names; `u64::MAX` when its details are malformed.
+fn seal_epoch(v: &crate::record::RecordView<'_>) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Seal {
+        epoch: u64,
+    }
+    serde_json::from_str::<Seal>(v.details.get()).map_or(u64::MAX, |s| s.epoch)
 }
 
 /// A record timestamp, kept inline: `YYYY-MM-DDTHH:MM:SS.ffffffZ` orders as bytes.
@@ -381,6 +411,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         trusted: trusted.as_ref().map(|(b, _)| (b.size, b.root)),
         trusted_root_ok: None,
         day_fault_segment: None,
+        sealed: None,
         witnessed: witnessed
             .iter()
             .map(|(size, w)| (*size, (w.root, w.witness.clone())))
@@ -577,6 +608,8 @@ struct ChainState {
     trusted_root_ok: Option<bool>,
     /// The last segment whose name's day disagreed with a record.
     day_fault_segment: Option<String>,
+    /// The newest epoch whose seal has been seen.
+    sealed: Option<u64>,
     /// Roots cosigned by a given witness, by size, with the witness's name.
     witnessed: BTreeMap<u64, (Hash, String)>,
     witness_mismatches: u64,
@@ -661,6 +694,7 @@ fn parse_chunk(chunk: &[&[u8]]) -> Vec<Result<Parsed, String>> {
                 ts: ts_of(v.ts),
                 epoch: v.epoch,
                 mac: None,
+                seal: is_epoch_seal(&v).then(|| seal_epoch(&v)),
             })
         })
         .collect()
@@ -1023,12 +1057,55 @@ fn check_epoch(
             );
             return;
         }
-        Some(e) if p.epoch == e => st.epoch_count += 1,
-        _ => {
+        Some(e) if p.epoch == e => {
+            if st.sealed == Some(e) {
+                faults.push(
+                    FaultKind::EpochKeyMismatch,
+                    name,
+                    line,
+                    seq,
+                    format!("a record of epoch {e} follows that epoch's seal"),
+                );
+            }
+            st.epoch_count += 1;
+        }
+        prior => {
+            // A new epoch starts only right after the seal of the one before it.
+            if let Some(e) = prior {
+                if st.sealed != Some(e) || p.epoch != e + MAX_EPOCH_JUMP {
+                    faults.push(
+                        FaultKind::EpochKeyMismatch,
+                        name,
+                        line,
+                        seq,
+                        format!(
+                            "epoch {} starts, but epoch {e} {}",
+                            p.epoch,
+                            if st.sealed == Some(e) {
+                                "was the last one sealed".to_owned()
+                            } else {
+                                "ended without its seal".to_owned()
+                            }
+                        ),
+                    );
+                }
+            }
             st.epoch = Some(p.epoch);
             st.epoch_first_secs = secs;
             st.epoch_count = 1;
         }
+    }
+    if let Some(named) = p.seal {
+        if named != p.epoch {
+            faults.push(
+                FaultKind::EpochKeyMismatch,
+                name,
+                line,
+                seq,
+                format!("a seal of epoch {} claims to close epoch {named}", p.epoch),
+            );
+        }
+        st.sealed = Some(p.epoch);
     }
     if st.epoch_count == MAX_EPOCH_RECORDS + 1 {
         faults.push(
@@ -1079,6 +1156,7 @@ fn check_macs(
     name: Option<&str>,
     line_base: u64,
 ) {
+    let started = st.epoch.is_some();
     let Some(key) = st.mac_key.as_mut() else {
         return;
     };
@@ -1088,7 +1166,15 @@ fn check_macs(
             if keys.contains_key(&p.epoch) {
                 continue;
             }
-            if key.epoch() <= p.epoch && key.advance_to(p.epoch) {
+            // Epochs advance by one per seal; a far jump is a forgery, and deriving its key
+            // one hash at a time would never end. Only the first record may start far in.
+            let limit = if started {
+                MAX_KEY_STEPS_BETWEEN_RECORDS
+            } else {
+                MAX_KEY_STEPS_AT_START
+            };
+            let reachable = p.epoch >= key.epoch() && p.epoch - key.epoch() <= limit;
+            if reachable && key.advance_to(p.epoch) {
                 keys.insert(p.epoch, *key.key());
             } else if !keys.contains_key(&p.epoch) {
                 faults.push(

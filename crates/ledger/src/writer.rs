@@ -90,7 +90,53 @@ struct Staged {
 }
 
 impl Writer {
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    /// Seals the epoch the previous process left open (if it holds records) and moves to a
+    /// new one, so that no two processes ever MAC under the same key.
+    fn start_epoch(&mut self, open_records: u64, last_is_seal: bool) -> Result<(), String> {
+        if open_records > 0 && !last_is_seal {
+            let (ts, millis) = next_ts(&self.cfg.clock, &self.last_ts);
+            let id = self.ids.next_id(millis);
+            let seal = epoch_seal(self.keys.epoch.epoch(), open_records);
+            let stamp = Stamp {
+                seq: self.next_seq,
+                ts: &ts,
+                id: &id,
+                prev: &self.prev,
+                epoch: self.keys.epoch.epoch(),
+                mac: &self.mac,
+            };
+            let leaf = encode(&mut self.buf, &stamp, &seal).map_err(|e| e.to_string())?;
+            let day = day_of(&ts);
+            if self.seg.as_ref().is_none_or(|s| s.day != day) {
+                let record = std::mem::take(&mut self.buf);
+                self.open_new_segment(self.next_seq, &day)?;
+                self.buf = record;
+            }
+            self.write_out(true)?;
+            self.frontier.push(leaf);
+            self.next_seq += 1;
+            self.prev = leaf;
+            self.last_ts = ts;
+        }
+        if open_records > 0 || last_is_seal {
+            self.keys
+                .advance_epoch()
+                .map_err(|e| format!("cannot store the next epoch key: {e}"))?;
+            self.mac = crate::record::mac_state(self.keys.epoch.key());
+        }
+        self.publish_head();
+        Ok(())
+    }
+
+    pub(crate) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        open_records: u64,
+        last_is_seal: bool,
+    ) {
+        if let Err(cause) = self.start_epoch(open_records, last_is_seal) {
+            self.poison(cause);
+        }
         let mut closing = None;
         while let Some(first) = rx.blocking_recv() {
             let mut appends = Vec::new();
@@ -205,15 +251,53 @@ impl Writer {
                 (cause, acks)
             };
         while let Some((entry, ack)) = iter.next() {
-            if self.epoch_count >= self.cfg.epoch_max_records
-                || self.epoch_started.elapsed() >= self.cfg.epoch_max_age
+            // An epoch that holds records ends with its seal; an empty one needs no new key.
+            if self.epoch_count > 0
+                && (self.epoch_count >= self.cfg.epoch_max_records
+                    || self.epoch_started.elapsed() >= self.cfg.epoch_max_age)
             {
+                let (ts, millis) = next_ts(&self.cfg.clock, &last_ts);
+                let id = self.ids.next_id(millis);
+                let seal = epoch_seal(self.keys.epoch.epoch(), self.epoch_count);
+                let stamp = Stamp {
+                    seq,
+                    ts: &ts,
+                    id: &id,
+                    prev: &prev,
+                    epoch: self.keys.epoch.epoch(),
+                    mac: &self.mac,
+                };
+                let leaf = match encode(&mut self.buf, &stamp, &seal) {
+                    Ok(leaf) => leaf,
+                    Err(e) => {
+                        return Err(
+                            fail(format!("cannot encode an epoch seal: {e}"), staged, iter)
+                                .map_with(ack),
+                        )
+                    }
+                };
+                // The seal is durable before the old key is wiped, whatever the durability mode.
+                if let Err(cause) = self.write_out(true) {
+                    return Err(fail(cause, staged, iter).map_with(ack));
+                }
+                let (unheard, _) = oneshot::channel();
+                staged.push(Staged {
+                    entry_seq: seq,
+                    leaf,
+                    id,
+                    ts: ts.clone(),
+                    ack: unheard,
+                });
+                seq += 1;
+                prev = leaf;
+                last_ts = ts;
                 if let Err(e) = self.keys.advance_epoch() {
                     return Err(fail(
                         format!("cannot store the next epoch key: {e}"),
                         staged,
                         iter,
-                    ));
+                    )
+                    .map_with(ack));
                 }
                 self.mac = crate::record::mac_state(self.keys.epoch.key());
                 self.epoch_started = Instant::now();
@@ -250,7 +334,7 @@ impl Writer {
             };
             if rotate {
                 let record = self.buf.split_off(start);
-                if let Err(cause) = self.write_out() {
+                if let Err(cause) = self.write_out(false) {
                     return Err(fail(cause, staged, iter).map_with(ack));
                 }
                 if let Err(cause) = self.open_new_segment(seq, &day) {
@@ -270,14 +354,14 @@ impl Writer {
             prev = leaf;
             last_ts = ts;
         }
-        if let Err(cause) = self.write_out() {
+        if let Err(cause) = self.write_out(false) {
             return Err(fail(cause, staged, iter));
         }
         Ok(staged)
     }
 
     /// Writes the buffer to the current segment and syncs it as configured.
-    fn write_out(&mut self) -> Result<(), String> {
+    fn write_out(&mut self, force_sync: bool) -> Result<(), String> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -290,6 +374,10 @@ impl Writer {
         seg.len += self.buf.len() as u64;
         self.buf.clear();
         match self.cfg.durability {
+            _ if force_sync => seg
+                .file
+                .sync_data()
+                .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?,
             Durability::Sync => seg
                 .file
                 .sync_data()
@@ -392,6 +480,20 @@ impl MapWith for (String, Vec<AckTx>) {
     fn map_with(mut self, ack: AckTx) -> Self {
         self.1.push(ack);
         self
+    }
+}
+
+/// The record that closes an epoch, MACed with that epoch's own key. A verifier holding the
+/// root key requires one at every epoch change, so records written before a key was stolen
+/// cannot be moved into the stolen key's epoch.
+pub(crate) fn epoch_seal(epoch: u64, records: u64) -> Entry {
+    let details =
+        crate::Details::from_value(&serde_json::json!({"epoch": epoch, "records": records}))
+            .expect("a literal object");
+    Entry {
+        kind: crate::verify::EPOCH_SEAL_TYPE.to_owned(),
+        actor: "kling-audit".to_owned(),
+        details,
     }
 }
 

@@ -179,8 +179,8 @@ fn build_base(seed: u64) -> Base {
         let count = rng.gen_range(6..12);
         let capture_at = rng.gen_range(0..count);
         for i in 0..count {
-            ledger.append(entry(n)).unwrap();
-            n += 1;
+            // Epoch seals are records too, so the size comes from the receipts.
+            n = ledger.append(entry(n)).unwrap().seq as usize + 1;
             if i == capture_at {
                 let (epoch, key) = read_epoch_file(&keys);
                 captured.push(Captured {
@@ -190,7 +190,7 @@ fn build_base(seed: u64) -> Base {
                 });
             }
         }
-        ledger.close().unwrap();
+        n = ledger.close().unwrap().size as usize;
         let files = snapshot(&dir);
         let trusted = last_note(&files);
         stages.push(Stage {
@@ -1134,7 +1134,6 @@ fn f_resealing_with_a_newer_epoch_key_is_detected() {
 /// state) sees an intact ledger. Closing it needs the end of each epoch to be committed under
 /// that epoch's own key (a seal record MACed before the key is wiped).
 #[test]
-#[ignore = "known gap: MAC-only verification misses re-sealing into the stolen epoch"]
 fn mac_root_alone_catches_records_resealed_into_the_stolen_epoch() {
     let base = &bases()[0];
     let (cap, j) = base
@@ -1199,7 +1198,6 @@ fn a_record_numbered_u64_max_is_a_gap_not_a_panic() {
 /// it, one hash per epoch, so one edited number stops `verify --mac-key` for good. An epoch
 /// that far ahead of the previous one should be reported without deriving its key.
 #[test]
-#[ignore = "known bug: a huge epoch number makes MAC verification run practically forever"]
 fn a_huge_epoch_number_is_reported_without_deriving_its_key() {
     let base = &bases()[0];
     let mut m = base.last().model.clone();

@@ -228,6 +228,9 @@ async fn a_rolled_back_ledger_is_refused_and_not_cosigned() -> TestResult {
     // that grows past what the witness saw.
     std::fs::remove_dir_all(&s.ledger_dir)?;
     copy_dir(&backup, &s.ledger_dir)?;
+    // An intruder who holds the host also removes the writer's own memory of what it signed
+    // (without that, the writer itself refuses the rolled-back ledger); the witness remains.
+    std::fs::remove_file(s.keys_dir.join(kling_audit_ledger::keys::SIGNED_HEAD_FILE))?;
     let before = cosignature_lines(&s.ledger_dir)?.len();
     let (ledger, handle) = s.open(vec![s.target()])?;
     let forked = append(&ledger, 6).await?;
