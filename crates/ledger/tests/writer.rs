@@ -18,16 +18,20 @@ fn intact(dir: &std::path::Path) -> kling_audit_ledger::verify::Report {
 #[test]
 fn chain_continues_across_restarts_instead_of_restarting_at_genesis() {
     let tmp = tempfile::tempdir().unwrap();
-    for round in 0..3 {
+    let mut next = 0;
+    for round in 0..3u64 {
         let l = open(options(tmp.path()));
         for i in 0..10 {
             let r = l.append(entry(i)).unwrap();
-            assert_eq!(r.seq, round * 10 + i as u64);
+            // Each later process first seals the epoch its predecessor left open.
+            let expected = next + u64::from(round > 0 && i == 0);
+            assert_eq!(r.seq, expected);
+            next = r.seq + 1;
         }
         l.close().unwrap();
     }
     let r = intact(&ledger_dir(tmp.path()));
-    assert_eq!(r.records, 30);
+    assert_eq!(r.records, 32, "30 records and 2 epoch seals");
     let genesis = all_lines(&ledger_dir(tmp.path()))
         .iter()
         .filter(|l| l.contains(&format!("\"prev\":\"{}\"", "0".repeat(64))))
@@ -163,11 +167,15 @@ fn torn_tail_case(tail: &[u8]) {
     let q = std::fs::read(ledger_dir(tmp.path()).join(&torn.quarantine)).unwrap();
     assert_eq!(q, tail, "the cut bytes are kept in quarantine");
     let r = l.append(entry(99)).unwrap();
-    assert_eq!(r.seq, 6, "seq 5 is the recovery record");
+    assert_eq!(
+        r.seq, 7,
+        "seq 5 seals the crashed process's epoch, seq 6 records the recovery"
+    );
     l.close().unwrap();
     let lines = all_lines(&ledger_dir(tmp.path()));
-    assert!(lines[5].contains("\"type\":\"ledger.recovery\""));
-    assert!(lines[5].contains(&format!("\"offset\":{before}")));
+    assert!(lines[5].contains("\"type\":\"ledger.epoch_end\""));
+    assert!(lines[6].contains("\"type\":\"ledger.recovery\""));
+    assert!(lines[6].contains(&format!("\"offset\":{before}")));
     intact(&ledger_dir(tmp.path()));
 }
 
