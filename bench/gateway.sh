@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Gateway overhead benchmark (results in docs/performance.md, "Gateway overhead").
 #
-# Runs the same load against three targets on this machine, all in front of one Kling API
+# Runs the same load against these targets on this machine, all in front of one Kling API
 # simulator on 127.0.0.1:
-#   direct   the simulator itself
-#   nginx    nginx (the Debian package) as a plain keepalive reverse proxy
-#   gateway  kling-audit gateway, default durability "sync": every request record is
-#            fdatasync'ed before forwarding and every response record before answering
+#   direct            the simulator itself
+#   nginx             nginx (the Debian package) as a plain keepalive reverse proxy
+#   gateway           kling-audit gateway with durability "sync" (the default): every request
+#                     record is fdatasync'ed before forwarding, every response record before
+#                     answering
+#   gateway-tmpfs     diagnostic only, not durable: the same gateway (durability "sync") with
+#                     its ledger on tmpfs, where fdatasync returns at once; it separates the
+#                     gateway's and the ledger's own work from the disk's sync latency
+#   gateway-buffered  diagnostic only, not in the default list: durability "buffered"
 # Two workloads: GET /account/costs (cheap, full audited path) and POST /v1/videos/text2video
-# (a create: the sim's concurrency and units are raised so they answer 200).
-# For each: p50/p99 at a fixed rate with an open-loop generator (crates/gateway/examples/
-# loadgen.rs, latency from the scheduled send time), then maximum throughput with wrk.
+# (a create; the sim's concurrency and units are raised so creates answer 200). For each:
+# p50/p99 at a fixed rate with an open-loop generator (crates/gateway/examples/loadgen.rs,
+# latency from each request's scheduled send time), the proxy's CPU time per request, then
+# maximum throughput with wrk at a few connection counts.
 #
 # usage: bench/gateway.sh [--out FILE.jsonl]
-# environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS=16
-#   WRK_THREADS=1 BENCH_TMPDIR=${TMPDIR:-/tmp} KEEP_TMP=0 SKIP_BUILD=0 WORKLOADS="get post"
+# environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS="16 128"
+#   WRK_THREADS=1 TARGETS="direct nginx gateway gateway-tmpfs" WORKLOADS="get post"
+#   BENCH_TMPDIR=${TMPDIR:-/tmp} TMPFS_DIR=/dev/shm KEEP_TMP=0 SKIP_BUILD=0
+#   KLING_AUDIT_BIN, LOADGEN_BIN: binaries to use instead of the ones built here (before/after)
 #
 # Needs: cargo, python3 (JWT signing and the summary), curl; installs nginx and wrk with
 # apt-get when missing. Touches no system nginx configuration or service: nginx runs from a
@@ -27,14 +35,15 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 WRK_SECS=${WRK_SECS:-10}
-WRK_CONNS=${WRK_CONNS:-16}
+WRK_CONNS=${WRK_CONNS:-16 128}
+TARGETS=${TARGETS:-direct nginx gateway gateway-tmpfs}
 WRK_THREADS=${WRK_THREADS:-1}
 WORKLOADS=${WORKLOADS:-get post}
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -64,24 +73,31 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   (cd "$ROOT" && cargo build --release --locked -q -p kling-audit \
     && cargo build --release --locked -q -p kling-audit-gateway --example loadgen)
 fi
-BIN="$ROOT/target/release/kling-audit"
-LOADGEN="$ROOT/target/release/examples/loadgen"
+BIN=${KLING_AUDIT_BIN:-$ROOT/target/release/kling-audit}
+LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/examples/loadgen}
 [ -x "$BIN" ] && [ -x "$LOADGEN" ] || die "binaries missing; run without SKIP_BUILD=1"
 
 # --- processes and cleanup ----------------------------------------------------------------
 T=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/kling-gw-bench.XXXXXX")
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
+  local pid i
+  # Newest first: the proxies let go of their upstream connections before the sim stops.
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${PIDS[i]}
     kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    # The gateway seals its ledger on SIGTERM; give it a moment, then insist.
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  # The gateways seal their ledgers on SIGTERM (waited for above); anything still here is stuck.
+  for pid in "${PIDS[@]}"; do
     kill -KILL "$pid" 2>/dev/null || true
   done
-  if [ "${KEEP_TMP:-0}" = 1 ]; then say "kept $T"; else rm -rf "$T"; fi
+  if [ "${KEEP_TMP:-0}" = 1 ]; then
+    say "kept $T ${SHM:-}"
+  else
+    rm -rf "$T"
+    [ -z "${SHM:-}" ] || rm -rf "$SHM"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -146,23 +162,44 @@ type = "video"
 total = 1000000000.0
 EOF
 "$BIN" sim --listen 127.0.0.1:0 --config "$T/sim.toml" >"$T/sim.out" 2>"$T/sim.err" &
-PIDS+=($!)
+SIM_PID=$!
+PIDS+=("$SIM_PID")
 SIM=$(wait_line "$T/sim.out" 20) || die "the simulator did not start: $(cat "$T/sim.err")"
 
-# --- the gateway --------------------------------------------------------------------------
-ACTOR=$("$BIN" --dir "$T/ledger" actors add bench-app --format json)
-ACTOR_AK=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key"])' <<<"$ACTOR")
-ACTOR_SK=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])' <<<"$ACTOR")
-KLING_ACCESS_KEY=$ORG_AK KLING_SECRET_KEY=$ORG_SK KLING_AUDIT_AUDIT_DURABILITY=sync \
-  "$BIN" --dir "$T/ledger" gateway --listen 127.0.0.1:0 --upstream "http://$SIM" \
-  >"$T/gw.out" 2>"$T/gw.err" &
-PIDS+=($!)
-GW_PID=$!
-GW=$(wait_line "$T/gw.out" 20) || die "the gateway did not start: $(cat "$T/gw.err")"
-for _ in $(seq 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$GW/readyz")" = 200 ] && break
-  sleep 0.1
-done
+# --- the gateways ------------------------------------------------------------------------
+declare -A ADDR TOKEN PROXY_PIDS
+ADDR[direct]=$SIM
+start_gateway() { # name durability parent-directory-of-the-ledger
+  local dir="$3/ledger-$1" actor ak sk addr pid
+  actor=$("$BIN" --dir "$dir" actors add bench-app --format json)
+  ak=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key"])' <<<"$actor")
+  sk=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])' <<<"$actor")
+  KLING_ACCESS_KEY=$ORG_AK KLING_SECRET_KEY=$ORG_SK KLING_AUDIT_AUDIT_DURABILITY=$2 \
+    "$BIN" --dir "$dir" gateway --listen 127.0.0.1:0 --upstream "http://$SIM" \
+    >"$T/$1.out" 2>"$T/$1.err" &
+  pid=$!
+  PIDS+=("$pid")
+  addr=$(wait_line "$T/$1.out" 20) || die "$1 did not start: $(cat "$T/$1.err")"
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/readyz")" = 200 ] && break
+    sleep 0.1
+  done
+  ADDR[$1]=$addr
+  TOKEN[$1]=$(jwt "$ak" "$sk")
+  PROXY_PIDS[$1]=$pid
+}
+# The measured gateway: durability "sync" (the default), the target of the spec.
+start_gateway gateway sync "$T"
+# Diagnostics only, never candidates for the targets (see the header).
+if [[ " $TARGETS " == *" gateway-tmpfs "* ]]; then
+  [ "$(df --output=fstype "${TMPFS_DIR:-/dev/shm}" 2>/dev/null | tail -n1)" = tmpfs ] \
+    || die "gateway-tmpfs needs a tmpfs at ${TMPFS_DIR:-/dev/shm} (set TMPFS_DIR or TARGETS)"
+  SHM=$(mktemp -d "${TMPFS_DIR:-/dev/shm}/kling-gw-bench.XXXXXX")
+  start_gateway gateway-tmpfs sync "$SHM"
+fi
+if [[ " $TARGETS " == *" gateway-buffered "* ]]; then
+  start_gateway gateway-buffered buffered "$T"
+fi
 
 # --- nginx --------------------------------------------------------------------------------
 NGX_PORT=$(free_port)
@@ -199,135 +236,211 @@ http {
 EOF
 "$NGINX" -p "$T/nginx" -e "$T/nginx/error.log" -c "$T/nginx/nginx.conf" -g 'daemon off;' \
   >"$T/nginx/stdout" 2>&1 &
-PIDS+=($!)
-NGX="127.0.0.1:$NGX_PORT"
-wait_http "http://$NGX/" 20 || die "nginx did not start: $(cat "$T/nginx/error.log" "$T/nginx/stdout")"
+NGX_PID=$!
+PIDS+=("$NGX_PID")
+ADDR[nginx]="127.0.0.1:$NGX_PORT"
+wait_http "http://${ADDR[nginx]}/" 20 \
+  || die "nginx did not start: $(cat "$T/nginx/error.log" "$T/nginx/stdout")"
+# The master and its workers (children of the process started above).
+PROXY_PIDS[nginx]="$NGX_PID $(ps -o pid= --ppid "$NGX_PID" | tr '\n' ' ')"
+PROXY_PIDS[direct]=""
 
 # --- the load -----------------------------------------------------------------------------
 SIM_TOKEN=$(jwt "$ORG_AK" "$ORG_SK")
-GW_TOKEN=$(jwt "$ACTOR_AK" "$ACTOR_SK")
+TOKEN[direct]=$SIM_TOKEN
+TOKEN[nginx]=$SIM_TOKEN
 GET_PATH="/account/costs?start_time=0&end_time=1"
 POST_PATH="/v1/videos/text2video"
 POST_BODY='{"model_name":"kling-v1","prompt":"a lighthouse at dusk, slow dolly shot","duration":"5","mode":"std"}'
 RESULTS="$T/results.jsonl"
 : >"$RESULTS"
+TICK=$(getconf CLK_TCK)
 
-target_addr() { case "$1" in direct) echo "$SIM" ;; nginx) echo "$NGX" ;; gateway) echo "$GW" ;; esac; }
-target_token() { if [ "$1" = gateway ]; then echo "$GW_TOKEN"; else echo "$SIM_TOKEN"; fi; }
+cpu_ticks() { # pids...: user+system clock ticks of every thread of these processes
+  local total=0 pid f
+  for pid in "$@"; do
+    # Fields after the command name, which is in parentheses: utime is the 12th, stime 13th.
+    f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    total=$((total + $(echo "$f" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+
+fsync_probe() { # label: fdatasync latency of 700-byte appends in the benchmark's directory
+  python3 - "$T/fsync-probe" "$1" <<'EOF'
+import json, os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+ts = []
+for _ in range(300):
+    os.write(fd, b"x" * 699 + b"\n")
+    t = time.perf_counter(); os.fdatasync(fd); ts.append(time.perf_counter() - t)
+os.close(fd); os.unlink(sys.argv[1])
+ts.sort()
+with open("/proc/loadavg") as f:
+    load = float(f.read().split()[0])
+psi = None
+try:
+    with open("/proc/pressure/cpu") as f:
+        psi = float(f.readline().split()[1].split("=")[1])
+except OSError:
+    pass
+print(json.dumps({"label": "probe/" + sys.argv[2], "fdatasync_p50_us": round(ts[150] * 1e6),
+                  "fdatasync_p99_us": round(ts[296] * 1e6), "loadavg_1m": load,
+                  "cpu_pressure_some_avg10": psi}))
+EOF
+}
 
 check() { # target workload: one request must answer HTTP 200 with Kling code 0
-  local url="http://$(target_addr "$1")" out
+  local url="http://${ADDR[$1]}" out
   if [ "$2" = get ]; then
-    out=$(curl -s --max-time 5 -H "Authorization: Bearer $(target_token "$1")" "$url$GET_PATH")
+    out=$(curl -s --max-time 5 -H "Authorization: Bearer ${TOKEN[$1]}" "$url$GET_PATH")
   else
-    out=$(curl -s --max-time 5 -H "Authorization: Bearer $(target_token "$1")" \
+    out=$(curl -s --max-time 5 -H "Authorization: Bearer ${TOKEN[$1]}" \
       -H 'Content-Type: application/json' -d "$POST_BODY" "$url$POST_PATH")
   fi
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d.get("code")==0 else 1)' \
     "$out" || die "$1 $2: unexpected answer: ${out:0:300}"
 }
 
-fixed_rate() { # target workload
-  local url="http://$(target_addr "$1")" args=()
+fixed_rate() { # target workload: the generator's JSON line, with CPU per request added
+  local url="http://${ADDR[$1]}" args=() p0 s0 p1 s1 line
   if [ "$2" = get ]; then
     args=(--url "$url$GET_PATH")
   else
     args=(--url "$url$POST_PATH" --method POST --header 'content-type: application/json'
       --body "$POST_BODY")
   fi
-  timeout $((WARMUP + DURATION + 60)) "$LOADGEN" "${args[@]}" \
-    --header "authorization: Bearer $(target_token "$1")" \
-    --rate "$RATE" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
-    --label "$1/$2/fixed"
+  # shellcheck disable=SC2086 # PROXY_PIDS holds a list
+  p0=$(cpu_ticks ${PROXY_PIDS[$1]}); s0=$(cpu_ticks "$SIM_PID")
+  line=$(timeout $((WARMUP + DURATION + 60)) "$LOADGEN" "${args[@]}" \
+    --header "authorization: Bearer ${TOKEN[$1]}" \
+    --rate "$RATE" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$1/$2/fixed")
+  # shellcheck disable=SC2086
+  p1=$(cpu_ticks ${PROXY_PIDS[$1]}); s1=$(cpu_ticks "$SIM_PID")
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+tick, p, s = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+n = d["received"]
+d["proxy_cpu_us_per_req"] = round(p / tick * 1e6 / n, 1) if n else None
+d["sim_cpu_us_per_req"] = round(s / tick * 1e6 / n, 1) if n else None
+print(json.dumps(d))
+' "$line" "$TICK" $((p1 - p0)) $((s1 - s0))
 }
 
-max_rate() { # target workload: wrk's text output, then a JSON line
-  local url="http://$(target_addr "$1")" out
-  local args=(-t "$WRK_THREADS" -c "$WRK_CONNS" -d "${WRK_SECS}s" --timeout 10s
-    -H "Authorization: Bearer $(target_token "$1")")
+max_rate() { # target workload connections: wrk, summarised as a JSON line with CPU per request
+  local url="http://${ADDR[$1]}" out p0 s0 p1 s1
+  local args=(-t "$WRK_THREADS" -c "$3" -d "${WRK_SECS}s" --timeout 10s
+    -H "Authorization: Bearer ${TOKEN[$1]}")
+  # shellcheck disable=SC2086 # PROXY_PIDS holds a list
+  p0=$(cpu_ticks ${PROXY_PIDS[$1]}); s0=$(cpu_ticks "$SIM_PID")
   if [ "$2" = get ]; then
     out=$(timeout $((WRK_SECS + 60)) wrk "${args[@]}" "$url$GET_PATH")
   else
     out=$(WRK_BODY=$POST_BODY timeout $((WRK_SECS + 60)) wrk "${args[@]}" \
       -s "$ROOT/bench/wrk-post.lua" "$url$POST_PATH")
   fi
+  # shellcheck disable=SC2086
+  p1=$(cpu_ticks ${PROXY_PIDS[$1]}); s1=$(cpu_ticks "$SIM_PID")
   printf '%s\n' "$out" | python3 -c '
 import json, re, sys
 text = sys.stdin.read()
 def num(pattern):
     m = re.search(pattern, text)
     return float(m.group(1)) if m else 0.0
-print(json.dumps({"label": sys.argv[1], "rps": num(r"Requests/sec:\s+([\d.]+)"),
-                  "requests": num(r"(\d+) requests in"),
+n = num(r"(\d+) requests in")
+tick, p, s = float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+print(json.dumps({"label": sys.argv[1], "rps": num(r"Requests/sec:\s+([\d.]+)"), "requests": n,
                   "non_2xx": num(r"Non-2xx or 3xx responses: (\d+)"),
                   "socket_errors": "Socket errors" in text, "connections": int(sys.argv[2]),
-                  "threads": int(sys.argv[3]), "seconds": float(sys.argv[4])}))
-' "$1/$2/max" "$WRK_CONNS" "$WRK_THREADS" "$WRK_SECS"
+                  "threads": int(sys.argv[3]), "seconds": float(sys.argv[4]),
+                  "proxy_cpu_us_per_req": round(p / tick * 1e6 / n, 1) if n else None,
+                  "sim_cpu_us_per_req": round(s / tick * 1e6 / n, 1) if n else None}))
+' "$1/$2/max/c$3" "$3" "$WRK_THREADS" "$WRK_SECS" "$TICK" $((p1 - p0)) $((s1 - s0))
 }
 
 for w in $WORKLOADS; do
-  for t in direct nginx gateway; do
+  for t in $TARGETS; do
     check "$t" "$w"
   done
 done
-say "sim $SIM, nginx $NGX, gateway $GW (ledger in $T/ledger, durability sync)"
+say "sim ${ADDR[direct]}, nginx ${ADDR[nginx]}, gateway ${ADDR[gateway]} (durability sync)"
+fsync_probe before | tee -a "$RESULTS" >&2
 for w in $WORKLOADS; do
-  for t in direct nginx gateway; do
+  for t in $TARGETS; do
     say "$t $w: ${RATE} req/s for ${DURATION}s (+${WARMUP}s warm-up)"
     fixed_rate "$t" "$w" | tee -a "$RESULTS" >&2
   done
-  for t in direct nginx gateway; do
-    say "$t $w: maximum throughput, wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_SECS}s"
-    max_rate "$t" "$w" | tee -a "$RESULTS" >&2
+  for c in $WRK_CONNS; do
+    for t in $TARGETS; do
+      say "$t $w: maximum throughput, wrk -t$WRK_THREADS -c$c -d${WRK_SECS}s"
+      max_rate "$t" "$w" "$c" | tee -a "$RESULTS" >&2
+    done
   done
 done
-kill -0 "$GW_PID" 2>/dev/null || die "the gateway died during the run: $(tail -5 "$T/gw.err")"
-METRICS=$(curl -s --max-time 5 "http://$GW/metrics" || true)
+fsync_probe after | tee -a "$RESULTS" >&2
+for t in $TARGETS; do
+  [ -n "${PROXY_PIDS[$t]}" ] || continue
+  # shellcheck disable=SC2086
+  for pid in ${PROXY_PIDS[$t]}; do
+    kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) died during the run"
+  done
+done
 
 # --- summary ------------------------------------------------------------------------------
 FS=$(df -T "$T" | awk 'NR==2 {print $2}')
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-python3 - "$RESULTS" "$(nproc)" "$CPU" "$FS" "$RATE" <<'EOF' | tee "$T/summary.txt"
+python3 - "$RESULTS" "$(nproc)" "$CPU" "$FS" "$RATE" "$TARGETS" "$WRK_CONNS" <<'EOF' \
+  | tee "$T/summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {r["label"]: r for r in rows}
+targets, conns = sys.argv[6].split(), [int(c) for c in sys.argv[7].split()]
 print(f"machine: {sys.argv[2]} cores, {sys.argv[3]}; ledger on {sys.argv[4]}; "
       f"fixed rate {sys.argv[5]} req/s")
+for when in ("before", "after"):
+    p = by.get(f"probe/{when}")
+    if p:
+        print(f"{when}: fdatasync p50 {p['fdatasync_p50_us'] / 1000:.3f} ms, "
+              f"p99 {p['fdatasync_p99_us'] / 1000:.3f} ms; load average {p['loadavg_1m']}, "
+              f"CPU pressure {p['cpu_pressure_some_avg10']}%")
 for w in ("get", "post"):
     if f"direct/{w}/fixed" not in by:
         continue
     name = {"get": "GET /account/costs", "post": "POST /v1/videos/text2video"}[w]
-    print(f"\n{name}")
-    print(f"{'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
-          f"{'2xx':>6} {'other':>6} {'max req/s':>10} {'non-2xx':>8}")
+    print(f"\n{name}: latency in ms at the fixed rate (+ = minus direct); CPU in us per request "
+          f"at the fixed rate and at the best wrk run; maximum req/s by wrk connections")
+    head = f"{'target':<17}{'p50':>7}{'p99':>8}{'+p50':>8}{'+p99':>8}{'non-2xx':>8}"
+    head += f"{'cpu':>6}{'cpu@max':>8}" + "".join(f"{'c=' + str(c):>9}" for c in conns)
+    print(head + f"{'max':>9}")
     d = by[f"direct/{w}/fixed"]
-    for t in ("direct", "nginx", "gateway"):
-        f, m = by[f"{t}/{w}/fixed"], by.get(f"{t}/{w}/max", {})
-        add50 = (f["p50_us"] - d["p50_us"]) / 1000
-        add99 = (f["p99_us"] - d["p99_us"]) / 1000
-        other = f["measured"] - f["ok_2xx"]
-        print(f"{t:<8} {f['p50_us']/1000:>8.3f} {f['p99_us']/1000:>8.3f} "
-              f"{add50 if t != 'direct' else 0:>8.3f} {add99 if t != 'direct' else 0:>8.3f} "
-              f"{f['ok_2xx']:>6} {other:>6} {m.get('rps', 0):>10.0f} {m.get('non_2xx', 0):>8.0f}")
-    g, n = by.get(f"gateway/{w}/max"), by.get(f"nginx/{w}/max")
-    if g and n and n["rps"]:
-        print(f"throughput gateway/nginx: {g['rps'] / n['rps']:.2f}")
+    best = {}
+    for t in targets:
+        f = by[f"{t}/{w}/fixed"]
+        runs = [by.get(f"{t}/{w}/max/c{c}", {}) for c in conns]
+        rps = [r.get("rps", 0.0) for r in runs]
+        top = max(runs, key=lambda r: r.get("rps", 0.0))
+        bad = f["measured"] - f["ok_2xx"] + f["errors"] + sum(r.get("non_2xx", 0) for r in runs)
+        best[t] = max(rps)
+        add50 = (f["p50_us"] - d["p50_us"]) / 1000 if t != "direct" else 0.0
+        add99 = (f["p99_us"] - d["p99_us"]) / 1000 if t != "direct" else 0.0
+        key = "sim_cpu_us_per_req" if t == "direct" else "proxy_cpu_us_per_req"
+        line = f"{t:<17}{f['p50_us'] / 1000:>7.3f}{f['p99_us'] / 1000:>8.3f}{add50:>8.3f}"
+        line += f"{add99:>8.3f}{bad:>8.0f}{f.get(key) or 0:>6.0f}{top.get(key) or 0:>8.0f}"
+        print(line + "".join(f"{r:>9.0f}" for r in rps) + f"{best[t]:>9.0f}")
+    nginx = {c: by.get(f"nginx/{w}/max/c{c}", {}).get("rps", 0.0) for c in conns}
+    if best.get("nginx"):
+        for t in targets:
+            if not t.startswith("gateway"):
+                continue
+            per = ", ".join(
+                f"c={c} {by.get(f'{t}/{w}/max/c{c}', {}).get('rps', 0.0) / nginx[c]:.2f}"
+                for c in conns
+                if nginx[c]
+            )
+            print(f"throughput {t}/nginx: best {best[t] / best['nginx']:.2f} ({per})")
+print("\n(cpu for direct is the simulator's; for the others the proxy's own, sim excluded)")
 EOF
-if [ -n "$METRICS" ]; then
-  # The gateway's own account of its overhead (upstream wait excluded) and of ledger appends.
-  printf '%s\n' "$METRICS" | python3 -c '
-import sys
-v = {}
-for line in sys.stdin:
-    p = line.split()
-    if len(p) == 2 and p[0].split("{")[0].endswith(("_sum", "_count")):
-        v[p[0]] = float(p[1])
-for h in ("kling_gateway_overhead_seconds", "kling_gateway_ledger_append_seconds"):
-    s, c = v.get(h + "_sum"), v.get(h + "_count")
-    if s is not None and c:
-        print(f"gateway metric {h}: mean {s / c * 1000:.3f} ms over {c:.0f}")
-' | tee -a "$T/summary.txt"
-fi
 if [ -n "$OUT" ]; then
   cat "$RESULTS" >>"$OUT"
   say "results appended to $OUT"

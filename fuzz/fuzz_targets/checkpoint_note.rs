@@ -8,6 +8,8 @@
 //! crate accepts as a checkpoint signed by the pinned key. Mode 2 feeds key encodings.
 #![no_main]
 
+mod fixture;
+
 use std::sync::OnceLock;
 
 use kling_audit_ledger::sign::open_checkpoint;
@@ -17,7 +19,7 @@ use kling_audit_note::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const ORIGIN: &str = "fuzz.example/log";
+use fixture::ORIGIN;
 
 struct Keys {
     signer: Signer,
@@ -29,7 +31,7 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let signer = Signer::from_seed(ORIGIN, &[0x42; 32]).expect("valid name");
+        let signer = fixture::signer();
         let verifier = signer.verifier();
         let encoded = verifier.encode();
         let cosigner = CosignerKey::from_seed("fuzz.example/witness", &[0x43; 32])
@@ -99,7 +101,10 @@ fn signed(data: &[u8]) {
     let by_ledger = open_checkpoint(&note_text, Some(&k.encoded)).ok();
     match (&by_note, &by_ledger) {
         (Some(cp), Some(body)) => {
-            assert_eq!((&cp.origin, cp.size, cp.root), (&body.origin, body.size, body.root));
+            assert_eq!(
+                (&cp.origin, cp.size, cp.root),
+                (&body.origin, body.size, body.root)
+            );
         }
         (None, None) => {}
         _ => panic!(
@@ -118,7 +123,10 @@ fn key_encodings(data: &[u8]) {
         assert_eq!(Verifier::from_encoded(&v.encode()).as_ref(), Ok(&v));
     }
     if let Ok(v) = CosignatureVerifier::from_encoded(text) {
-        assert_eq!(CosignatureVerifier::from_encoded(&v.encode()).as_ref(), Ok(&v));
+        assert_eq!(
+            CosignatureVerifier::from_encoded(&v.encode()).as_ref(),
+            Ok(&v)
+        );
     }
     if let Ok(s) = Signer::from_encoded(text) {
         let again = Signer::from_encoded(&s.encode()).expect("own encoding must decode");
@@ -126,7 +134,10 @@ fn key_encodings(data: &[u8]) {
     }
     let _ = kling_audit_ledger::sign::Signer::from_encoded(text);
     // The ledger reads the pinned key only when a checkpoint is opened with it.
-    let note = format!("{ORIGIN}\n1\n{}=\n\n\u{2014} {ORIGIN} AAAA\n", "A".repeat(43));
+    let note = format!(
+        "{ORIGIN}\n1\n{}=\n\n\u{2014} {ORIGIN} AAAA\n",
+        "A".repeat(43)
+    );
     let _ = open_checkpoint(&note, Some(text));
 }
 

@@ -4,45 +4,69 @@
 //! record whose stored hash matches its bytes.
 #![no_main]
 
+mod fixture;
+
 use std::sync::OnceLock;
 
 use kling_audit_ledger::record::parse_line;
 use kling_audit_ledger::verify::{verify, VerifyOptions};
-use kling_audit_note::Signer;
 use libfuzzer_sys::fuzz_target;
 
-const SEGMENT: &str = "seg-00000000000000000000-20260101.jsonl";
-
-struct Fixture {
+struct State {
     dir: tempfile::TempDir,
     verifier_key: String,
 }
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let signer = Signer::from_seed("fuzz.example/log", &[0x42; 32]).expect("valid name");
-        Fixture {
+fn state() -> &'static State {
+    static STATE: OnceLock<State> = OnceLock::new();
+    STATE.get_or_init(|| {
+        // One worker thread, warmed up on the honest ledger: rayon's workers register
+        // thread-local destructors on first use, which LeakSanitizer would otherwise blame
+        // on whichever input happened to run first on a fresh worker.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build_global();
+        let state = State {
             dir: tempfile::tempdir().expect("a temporary directory"),
-            verifier_key: signer.verifier().encode(),
-        }
+            verifier_key: fixture::verifier_key(),
+        };
+        let (lines, leaves) = fixture::records();
+        let dir = state.dir.path();
+        std::fs::write(dir.join(fixture::SEGMENT), lines.concat()).expect("write the segment");
+        std::fs::write(
+            dir.join("checkpoints.jsonl"),
+            fixture::checkpoint_log(&leaves),
+        )
+        .expect("write the checkpoints");
+        let opts = VerifyOptions {
+            verifier_key: Some(state.verifier_key.clone()),
+            mac_root: Some(fixture::MAC_ROOT),
+            ..Default::default()
+        };
+        let report = verify(dir, &opts).expect("the directory is readable");
+        assert!(
+            report.intact,
+            "the fixture ledger must verify: {:?}",
+            report.faults
+        );
+        state
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let f = fixture();
+    let f = state();
     let dir = f.dir.path();
     let (segment, checkpoints) = match data.iter().position(|b| *b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
     };
-    std::fs::write(dir.join(SEGMENT), segment).expect("write the segment");
+    std::fs::write(dir.join(fixture::SEGMENT), segment).expect("write the segment");
     std::fs::write(dir.join("checkpoints.jsonl"), checkpoints).expect("write the checkpoints");
     let options = [
         VerifyOptions::default(),
         VerifyOptions {
             verifier_key: Some(f.verifier_key.clone()),
-            mac_root: Some([9; 32]),
+            mac_root: Some(fixture::MAC_ROOT),
             ..Default::default()
         },
     ];

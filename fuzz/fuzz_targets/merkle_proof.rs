@@ -10,8 +10,7 @@
 use std::sync::OnceLock;
 
 use kling_audit_merkle::{
-    consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion,
-    Hash,
+    consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion, Hash,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -90,7 +89,11 @@ fuzz_target!(|data: &[u8]| {
     if size > 0 {
         let index = b % size;
         // Usually the right leaf; sometimes another one.
-        let claimed = if d & 1 == 1 { (index + d % size) % size } else { index };
+        let claimed = if d & 1 == 1 {
+            (index + d % size) % size
+        } else {
+            index
+        };
         let honest = inclusion_proof(index, size, tree).expect("index is in range");
         let proof = candidate(&honest, c, &extra);
         if verify_inclusion(&all[claimed as usize], index, size, &proof, &size_root).is_ok() {
@@ -103,7 +106,10 @@ fuzz_target!(|data: &[u8]| {
     let proof = candidate(&honest, c.rotate_left(17), &extra);
     let old_root = root(&tree[..old as usize]);
     if verify_consistency(old, size, &old_root, &size_root, &proof).is_ok() {
-        assert_eq!(proof, honest, "accepted a consistency proof that is not the honest one");
+        assert_eq!(
+            proof, honest,
+            "accepted a consistency proof that is not the honest one"
+        );
     }
     // The honest proof between other sizes, offered for these.
     if size > 1 {

@@ -68,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(w.hash_ok());
     assert!(w.mac_ok(&KEY));
     assert_eq!(w.leaf, leaf);
-    assert_eq!((w.seq, w.ts, w.prev, w.epoch), (v.seq, v.ts, v.prev, v.epoch));
+    assert_eq!(
+        (w.seq, w.ts, w.prev, w.epoch),
+        (v.seq, v.ts, v.prev, v.epoch)
+    );
     assert_eq!(w.kind_str(), entry.kind);
     assert_eq!(w.actor_str(), entry.actor);
     assert_eq!(w.details.get(), entry.details.as_str());

@@ -306,6 +306,7 @@ impl Ledger {
             last_cp_time: Instant::now(),
             poisoned: None,
             unsynced: false,
+            last_sync: Instant::now(),
             shared: shared.clone(),
             buf: Vec::with_capacity(1 << 20),
             ids: writer::IdSource::new(),

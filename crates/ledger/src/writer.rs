@@ -27,6 +27,9 @@ use crate::{Clock, Durability, Head, Receipt};
 /// Most records in one batch.
 const MAX_BATCH: usize = 4096;
 
+/// In `buffered` mode, how long written records may wait for their `fdatasync`.
+const BUFFERED_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
 pub(crate) type AckTx = oneshot::Sender<Result<Receipt, AppendError>>;
 
 pub(crate) enum Msg {
@@ -71,6 +74,8 @@ pub(crate) struct Writer {
     pub last_cp_time: Instant,
     pub poisoned: Option<String>,
     pub unsynced: bool,
+    /// When buffered data was last synced.
+    pub last_sync: Instant,
     pub shared: Arc<Mutex<Head>>,
     pub buf: Vec<u8>,
     pub ids: IdSource,
@@ -417,7 +422,7 @@ impl Writer {
             });
         }
         let due = self.last_cp_time.elapsed() >= self.cfg.checkpoint_interval;
-        if self.unsynced && (force || due || self.cfg.durability == Durability::Buffered) {
+        if self.unsynced && (force || due || self.last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL) {
             if let Some(seg) = &self.seg {
                 if let Err(e) = seg.file.sync_data() {
                     let cause = format!("fdatasync of segment {}: {e}", seg.name);
@@ -426,6 +431,7 @@ impl Writer {
                 }
             }
             self.unsynced = false;
+            self.last_sync = Instant::now();
         }
         let size = self.frontier.size();
         if size > self.last_cp_size && (force || due) {
