@@ -498,12 +498,13 @@ fn print_text(r: &Report) {
     } else {
         "MACs NOT checked"
     };
+    let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     println!(
-        "{}: {} records in {} segments ({range}), {} checkpoints up to size {} ({sigs}), {macs}",
+        "{}: {} in {} ({range}), {} up to size {} ({sigs}), {macs}",
         if r.intact { "INTACT" } else { "FAULTY" },
-        r.records,
-        r.segments,
-        r.checkpoints.count,
+        plural(r.records, "record"),
+        plural(r.segments as u64, "segment"),
+        plural(r.checkpoints.count as u64, "checkpoint"),
         r.checkpoints.largest_size
     );
     if let Some(h) = &r.head {

@@ -99,18 +99,8 @@ impl Writer {
     /// new one, so that no two processes ever MAC under the same key.
     fn start_epoch(&mut self, open_records: u64, last_is_seal: bool) -> Result<(), String> {
         if open_records > 0 && !last_is_seal {
-            let (ts, millis) = next_ts(&self.cfg.clock, &self.last_ts);
-            let id = self.ids.next_id(millis);
-            let seal = epoch_seal(self.keys.epoch.epoch(), open_records);
-            let stamp = Stamp {
-                seq: self.next_seq,
-                ts: &ts,
-                id: &id,
-                prev: &self.prev,
-                epoch: self.keys.epoch.epoch(),
-                mac: &self.mac,
-            };
-            let leaf = encode(&mut self.buf, &stamp, &seal).map_err(|e| e.to_string())?;
+            let (prev, last_ts) = (self.prev, self.last_ts.clone());
+            let (leaf, _, ts) = self.encode_seal(self.next_seq, &prev, &last_ts, open_records)?;
             let day = day_of(&ts);
             if self.seg.as_ref().is_none_or(|s| s.day != day) {
                 let record = std::mem::take(&mut self.buf);
@@ -124,12 +114,43 @@ impl Writer {
             self.last_ts = ts;
         }
         if open_records > 0 || last_is_seal {
-            self.keys
-                .advance_epoch()
-                .map_err(|e| format!("cannot store the next epoch key: {e}"))?;
-            self.mac = crate::record::mac_state(self.keys.epoch.key());
+            self.advance_key()?;
         }
         self.publish_head();
+        Ok(())
+    }
+
+    /// Stamps the seal of the current epoch as record `seq` into the buffer, MACed with the
+    /// epoch's own key. Returns its leaf hash, id and timestamp.
+    fn encode_seal(
+        &mut self,
+        seq: u64,
+        prev: &Hash,
+        last_ts: &str,
+        records: u64,
+    ) -> Result<(Hash, uuid::Uuid, String), String> {
+        let (ts, millis) = next_ts(&self.cfg.clock, last_ts);
+        let id = self.ids.next_id(millis);
+        let seal = epoch_seal(self.keys.epoch.epoch(), records);
+        let stamp = Stamp {
+            seq,
+            ts: &ts,
+            id: &id,
+            prev,
+            epoch: self.keys.epoch.epoch(),
+            mac: &self.mac,
+        };
+        let leaf = encode(&mut self.buf, &stamp, &seal)
+            .map_err(|e| format!("cannot encode an epoch seal: {e}"))?;
+        Ok((leaf, id, ts))
+    }
+
+    /// Moves to the next epoch key: stored first, then the old one is wiped.
+    fn advance_key(&mut self) -> Result<(), String> {
+        self.keys
+            .advance_epoch()
+            .map_err(|e| format!("cannot store the next epoch key: {e}"))?;
+        self.mac = crate::record::mac_state(self.keys.epoch.key());
         Ok(())
     }
 
@@ -261,25 +282,10 @@ impl Writer {
                 && (self.epoch_count >= self.cfg.epoch_max_records
                     || self.epoch_started.elapsed() >= self.cfg.epoch_max_age)
             {
-                let (ts, millis) = next_ts(&self.cfg.clock, &last_ts);
-                let id = self.ids.next_id(millis);
-                let seal = epoch_seal(self.keys.epoch.epoch(), self.epoch_count);
-                let stamp = Stamp {
-                    seq,
-                    ts: &ts,
-                    id: &id,
-                    prev: &prev,
-                    epoch: self.keys.epoch.epoch(),
-                    mac: &self.mac,
-                };
-                let leaf = match encode(&mut self.buf, &stamp, &seal) {
-                    Ok(leaf) => leaf,
-                    Err(e) => {
-                        return Err(
-                            fail(format!("cannot encode an epoch seal: {e}"), staged, iter)
-                                .map_with(ack),
-                        )
-                    }
+                let sealed = self.encode_seal(seq, &prev, &last_ts, self.epoch_count);
+                let (leaf, id, ts) = match sealed {
+                    Ok(sealed) => sealed,
+                    Err(cause) => return Err(fail(cause, staged, iter).map_with(ack)),
                 };
                 // The seal is durable before the old key is wiped, whatever the durability mode.
                 if let Err(cause) = self.write_out(true) {
@@ -296,15 +302,9 @@ impl Writer {
                 seq += 1;
                 prev = leaf;
                 last_ts = ts;
-                if let Err(e) = self.keys.advance_epoch() {
-                    return Err(fail(
-                        format!("cannot store the next epoch key: {e}"),
-                        staged,
-                        iter,
-                    )
-                    .map_with(ack));
+                if let Err(cause) = self.advance_key() {
+                    return Err(fail(cause, staged, iter).map_with(ack));
                 }
-                self.mac = crate::record::mac_state(self.keys.epoch.key());
                 self.epoch_started = Instant::now();
                 self.epoch_count = 0;
             }
