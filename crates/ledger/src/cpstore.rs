@@ -35,8 +35,9 @@ pub struct CheckpointLog {
 }
 
 impl CheckpointLog {
-    /// Opens the log for appending, cutting a torn last line.
-    pub fn open(dir: &Path) -> io::Result<CheckpointLog> {
+    /// Opens the log for appending, cutting a torn last line; also returns the size of the
+    /// newest checkpoint in it, read from the same bytes.
+    pub fn open(dir: &Path) -> io::Result<(CheckpointLog, u64)> {
         let path = dir.join(CHECKPOINTS_FILE);
         let existed = path.exists();
         let file = OpenOptions::new()
@@ -48,13 +49,15 @@ impl CheckpointLog {
             crate::segment::sync_dir(dir)?;
         }
         let data = fs::read(&path)?;
-        if !data.is_empty() && !data.ends_with(b"\n") {
-            let keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if keep < data.len() {
             file.set_len(keep as u64)?;
             file.sync_all()?;
             tracing::warn!(path = %path.display(), cut = data.len() - keep, "cut a torn checkpoint line");
         }
-        Ok(CheckpointLog { file, path })
+        let (checkpoints, _) = parse_lines(&data[..keep]);
+        let newest = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
+        Ok((CheckpointLog { file, path }, newest))
     }
 
     /// Appends one checkpoint and syncs it.
@@ -81,6 +84,11 @@ pub fn read_checkpoints(dir: &Path) -> io::Result<(Vec<StoredCheckpoint>, Vec<Ba
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
+    Ok(parse_lines(&data))
+}
+
+/// Parses checkpoint lines; unreadable ones are returned with their line numbers.
+fn parse_lines(data: &[u8]) -> (Vec<StoredCheckpoint>, Vec<BadCheckpointLine>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in data.split(|b| *b == b'\n').enumerate() {
@@ -95,5 +103,5 @@ pub fn read_checkpoints(dir: &Path) -> io::Result<(Vec<StoredCheckpoint>, Vec<Ba
             }),
         }
     }
-    Ok((good, bad))
+    (good, bad)
 }

@@ -246,15 +246,9 @@ impl Ledger {
             }));
         };
         let signed = keys::load_signed_head(&keys_dir).map_err(key_err)?;
-        let scan = open::scan_and_recover(&dir, signed)?;
-        let cplog = cpstore::CheckpointLog::open(&dir).map_err(io(&dir))?;
-        let (cps, _) = cpstore::read_checkpoints(&dir).map_err(io(&dir))?;
-        let last_cp_size = cps
-            .iter()
-            .map(|c| c.size)
-            .max()
-            .unwrap_or(0)
-            .min(scan.frontier.size());
+        let (cplog, checkpointed) = cpstore::CheckpointLog::open(&dir).map_err(io(&dir))?;
+        let scan = open::scan_and_recover(&dir, signed, checkpointed)?;
+        let last_cp_size = checkpointed.min(scan.frontier.size());
         let seg = match scan.segments.last() {
             Some(s) => Some(
                 writer::reopen_segment(&s.path, &s.name, &s.day, scan.last_segment_len)

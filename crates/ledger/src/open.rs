@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use kling_audit_merkle::{Frontier, Hash};
 use sha2::{Digest, Sha256};
 
-use crate::cpstore::read_checkpoints;
 use crate::error::OpenError;
 use crate::record::{parse_line, GENESIS_PREV};
 use crate::segment::{list_segments, sync_dir, SegmentFile};
@@ -58,7 +57,14 @@ struct Defect {
 /// Reads the whole ledger and cuts a torn tail if there is one.
 /// `signed` is the newest checkpoint the writer's keys signed: the records must reach it and
 /// have its root there, or the directory was rolled back or replaced.
-pub fn scan_and_recover(dir: &Path, signed: Option<(u64, Hash)>) -> Result<Scan, OpenError> {
+///
+/// `checkpointed` is the size of the newest checkpoint in the ledger's own log: nothing below
+/// it is ever cut.
+pub fn scan_and_recover(
+    dir: &Path,
+    signed: Option<(u64, Hash)>,
+    checkpointed: u64,
+) -> Result<Scan, OpenError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OpenError::Io { path, source }
@@ -190,12 +196,10 @@ pub fn scan_and_recover(dir: &Path, signed: Option<(u64, Hash)>) -> Result<Scan,
             seg.name, d.offset, d.reason
         )));
     }
-    let (checkpoints, _) = read_checkpoints(dir).map_err(io(dir))?;
-    let signed = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
-    if signed > scan.next_seq {
+    if checkpointed > scan.next_seq {
         return Err(damaged(format!(
             "segment {} offset {}: {}; a checkpoint covers {} records but only {} are intact",
-            seg.name, d.offset, d.reason, signed, scan.next_seq
+            seg.name, d.offset, d.reason, checkpointed, scan.next_seq
         )));
     }
     let torn = quarantine(dir, seg, d.offset as u64, tail)?;
