@@ -6,7 +6,6 @@
 //! every record's details, so it finds the audited client's `text[]` entries and the gateway's
 //! `prompts[]` entries alike. Lines that do not parse as records are skipped and counted.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -143,14 +142,10 @@ fn scan(dir: &Path, commitment: &str) -> Result<Scan> {
         skipped: 0,
     };
     for seg in segments {
-        let file = std::fs::File::open(&seg.path)
-            .with_context(|| format!("cannot open {}", seg.path.display()))?;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.with_context(|| format!("cannot read {}", seg.path.display()))?;
-            if line.is_empty() {
-                continue;
-            }
-            let Ok(view) = parse_line(&line) else {
+        let data = kling_audit_ledger::segment::read_segment(&seg.path)
+            .with_context(|| format!("cannot read {}", seg.path.display()))?;
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(view) = parse_line(line) else {
                 out.skipped += 1;
                 continue;
             };

@@ -39,7 +39,7 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     // task id -> actor that created it, from request/response pairs, for charging units.
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
     for seg in segments {
-        let data = std::fs::read(&seg.path)
+        let data = kling_audit_ledger::segment::read_segment(&seg.path)
             .with_context(|| format!("cannot read {}", seg.path.display()))?;
         for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let rec: Value = match serde_json::from_slice(line) {

@@ -201,6 +201,7 @@ fn records(dir: &Path) -> Vec<Value> {
         .flat_map(|p| {
             std::fs::read_to_string(p)
                 .unwrap()
+                .trim_end_matches('\0')
                 .lines()
                 .filter(|l| !l.is_empty())
                 .map(|l| serde_json::from_str::<Value>(l).unwrap())

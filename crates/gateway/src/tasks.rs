@@ -195,10 +195,13 @@ impl TaskBook {
                 source,
             })?;
         for segment in segments {
-            let bytes = std::fs::read(&segment.path).map_err(|source| RebuildError::Io {
-                path: segment.path.clone(),
-                source,
-            })?;
+            let bytes =
+                kling_audit_ledger::segment::read_segment(&segment.path).map_err(|source| {
+                    RebuildError::Io {
+                        path: segment.path.clone(),
+                        source,
+                    }
+                })?;
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let Ok(record) = serde_json::from_slice::<Value>(line) else {
                     stats.unreadable_lines += 1;

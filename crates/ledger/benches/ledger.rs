@@ -337,6 +337,22 @@ fn main() {
         println!("verify: {:>12.0} records/s", verify_rate(400_000 * scale));
         return;
     }
+    if let Some(n) = only.strip_prefix("append") {
+        let appenders = n.parse().unwrap_or(64);
+        let (rate, _) = throughput(appenders, 3_000 * scale * appenders.min(64));
+        println!("durable append, {appenders:>2} appenders: {rate:>12.0} records/s");
+        return;
+    }
+    if only == "latency" {
+        let (p50, p99, p999) = latency(10_000, if quick { 2 } else { 5 });
+        println!(
+            "ack latency at 10,000/s offered: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+            ms(p50),
+            ms(p99),
+            ms(p999)
+        );
+        return;
+    }
     let py = recipe(100_000 * scale / 5);
     let mut rows = Vec::new();
     for appenders in [1usize, 8, 64] {

@@ -18,6 +18,7 @@ pub mod proof;
 pub mod record;
 pub mod segment;
 pub mod sign;
+mod syncer;
 pub mod verify;
 mod writer;
 
@@ -292,6 +293,11 @@ impl Ledger {
             next_seq: scan.next_seq,
             prev: scan.prev,
             frontier: scan.frontier,
+            durable_hash: scan.prev,
+            pool: None,
+            pending: std::collections::VecDeque::new(),
+            next_batch: 0,
+            needs_sync: false,
             last_ts: scan.last_ts.unwrap_or_default(),
             epoch_started: Instant::now(),
             epoch_count: 0,
@@ -308,9 +314,10 @@ impl Ledger {
             lock: Some(lock),
         };
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let wake = tx.downgrade();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || w.run(rx, open_records, last_is_seal))
+            .spawn(move || w.run(rx, wake, open_records, last_is_seal))
             .map_err(io(&dir))?;
         spawn_ticker(tx.downgrade());
         let ledger = Ledger {

@@ -6,6 +6,12 @@
 //! to `quarantine/` (fsynced) before the segment is shortened; the writer then appends a
 //! `ledger.recovery` record describing them. A fault anywhere else is never repaired: opening
 //! fails and the operator is sent to `verify`.
+//!
+//! Zeros at the end of the newest segment are the writer's reserve (see
+//! [`crate::segment::RESERVE_STEP`]), not damage: they hold nothing and are neither cut nor
+//! recorded. After a power loss, blocks of an unsynced batch may reach the disk out of order,
+//! leaving zeros between pieces of records; a record never contains a zero byte, so whatever
+//! follows the first zero byte of a torn tail was never acknowledged and is cut with it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -189,7 +195,11 @@ pub fn scan_and_recover(
         return Ok(scan);
     };
     let seg = &segments[d.segment];
-    let tail = &last_data[d.offset..];
+    let tail = crate::segment::without_reserve(&last_data[d.offset..]);
+    if tail.is_empty() {
+        scan.last_segment_len = d.offset as u64;
+        return Ok(scan);
+    }
     if valid_record_follows(tail) {
         return Err(damaged(format!(
             "segment {} offset {}: {}, and valid records follow",
@@ -214,6 +224,7 @@ pub fn scan_and_recover(
 
 /// Whether any complete line after the first one in `tail` is a record with a correct hash.
 fn valid_record_follows(tail: &[u8]) -> bool {
+    let tail = &tail[..memchr::memchr(0, tail).unwrap_or(tail.len())];
     let mut lines = tail.split(|b| *b == b'\n');
     lines.next();
     let complete: Vec<&[u8]> = lines.collect();

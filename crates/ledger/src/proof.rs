@@ -132,7 +132,7 @@ fn read_leaves(
     let mut hashes = Vec::new();
     let mut line_out = None;
     'outer: for seg in segments {
-        let data = std::fs::read(&seg.path).map_err(io(&seg.path))?;
+        let data = crate::segment::read_segment(&seg.path).map_err(io(&seg.path))?;
         for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             if hashes.len() as u64 >= upto {
                 break 'outer;

@@ -8,8 +8,9 @@
 //! failed and the writer is poisoned: it refuses every later append, because after a failed
 //! sync the kernel may report a later sync as successful while the data is gone.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +22,8 @@ use crate::cpstore::CheckpointLog;
 use crate::error::AppendError;
 use crate::keys::KeySet;
 use crate::record::{encode, Entry, Stamp};
-use crate::segment::{create_segment, day_of, segment_name};
+use crate::segment::{create_segment, day_of, segment_name, RESERVE_STEP};
+use crate::syncer::{Done, Job, SyncPool};
 use crate::{Clock, Durability, Head, Receipt};
 
 /// Most records in one batch.
@@ -52,10 +54,26 @@ pub(crate) struct Config {
 }
 
 pub(crate) struct OpenSegment {
-    pub file: File,
+    /// Shared with the sync workers.
+    pub file: Arc<File>,
     pub name: String,
     pub day: String,
+    /// Bytes of records; the next batch is written at this offset.
     pub len: u64,
+    /// Length of the file: records, then zeros already made durable (the reserve).
+    pub reserved: u64,
+    /// Writing the reserve failed (a full disk, a file size limit); records are appended
+    /// without one until the next segment.
+    pub no_reserve: bool,
+}
+
+/// The smallest reserve step: a short-lived writer (one `log` command) writes little ahead.
+const RESERVE_MIN: u64 = 64 << 10;
+
+/// How far ahead to reserve in a segment holding `len` bytes: it grows with the segment, up to
+/// [`RESERVE_STEP`]. It is topped up once less than a quarter of a step is left.
+fn reserve_step(len: u64) -> u64 {
+    len.clamp(RESERVE_MIN, RESERVE_STEP)
 }
 
 pub(crate) struct Writer {
@@ -63,9 +81,19 @@ pub(crate) struct Writer {
     pub cfg: Config,
     pub keys: KeySet,
     pub seg: Option<OpenSegment>,
+    /// The next record's `seq` and `prev`: written, not necessarily durable yet.
     pub next_seq: u64,
     pub prev: Hash,
+    /// The durable records only: checkpoints and the published head come from here.
     pub frontier: Frontier,
+    pub durable_hash: Hash,
+    /// Overlapping syncs in `sync` mode.
+    pub pool: Option<SyncPool>,
+    /// Written batches waiting for their sync, oldest first.
+    pub pending: VecDeque<Written>,
+    pub next_batch: u64,
+    /// The current segment holds writes that no sync has been asked for yet.
+    pub needs_sync: bool,
     pub last_ts: String,
     pub epoch_started: Instant,
     pub epoch_count: u64,
@@ -84,6 +112,11 @@ pub(crate) struct Writer {
     /// The directory lock, released before a close is acknowledged so that a new writer can
     /// open the ledger as soon as `close` returns.
     pub lock: Option<crate::lock::DirLock>,
+}
+
+pub(crate) struct Written {
+    batch: u64,
+    staged: Vec<Staged>,
 }
 
 struct Staged {
@@ -109,6 +142,7 @@ impl Writer {
             }
             self.write_out(true)?;
             self.frontier.push(leaf);
+            self.durable_hash = leaf;
             self.next_seq += 1;
             self.prev = leaf;
             self.last_ts = ts;
@@ -157,9 +191,17 @@ impl Writer {
     pub(crate) fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
+        wake: mpsc::WeakSender<Msg>,
         open_records: u64,
         last_is_seal: bool,
     ) {
+        if self.cfg.durability == Durability::Sync {
+            match SyncPool::start(wake) {
+                Ok(pool) => self.pool = Some(pool),
+                // Without workers every batch is synced inline, as it would be anyway.
+                Err(e) => tracing::warn!(error = %e, "cannot start the sync workers"),
+            }
+        }
         if let Err(cause) = self.start_epoch(open_records, last_is_seal) {
             self.poison(cause);
         }
@@ -180,10 +222,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.absorb_finished();
             if !appends.is_empty() {
                 self.commit_batch(appends);
             }
+            self.absorb_finished();
             let force = !flushes.is_empty() || closing.is_some();
+            if force {
+                self.wait_pending();
+            }
             let result = self.housekeeping(force);
             for tx in flushes {
                 let _ = tx.send(result.clone());
@@ -196,6 +243,9 @@ impl Writer {
                         let _ = ack.send(Err(AppendError::Closed));
                     }
                 }
+                if result.is_ok() {
+                    let _ = self.trim_reserve();
+                }
                 self.seg = None;
                 self.lock = None;
                 let _ = tx.send(result);
@@ -203,7 +253,136 @@ impl Writer {
             }
         }
         // Every handle is gone: seal what is there.
-        let _ = self.housekeeping(true);
+        self.wait_pending();
+        if self.housekeeping(true).is_ok() {
+            let _ = self.trim_reserve();
+        }
+    }
+
+    /// Cuts the reserve off the newest segment, so a closed ledger ends with its last record.
+    /// A failure leaves the zeros in place, which every reader skips.
+    fn trim_reserve(&mut self) -> Result<(), String> {
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(());
+        };
+        if seg.reserved == seg.len {
+            return Ok(());
+        }
+        let result = seg.file.set_len(seg.len).and_then(|()| seg.file.sync_all());
+        match result {
+            Ok(()) => {
+                seg.reserved = seg.len;
+                Ok(())
+            }
+            Err(e) => {
+                let cause = format!("cannot cut the reserve of segment {}: {e}", seg.name);
+                tracing::warn!(%cause, "the segment keeps its zero-filled reserve");
+                Err(cause)
+            }
+        }
+    }
+
+    /// Makes sure the newest segment has durable zeros up to at least `need` bytes, reaching
+    /// one [`reserve_step`] further where the size limit allows.
+    fn extend_reserve(&mut self, need: u64) -> Result<(), String> {
+        let max = self.cfg.max_segment_bytes;
+        let Some(seg) = self.seg.as_mut() else {
+            return Err("no open segment".to_owned());
+        };
+        let target = need.max((seg.len + reserve_step(seg.len)).min(max));
+        if target <= seg.reserved || seg.no_reserve {
+            return Ok(());
+        }
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = seg.reserved;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = seg.file.write_all_at(&ZEROS[..n], at) {
+                // Zeros carry nothing: records are still written and synced one by one, and a
+                // failure to write those poisons the writer.
+                tracing::warn!(segment = %seg.name, error = %e, "cannot reserve space ahead; appending without a reserve");
+                seg.no_reserve = true;
+                seg.reserved = seg
+                    .file
+                    .metadata()
+                    .map_or(seg.len, |m| m.len())
+                    .max(seg.len);
+                return Ok(());
+            }
+            at += n as u64;
+        }
+        seg.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?;
+        seg.reserved = target;
+        Ok(())
+    }
+
+    /// Acknowledges the batches whose syncs have finished, without waiting.
+    fn absorb_finished(&mut self) {
+        while let Some(done) = self.pool.as_ref().and_then(SyncPool::try_done) {
+            self.absorb(done);
+        }
+    }
+
+    /// Waits until every written batch is synced (or failed).
+    fn wait_pending(&mut self) {
+        while !self.pending.is_empty() {
+            match self.pool.as_ref().and_then(SyncPool::wait_done) {
+                Some(done) => self.absorb(done),
+                None => {
+                    self.poison("the sync workers stopped".to_owned());
+                    self.fail_pending();
+                }
+            }
+        }
+    }
+
+    fn absorb(&mut self, (batch, result): Done) {
+        match result {
+            Ok(()) => self.deliver_upto(batch),
+            Err(cause) => {
+                self.poison(cause);
+                self.fail_pending();
+            }
+        }
+    }
+
+    /// Batches up to `batch` are durable: add them to the tree and acknowledge them, in order.
+    fn deliver_upto(&mut self, batch: u64) {
+        let mut delivered = false;
+        while self.pending.front().is_some_and(|w| w.batch <= batch) {
+            let Some(written) = self.pending.pop_front() else {
+                break;
+            };
+            for s in written.staged {
+                self.frontier.push(s.leaf);
+                self.durable_hash = s.leaf;
+                let _ = s.ack.send(Ok(Receipt {
+                    seq: s.entry_seq,
+                    hash: s.leaf,
+                    id: s.id,
+                    ts: s.ts,
+                }));
+            }
+            delivered = true;
+        }
+        if delivered {
+            self.publish_head();
+        }
+    }
+
+    /// After a failed write or sync nothing written since the last durable point may be
+    /// acknowledged.
+    fn fail_pending(&mut self) {
+        let cause = self.poisoned.clone().unwrap_or_default();
+        for written in self.pending.drain(..) {
+            for s in written.staged {
+                let _ = s.ack.send(Err(AppendError::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+        }
     }
 
     fn poison(&mut self, cause: String) {
@@ -226,26 +405,47 @@ impl Writer {
         }
         match self.write_batch(batch) {
             Ok(staged) => {
-                for s in &staged {
-                    self.frontier.push(s.leaf);
-                }
                 if let Some(last) = staged.last() {
                     self.next_seq = last.entry_seq + 1;
                     self.prev = last.leaf;
                     self.last_ts.clone_from(&last.ts);
                 }
-                self.publish_head();
-                for s in staged {
-                    let _ = s.ack.send(Ok(Receipt {
-                        seq: s.entry_seq,
-                        hash: s.leaf,
-                        id: s.id,
-                        ts: s.ts,
-                    }));
+                let batch = self.next_batch;
+                self.next_batch += 1;
+                self.pending.push_back(Written { batch, staged });
+                if std::mem::take(&mut self.needs_sync) {
+                    let submitted = match (&self.pool, &self.seg) {
+                        (Some(pool), Some(seg)) => pool.submit(Job {
+                            batch,
+                            file: Arc::clone(&seg.file),
+                            segment: seg.name.clone(),
+                        }),
+                        _ => Err("no sync worker for the written batch".to_owned()),
+                    };
+                    if let Err(cause) = submitted {
+                        self.poison(cause);
+                        self.fail_pending();
+                        return;
+                    }
+                } else {
+                    self.deliver_upto(batch);
+                }
+                // Topped up after the batch is on its way, so no append waits for it.
+                let low = self.seg.as_ref().is_some_and(|s| {
+                    !s.no_reserve
+                        && s.reserved
+                            < s.len + (reserve_step(s.len) / 4).min(self.cfg.max_segment_bytes / 4)
+                });
+                if low {
+                    let need = self.seg.as_ref().map_or(0, |s| s.len);
+                    if let Err(cause) = self.extend_reserve(need) {
+                        self.poison(cause);
+                    }
                 }
             }
             Err((cause, acks)) => {
                 self.poison(cause.clone());
+                self.fail_pending();
                 for ack in acks {
                     let _ = ack.send(Err(AppendError::Poisoned {
                         cause: cause.clone(),
@@ -370,20 +570,28 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let need = self.seg.as_ref().map_or(0, |s| s.len) + self.buf.len() as u64;
+        if self.seg.as_ref().is_some_and(|s| need > s.reserved) {
+            self.extend_reserve(need)?;
+        }
         let Some(seg) = self.seg.as_mut() else {
             return Err("no open segment".to_owned());
         };
         seg.file
-            .write_all(&self.buf)
+            .write_all_at(&self.buf, seg.len)
             .map_err(|e| format!("write to segment {}: {e}", seg.name))?;
         seg.len += self.buf.len() as u64;
         self.buf.clear();
         match self.cfg.durability {
+            Durability::Sync if !force_sync && self.pool.is_some() => self.needs_sync = true,
+            Durability::Sync => {
+                seg.file
+                    .sync_data()
+                    .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?;
+                // Everything written so far is durable, earlier batches included.
+                self.needs_sync = false;
+            }
             _ if force_sync => seg
-                .file
-                .sync_data()
-                .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?,
-            Durability::Sync => seg
                 .file
                 .sync_data()
                 .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?,
@@ -394,8 +602,10 @@ impl Writer {
 
     fn open_new_segment(&mut self, first_seq: u64, day: &str) -> Result<(), String> {
         if let Some(old) = self.seg.take() {
+            // Only the newest segment may end in a reserve.
             old.file
-                .sync_all()
+                .set_len(old.len)
+                .and_then(|()| old.file.sync_all())
                 .map_err(|e| format!("sync of segment {}: {e}", old.name))?;
             self.unsynced = false;
         }
@@ -404,10 +614,12 @@ impl Writer {
             create_segment(&self.dir, &name).map_err(|e| format!("create segment {name}: {e}"))?;
         tracing::info!(segment = %name, "opened a new segment");
         self.seg = Some(OpenSegment {
-            file,
+            file: Arc::new(file),
             name,
             day: day.to_owned(),
             len: 0,
+            reserved: 0,
+            no_reserve: false,
         });
         // A segment boundary is also a checkpoint boundary.
         self.last_cp_time = Instant::now() - self.cfg.checkpoint_interval;
@@ -464,7 +676,7 @@ impl Writer {
     fn head_snapshot(&self) -> Head {
         Head {
             size: self.frontier.size(),
-            hash: self.prev,
+            hash: self.durable_hash,
             root: self.frontier.root(),
             checkpoint_size: self.last_cp_size,
             epoch: self.keys.epoch.epoch(),
@@ -523,12 +735,17 @@ pub(crate) fn reopen_segment(
     day: &str,
     len: u64,
 ) -> std::io::Result<OpenSegment> {
-    let file = OpenOptions::new().append(true).open(path)?;
+    let file = OpenOptions::new().write(true).open(path)?;
+    // Zeros past the last record are a reserve left by the previous writer; the scan has
+    // checked that nothing but zeros lies there.
+    let reserved = file.metadata()?.len().max(len);
     Ok(OpenSegment {
-        file,
+        file: Arc::new(file),
         name: name.to_owned(),
         day: day.to_owned(),
         len,
+        reserved,
+        no_reserve: false,
     })
 }
 

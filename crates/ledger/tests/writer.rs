@@ -143,6 +143,40 @@ fn a_second_writer_is_refused_with_the_directory_and_pid() {
     }
 }
 
+/// Appends `tail` to the newest segment of a closed ledger and reopens it, which must cut it.
+fn append_and_reopen(
+    root: &std::path::Path,
+    tail: &[u8],
+) -> (u64, kling_audit_ledger::TornTail, std::path::PathBuf) {
+    let dir = ledger_dir(root);
+    let seg = segments(&dir).pop().unwrap();
+    let before = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(tail)
+        .unwrap();
+    let (l, report) = Ledger::open(options(root)).unwrap();
+    let torn = report.torn_tail.expect("the tail must be reported");
+    l.close().unwrap();
+    (before, torn, dir)
+}
+
+/// Five records, a crash, then `tail` at the end of the newest segment.
+fn crash_with_tail(
+    root: &std::path::Path,
+    tail: &[u8],
+) -> (u64, kling_audit_ledger::TornTail, std::path::PathBuf) {
+    let l = open(options(root));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    append_and_reopen(root, tail)
+}
+
 fn torn_tail_case(tail: &[u8]) {
     let tmp = tempfile::tempdir().unwrap();
     let l = open(options(tmp.path()));
@@ -185,8 +219,133 @@ fn torn_partial_line_is_cut_into_quarantine_and_recorded() {
 }
 
 #[test]
-fn zero_filled_tail_after_power_loss_is_cut() {
-    torn_tail_case(&[0u8; 4096]);
+fn torn_line_followed_by_zeros_is_cut_without_the_zeros() {
+    let mut tail = b"{\"v\":1,\"seq\":5,\"ts\":\"2026-".to_vec();
+    let cut = tail.clone();
+    tail.extend_from_slice(&[0u8; 4096]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (before, torn, dir) = crash_with_tail(tmp.path(), &tail);
+    assert_eq!(torn.offset, before);
+    assert_eq!(
+        torn.len,
+        cut.len() as u64,
+        "the zeros hold nothing and are not counted"
+    );
+    let q = std::fs::read(dir.join(&torn.quarantine)).unwrap();
+    assert_eq!(q, cut);
+    intact(&dir);
+}
+
+#[test]
+fn records_after_a_zero_filled_hole_are_cut_as_never_acknowledged() {
+    // Power loss: a later block of an unsynced batch reached the disk, an earlier one did not.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ledger_dir(tmp.path());
+    let l = open(options(tmp.path()));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let lines = all_lines(&dir);
+    let mut tail = vec![0u8; 512];
+    tail.extend_from_slice(b"seq\":9}\n");
+    tail.extend_from_slice(lines[2].as_bytes());
+    tail.push(b'\n');
+    let (before, torn, dir) = append_and_reopen(tmp.path(), &tail);
+    assert_eq!(torn.offset, before);
+    assert_eq!(torn.len, tail.len() as u64);
+    intact(&dir);
+}
+
+#[test]
+fn zero_filled_reserve_after_a_crash_is_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ledger_dir(tmp.path());
+    let l = open(options(tmp.path()));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let seg = segments(&dir).pop().unwrap();
+    let before = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&[0u8; 8192])
+        .unwrap();
+    intact(&dir);
+    let (l, report) = Ledger::open(options(tmp.path())).unwrap();
+    assert!(
+        report.torn_tail.is_none(),
+        "zeros are the writer's reserve, not damage"
+    );
+    let r = l.append(entry(99)).unwrap();
+    assert_eq!(
+        r.seq, 6,
+        "seq 5 seals the crashed process's epoch; no recovery record"
+    );
+    l.close().unwrap();
+    assert!(!dir.join("quarantine").exists());
+    let data = std::fs::read(&seg).unwrap();
+    assert!(data.len() as u64 > before);
+    assert!(
+        data.ends_with(b"\n"),
+        "a closed ledger ends with its last record"
+    );
+    intact(&dir);
+}
+
+#[test]
+fn an_open_writer_keeps_a_durable_reserve_that_readers_skip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ledger_dir(tmp.path());
+    let l = open(options(tmp.path()));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    let seg = segments(&dir).pop().unwrap();
+    let data = std::fs::read(&seg).unwrap();
+    let records = kling_audit_ledger::segment::without_reserve(&data).len();
+    assert!(
+        data.len() > records,
+        "the segment is written ahead with zeros"
+    );
+    assert!(data[records..].iter().all(|b| *b == 0));
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(r.intact, "{:#?}", r.faults);
+    assert_eq!(r.records, 5);
+    l.close().unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), records as u64);
+}
+
+#[test]
+fn zeros_at_the_end_of_an_older_segment_are_a_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ledger_dir(tmp.path());
+    let mut o = options(tmp.path());
+    o.max_segment_bytes = 4096;
+    let l = open(o);
+    for i in 0..40 {
+        l.append(entry(i)).unwrap();
+    }
+    l.close().unwrap();
+    let segs = segments(&dir);
+    assert!(segs.len() > 2);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segs[0])
+        .unwrap()
+        .write_all(&[0u8; 100])
+        .unwrap();
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(!r.intact);
+    assert!(r
+        .faults
+        .iter()
+        .any(|f| f.segment.as_deref() == Some(&*segs[0].file_name().unwrap().to_string_lossy())));
 }
 
 #[test]

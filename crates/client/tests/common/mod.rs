@@ -111,7 +111,7 @@ pub fn read_records(dir: &Path) -> Vec<Rec> {
     let (segments, _) = list_segments(dir).unwrap();
     let mut out = Vec::new();
     for seg in segments {
-        let bytes = std::fs::read(&seg.path).unwrap();
+        let bytes = kling_audit_ledger::segment::read_segment(&seg.path).unwrap();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let view = parse_line(line).unwrap();
             out.push(Rec {

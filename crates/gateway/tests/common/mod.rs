@@ -158,7 +158,11 @@ pub fn records(dir: &Path) -> Vec<Value> {
     names.sort();
     let mut out = Vec::new();
     for path in names {
-        for line in std::fs::read_to_string(&path).unwrap().lines() {
+        for line in std::fs::read_to_string(&path)
+            .unwrap()
+            .trim_end_matches('\0')
+            .lines()
+        {
             if !line.is_empty() {
                 out.push(serde_json::from_str(line).unwrap());
             }

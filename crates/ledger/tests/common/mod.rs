@@ -69,6 +69,7 @@ pub fn all_lines(dir: &Path) -> Vec<String> {
         .flat_map(|p| {
             std::fs::read_to_string(p)
                 .unwrap()
+                .trim_end_matches('\0')
                 .lines()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
