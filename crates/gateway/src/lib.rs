@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod state;
 pub mod tasks;
+pub mod verified;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -298,6 +299,7 @@ pub async fn run_with_ready(
         relays: Arc::new(RelayTracker::default()),
         started,
         served: AtomicU64::new(0),
+        verified: verified::VerifiedTokens::default(),
     });
 
     let start_details = json!({

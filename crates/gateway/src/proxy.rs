@@ -121,27 +121,53 @@ fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller
     if !auth::looks_like_jwt(token) {
         return Err(Denial::token(TokenRejection::Invalid, "not-a-jwt"));
     }
-    let iss = auth::peek_issuer(token).map_err(|r| Denial::token(r, "malformed-jwt"))?;
-    let key_fp = commitments.key_fingerprint(&iss);
     let index = state.actors.index();
-    let Some(actor) = index.get(&iss) else {
-        let mut d = Denial::token(TokenRejection::Invalid, "unknown-access-key");
-        d.key_fp = Some(key_fp);
-        return Err(d);
-    };
-    let claims = auth::verify_jwt(
-        token,
-        actor.secret_key.expose(),
-        SystemClock.now_unix(),
+    let now = SystemClock.now_unix();
+    let (leeway, max_lifetime) = (
         state.cfg.auth.leeway_secs,
         state.cfg.auth.max_token_lifetime_secs,
-    )
-    .map_err(|r| {
-        let mut d = Denial::token(r, "token-refused");
-        d.claimed_actor = Some(actor.name.clone());
-        d.key_fp = Some(key_fp.clone());
-        d
-    })?;
+    );
+    let (actor, claims, key_fp) = match state.verified.get(token, &index) {
+        Some((claims, key_fp)) => {
+            let Some(actor) = index.get(&claims.iss) else {
+                let mut d = Denial::token(TokenRejection::Invalid, "unknown-access-key");
+                d.key_fp = Some(key_fp);
+                return Err(d);
+            };
+            if let Err(r) = auth::check_token_times(&claims, now, leeway, max_lifetime) {
+                let mut d = Denial::token(r, "token-refused");
+                d.claimed_actor = Some(actor.name.clone());
+                d.key_fp = Some(key_fp);
+                return Err(d);
+            }
+            (actor, claims, key_fp)
+        }
+        None => {
+            let iss = auth::peek_issuer(token).map_err(|r| Denial::token(r, "malformed-jwt"))?;
+            let key_fp = commitments.key_fingerprint(&iss);
+            let Some(actor) = index.get(&iss) else {
+                let mut d = Denial::token(TokenRejection::Invalid, "unknown-access-key");
+                d.key_fp = Some(key_fp);
+                return Err(d);
+            };
+            let claims =
+                auth::verify_jwt(token, actor.secret_key.expose(), now, leeway, max_lifetime)
+                    .map_err(|r| {
+                        let mut d = Denial::token(r, "token-refused");
+                        d.claimed_actor = Some(actor.name.clone());
+                        d.key_fp = Some(key_fp.clone());
+                        d
+                    })?;
+            // `verify_jwt` takes `iss` from the verified payload; it is the one looked up.
+            if claims.iss != iss {
+                return Err(Denial::token(TokenRejection::Invalid, "malformed-jwt"));
+            }
+            state
+                .verified
+                .insert(token, &index, claims.clone(), key_fp.clone());
+            (actor, claims, key_fp)
+        }
+    };
     if actor.disabled {
         return Err(Denial {
             code: codes::AUTH_FAILED,

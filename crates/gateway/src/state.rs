@@ -145,4 +145,6 @@ pub struct AppState {
     pub started: Instant,
     /// Requests answered on the API surface.
     pub served: AtomicU64,
+    /// Caller tokens whose signatures were checked.
+    pub verified: crate::verified::VerifiedTokens,
 }

@@ -218,6 +218,29 @@ async fn auth_failures_answer_kling_codes_and_forward_nothing() {
 }
 
 #[tokio::test]
+async fn a_token_accepted_once_is_refused_when_it_expires() {
+    let env = setup(sim_config(), |c| c.auth.leeway_secs = 0).await;
+    let token = sign_jwt(
+        &env.alice.access_key,
+        env.alice.secret_key.expose(),
+        now(),
+        2,
+    )
+    .unwrap();
+    let send = || {
+        env.http
+            .get(env.url("/v1/videos/text2video"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let (status, _, _) = split(send().await.unwrap()).await;
+    assert_eq!(status, 200, "the fresh token is accepted (and remembered)");
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (status, _, body) = split(send().await.unwrap()).await;
+    assert_eq!((status, body["code"].as_i64()), (401, Some(1004)));
+}
+
+#[tokio::test]
 async fn another_actors_task_is_not_found_and_never_forwarded() {
     let mut env = setup(sim_config(), |_| {}).await;
     let (_, _, created) = env

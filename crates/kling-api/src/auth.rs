@@ -320,6 +320,28 @@ pub fn verify_jwt(
     let exp = numeric_claim(&claims, "exp")?.ok_or(TokenRejection::Invalid)?;
     let nbf = numeric_claim(&claims, "nbf")?.ok_or(TokenRejection::Invalid)?;
     let iat = numeric_claim(&claims, "iat")?;
+    let claims = TokenClaims {
+        iss,
+        exp: Some(exp),
+        nbf: Some(nbf),
+        iat,
+    };
+    check_token_times(&claims, now_unix, leeway_secs, max_lifetime_secs)?;
+    Ok(claims)
+}
+
+/// The time rules of [`verify_jwt`] alone, for claims whose signature was checked before:
+/// `nbf` and `exp` against `now_unix` with `leeway_secs`, and the remaining lifetime against
+/// `max_lifetime_secs`. Claims without `nbf` or `exp` are refused.
+pub fn check_token_times(
+    claims: &TokenClaims,
+    now_unix: i64,
+    leeway_secs: i64,
+    max_lifetime_secs: Option<i64>,
+) -> Result<(), TokenRejection> {
+    let (Some(nbf), Some(exp)) = (claims.nbf, claims.exp) else {
+        return Err(TokenRejection::Invalid);
+    };
     let leeway = leeway_secs.max(0);
     if nbf > now_unix.saturating_add(leeway) {
         return Err(TokenRejection::NotYetValid);
@@ -332,12 +354,7 @@ pub fn verify_jwt(
             return Err(TokenRejection::Invalid);
         }
     }
-    Ok(TokenClaims {
-        iss,
-        exp: Some(exp),
-        nbf: Some(nbf),
-        iat,
-    })
+    Ok(())
 }
 
 /// A keyed, non-reversible fingerprint of a credential (access key, API key, token) for logs
