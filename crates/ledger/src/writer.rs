@@ -65,6 +65,30 @@ pub(crate) struct OpenSegment {
     /// Writing the reserve failed (a full disk, a file size limit); records are appended
     /// without one until the next segment.
     pub no_reserve: bool,
+    /// Zeros being written and synced from `reserved` on; the end offset once durable.
+    pub extending: Option<std::thread::JoinHandle<Result<u64, ReserveFailure>>>,
+}
+
+pub(crate) enum ReserveFailure {
+    /// The zeros could not be written (a full disk, a file size limit).
+    Write(String),
+    /// They could not be synced: the file's state is unknown.
+    Sync(String),
+}
+
+/// Writes zeros over `from..to` of `file` and syncs them; returns `to`.
+fn write_zeros(file: &File, from: u64, to: u64) -> Result<u64, ReserveFailure> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)
+            .map_err(|e| ReserveFailure::Write(e.to_string()))?;
+        at += n as u64;
+    }
+    file.sync_data()
+        .map_err(|e| ReserveFailure::Sync(e.to_string()))?;
+    Ok(to)
 }
 
 /// The smallest reserve step: a short-lived writer (one `log` command) writes little ahead.
@@ -262,6 +286,7 @@ impl Writer {
     /// Cuts the reserve off the newest segment, so a closed ledger ends with its last record.
     /// A failure leaves the zeros in place, which every reader skips.
     fn trim_reserve(&mut self) -> Result<(), String> {
+        self.settle_reserve(true)?;
         let Some(seg) = self.seg.as_mut() else {
             return Ok(());
         };
@@ -282,40 +307,82 @@ impl Writer {
         }
     }
 
-    /// Makes sure the newest segment has durable zeros up to at least `need` bytes, reaching
-    /// one [`reserve_step`] further where the size limit allows.
-    fn extend_reserve(&mut self, need: u64) -> Result<(), String> {
-        let max = self.cfg.max_segment_bytes;
+    /// Takes in a finished reserve extension; with `wait`, waits for one in flight.
+    /// A failed sync of the zeros is a failed sync of the segment: the writer stops.
+    fn settle_reserve(&mut self, wait: bool) -> Result<(), String> {
         let Some(seg) = self.seg.as_mut() else {
-            return Err("no open segment".to_owned());
+            return Ok(());
         };
-        let target = need.max((seg.len + reserve_step(seg.len)).min(max));
-        if target <= seg.reserved || seg.no_reserve {
+        if !seg
+            .extending
+            .as_ref()
+            .is_some_and(|h| wait || h.is_finished())
+        {
             return Ok(());
         }
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut at = seg.reserved;
-        while at < target {
-            let n = (target - at).min(ZEROS.len() as u64) as usize;
-            if let Err(e) = seg.file.write_all_at(&ZEROS[..n], at) {
-                // Zeros carry nothing: records are still written and synced one by one, and a
-                // failure to write those poisons the writer.
-                tracing::warn!(segment = %seg.name, error = %e, "cannot reserve space ahead; appending without a reserve");
+        let Some(handle) = seg.extending.take() else {
+            return Ok(());
+        };
+        let outcome = handle
+            .join()
+            .unwrap_or_else(|_| Err(ReserveFailure::Write("the reserve thread panicked".into())));
+        match outcome {
+            Ok(end) => seg.reserved = seg.reserved.max(end),
+            Err(ReserveFailure::Write(cause)) => {
+                // Zeros carry nothing: records are still written and synced, and a failure to
+                // write those poisons the writer.
+                tracing::warn!(segment = %seg.name, %cause, "cannot reserve space ahead; appending without a reserve");
                 seg.no_reserve = true;
                 seg.reserved = seg
                     .file
                     .metadata()
                     .map_or(seg.len, |m| m.len())
                     .max(seg.len);
-                return Ok(());
             }
-            at += n as u64;
+            Err(ReserveFailure::Sync(cause)) => {
+                let cause = format!("fdatasync of segment {}: {cause}", seg.name);
+                self.poison(cause.clone());
+                return Err(cause);
+            }
         }
-        seg.file
-            .sync_data()
-            .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?;
-        seg.reserved = target;
         Ok(())
+    }
+
+    /// Starts writing and syncing zeros ahead of the records on a thread of its own, when less
+    /// than a quarter of a [`reserve_step`] is left. The writer never writes past the start
+    /// of an extension in flight without waiting for it.
+    fn top_up_reserve(&mut self) {
+        if let Err(cause) = self.settle_reserve(false) {
+            self.fail_pending();
+            tracing::debug!(%cause, "reserve sync failed");
+            return;
+        }
+        let max = self.cfg.max_segment_bytes;
+        let Some(seg) = self.seg.as_mut() else {
+            return;
+        };
+        let step = reserve_step(seg.len);
+        let low = seg.reserved < seg.len + (step / 4).min(max / 4);
+        if seg.no_reserve || seg.extending.is_some() || !low {
+            return;
+        }
+        let from = seg.reserved.max(seg.len);
+        let to = (seg.len + step).min(max);
+        if to <= from {
+            return;
+        }
+        seg.reserved = from;
+        let file = Arc::clone(&seg.file);
+        let spawned = std::thread::Builder::new()
+            .name("ledger-reserve".into())
+            .spawn(move || write_zeros(&file, from, to));
+        match spawned {
+            Ok(handle) => seg.extending = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the reserve thread; appending without a reserve");
+                seg.no_reserve = true;
+            }
+        }
     }
 
     /// Acknowledges the batches whose syncs have finished, without waiting.
@@ -430,18 +497,7 @@ impl Writer {
                 } else {
                     self.deliver_upto(batch);
                 }
-                // Topped up after the batch is on its way, so no append waits for it.
-                let low = self.seg.as_ref().is_some_and(|s| {
-                    !s.no_reserve
-                        && s.reserved
-                            < s.len + (reserve_step(s.len) / 4).min(self.cfg.max_segment_bytes / 4)
-                });
-                if low {
-                    let need = self.seg.as_ref().map_or(0, |s| s.len);
-                    if let Err(cause) = self.extend_reserve(need) {
-                        self.poison(cause);
-                    }
-                }
+                self.top_up_reserve();
             }
             Err((cause, acks)) => {
                 self.poison(cause.clone());
@@ -572,7 +628,8 @@ impl Writer {
         }
         let need = self.seg.as_ref().map_or(0, |s| s.len) + self.buf.len() as u64;
         if self.seg.as_ref().is_some_and(|s| need > s.reserved) {
-            self.extend_reserve(need)?;
+            // Past the reserve: wait for zeros in flight, or else append to the file's end.
+            self.settle_reserve(true)?;
         }
         let Some(seg) = self.seg.as_mut() else {
             return Err("no open segment".to_owned());
@@ -581,6 +638,7 @@ impl Writer {
             .write_all_at(&self.buf, seg.len)
             .map_err(|e| format!("write to segment {}: {e}", seg.name))?;
         seg.len += self.buf.len() as u64;
+        seg.reserved = seg.reserved.max(seg.len);
         self.buf.clear();
         match self.cfg.durability {
             Durability::Sync if !force_sync && self.pool.is_some() => self.needs_sync = true,
@@ -601,6 +659,7 @@ impl Writer {
     }
 
     fn open_new_segment(&mut self, first_seq: u64, day: &str) -> Result<(), String> {
+        self.settle_reserve(true)?;
         if let Some(old) = self.seg.take() {
             // Only the newest segment may end in a reserve.
             old.file
@@ -620,6 +679,7 @@ impl Writer {
             len: 0,
             reserved: 0,
             no_reserve: false,
+            extending: None,
         });
         // A segment boundary is also a checkpoint boundary.
         self.last_cp_time = Instant::now() - self.cfg.checkpoint_interval;
@@ -746,6 +806,7 @@ pub(crate) fn reopen_segment(
         len,
         reserved,
         no_reserve: false,
+        extending: None,
     })
 }
 
