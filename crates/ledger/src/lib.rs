@@ -11,6 +11,7 @@ pub mod cpstore;
 pub mod details;
 pub mod epoch;
 pub mod error;
+mod fastline;
 pub mod keys;
 pub mod lock;
 pub mod open;

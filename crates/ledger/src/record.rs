@@ -32,12 +32,12 @@ pub const MAX_ACTOR_BYTES: usize = 256;
 pub const GENESIS_PREV: Hash = [0u8; 32];
 
 const HEAD: &[u8] = b"{\"v\":1,\"seq\":";
-const HASH_KEY: &[u8] = b",\"hash\":\"";
-const MAC_KEY: &[u8] = b",\"mac\":\"";
+pub(crate) const HASH_KEY: &[u8] = b",\"hash\":\"";
+pub(crate) const MAC_KEY: &[u8] = b",\"mac\":\"";
 /// `,"hash":"` + 64 hex + `"}`
-const HASH_SUFFIX_LEN: usize = HASH_KEY.len() + 64 + 2;
+pub(crate) const HASH_SUFFIX_LEN: usize = HASH_KEY.len() + 64 + 2;
 /// `,"mac":"` + 64 hex + `"`
-const MAC_SUFFIX_LEN: usize = MAC_KEY.len() + 64 + 1;
+pub(crate) const MAC_SUFFIX_LEN: usize = MAC_KEY.len() + 64 + 1;
 
 /// What a caller asks to record.
 #[derive(Debug, Clone)]
@@ -274,6 +274,11 @@ impl RecordView<'_> {
     }
 }
 
+/// Whether `stored` is the MAC of `input` under a prepared key state, compared in constant time.
+pub(crate) fn mac_matches(state: &MacState, input: &[u8], stored: &Hash) -> bool {
+    subtle_eq::ct_eq(&mac_with(state, input), stored)
+}
+
 mod subtle_eq {
     /// Constant-time equality of two hashes.
     pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -376,6 +381,11 @@ pub fn parse_line(line: &[u8]) -> Result<RecordView<'_>, LineFault> {
 
 /// Lowercase hex of exactly 32 bytes; anything else is refused so that one hash has one spelling.
 pub fn parse_hex32(s: &str) -> Option<Hash> {
+    parse_hex32_bytes(s.as_bytes())
+}
+
+/// [`parse_hex32`] on bytes.
+pub(crate) fn parse_hex32_bytes(b: &[u8]) -> Option<Hash> {
     // A table lookup per digit: this runs three times per record in the verifier's hot loop.
     const fn table() -> [u8; 256] {
         let mut t = [0xffu8; 256];
@@ -392,7 +402,6 @@ pub fn parse_hex32(s: &str) -> Option<Hash> {
         t
     }
     static HEX: [u8; 256] = table();
-    let b = s.as_bytes();
     if b.len() != 64 {
         return None;
     }
@@ -409,7 +418,11 @@ pub fn parse_hex32(s: &str) -> Option<Hash> {
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the only timestamp form written.
 pub fn valid_ts(ts: &str) -> bool {
-    let b = ts.as_bytes();
+    valid_ts_bytes(ts.as_bytes())
+}
+
+/// [`valid_ts`] on bytes.
+pub(crate) fn valid_ts_bytes(b: &[u8]) -> bool {
     b.len() == 27
         && b.iter().enumerate().all(|(i, c)| match i {
             4 | 7 => *c == b'-',
