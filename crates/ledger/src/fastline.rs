@@ -118,11 +118,19 @@ pub(crate) fn scan(line: &[u8]) -> Option<Fields<'_>> {
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex of either case, a form `Uuid::try_parse` takes.
 fn hyphenated_uuid(b: &[u8]) -> bool {
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
+    const FORM: &[u8; 36] = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    let Ok(b) = <&[u8; 36]>::try_from(b) else {
+        return false;
+    };
+    let mut ok = true;
+    for (c, f) in b.iter().zip(FORM) {
+        ok &= if *f == b'x' {
+            c.is_ascii_hexdigit()
+        } else {
+            c == f
+        };
+    }
+    ok
 }
 
 struct Cursor<'a> {
