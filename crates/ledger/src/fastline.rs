@@ -9,11 +9,11 @@
 //! line to `parse_line`, which gives the verdict and words the error. So the verifier's
 //! acceptance set stays exactly `parse_line`'s; a differential test checks the subset property.
 
-use kling_audit_merkle::Hash;
+use kling_audit_merkle::{leaf_hash, Hash};
 
 use crate::record::{
-    parse_hex32_bytes, valid_ts_bytes, HASH_KEY, HASH_SUFFIX_LEN, MAC_KEY, MAC_SUFFIX_LEN,
-    MAX_RECORD_BYTES,
+    parse_hex32_bytes, parse_line, valid_ts_bytes, HASH_KEY, HASH_SUFFIX_LEN, MAC_KEY,
+    MAC_SUFFIX_LEN, MAX_RECORD_BYTES,
 };
 
 /// Deeper `details` go to the reference parser; the writer allows 128 levels.
@@ -324,32 +324,36 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The subset property: what [`scan`] accepts, [`parse_line`] accepts with the same fields.
+/// Checked by the tests here and by the `record_line` fuzz target.
+pub(crate) fn agrees_with_reference(line: &[u8]) -> bool {
+    let Some(f) = scan(line) else {
+        return true;
+    };
+    let Ok(v) = parse_line(line) else {
+        return false;
+    };
+    f.seq == v.seq
+        && f.ts == v.ts.as_bytes()
+        && f.prev == v.prev
+        && f.kind == v.kind.get().as_bytes()
+        && f.details == v.details.get().as_bytes()
+        && f.epoch == v.epoch
+        && f.mac == v.mac
+        && f.hash == v.hash
+        && leaf_hash(f.body) == v.leaf
+        && line.starts_with(v.mac_input)
+        && f.body.len() == v.mac_input.len() + MAC_SUFFIX_LEN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::parse_line;
 
     const GOOD: &str = r#"{"v":1,"seq":0,"ts":"2026-12-04T16:39:20.813958Z","id":"01a241ec-b1ed-7b19-8b67-c5912941ac10","prev":"0000000000000000000000000000000000000000000000000000000000000000","type":"task.submitted","actor":"alice","details":{"model":"kling-v2-1","prompt_hmac":"9f2c","prompt_chars":42},"epoch":0,"mac":"23bf94db1d294f61e5393c0c68d79300349fce7deb893b3b68517bae6b19f149","hash":"38bc72468e5fedac84287e41f5029099baf42ab8fe9302cdfe0f509e4461b966"}"#;
 
-    /// The subset property: what `scan` accepts, `parse_line` accepts with the same fields.
     fn agrees(line: &[u8]) -> bool {
-        let Some(f) = scan(line) else {
-            return true;
-        };
-        let Ok(v) = parse_line(line) else {
-            return false;
-        };
-        f.seq == v.seq
-            && f.ts == v.ts.as_bytes()
-            && f.prev == v.prev
-            && f.kind == v.kind.get().as_bytes()
-            && f.details == v.details.get().as_bytes()
-            && f.epoch == v.epoch
-            && f.mac == v.mac
-            && f.hash == v.hash
-            && kling_audit_merkle::leaf_hash(f.body) == v.leaf
-            && line.starts_with(v.mac_input)
-            && f.body.len() == v.mac_input.len() + MAC_SUFFIX_LEN
+        agrees_with_reference(line)
     }
 
     fn with_details(details: &str) -> String {
@@ -364,7 +368,7 @@ mod tests {
         let f = scan(GOOD.as_bytes()).expect("canonical line");
         assert!(agrees(GOOD.as_bytes()));
         assert_eq!(f.body.len(), 362);
-        assert!(kling_audit_merkle::leaf_hash(f.body) == f.hash);
+        assert!(leaf_hash(f.body) == f.hash);
     }
 
     #[test]

@@ -379,6 +379,14 @@ pub fn parse_line(line: &[u8]) -> Result<RecordView<'_>, LineFault> {
     })
 }
 
+/// Whether the verifier's positional reader agrees with [`parse_line`] on `line`: it may
+/// decline any line, but a line it reads must be one `parse_line` accepts, with the same
+/// fields. For the fuzz targets.
+#[doc(hidden)]
+pub fn fast_path_agrees(line: &[u8]) -> bool {
+    crate::fastline::agrees_with_reference(line)
+}
+
 /// Lowercase hex of exactly 32 bytes; anything else is refused so that one hash has one spelling.
 pub fn parse_hex32(s: &str) -> Option<Hash> {
     parse_hex32_bytes(s.as_bytes())
