@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lock;
 pub mod open;
 pub mod proof;
+mod readbuf;
 pub mod record;
 pub mod segment;
 pub mod sign;

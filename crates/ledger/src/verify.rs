@@ -447,7 +447,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                         Err(_) => return,
                     }
                 };
-                let data = read_into(&path, &mut buf)
+                let data = crate::readbuf::read_into(&path, &mut buf)
                     .map(|()| buf)
                     .map_err(|source| VerifyError::Io { path, source });
                 if tx.send(data).is_err() {
@@ -598,13 +598,6 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         warnings,
         equivocation,
     })
-}
-
-/// Reads a whole file into `buf`, reusing its capacity.
-fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::io::Read;
-    buf.clear();
-    fs::File::open(path)?.read_to_end(buf).map(|_| ())
 }
 
 /// Whether a writer holds the ledger's lock right now (a shared lock is refused).
