@@ -1,20 +1,26 @@
 //! Reading whole segment files for the verifier, with as few fresh pages as possible.
 //!
 //! Filling new memory costs the kernel a page fault per 4 KiB, about three times the copy
-//! from the page cache; the verifier therefore reuses its two segment buffers and fills a new
-//! one with two threads.
+//! from the page cache; the verifier therefore reads every segment into one buffer, with two
+//! threads.
 
 use std::fs;
 use std::path::Path;
 
-/// Reads a whole file into `buf`, reusing its capacity.
+/// Reads a whole file into `buf`, reusing its memory.
 pub(crate) fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::{Read, Seek};
     let mut file = fs::File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    if buf.capacity() < len && len >= PARALLEL_FILL_BYTES {
-        if let Ok(filled) = fill_in_halves(&file, len) {
-            *buf = filled;
+    if len >= PARALLEL_FILL_BYTES {
+        if buf.capacity() < len {
+            // Zeroed pages come from the allocator untouched; only the reads fault them in.
+            *buf = vec![0u8; len];
+        } else {
+            // Old bytes are overwritten, so only a longer file needs new zeros.
+            buf.resize(len, 0);
+        }
+        if fill_in_halves(&file, buf).is_ok() {
             // Bytes appended since (a live writer) are read as a plain read would read them.
             file.seek(std::io::SeekFrom::Start(len as u64))?;
             file.read_to_end(buf)?;
@@ -26,18 +32,15 @@ pub(crate) fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     file.read_to_end(buf).map(|_| ())
 }
 
-/// Files this large are read into a new buffer by two threads.
+/// Files this large are read by two threads.
 const PARALLEL_FILL_BYTES: usize = 4 << 20;
 
-/// The first `len` bytes of `file` in a new buffer, each half read by its own thread. The
-/// kernel's faults on new pages cost three times the copy, and before the first segment is in
-/// memory nothing else runs. Fails when the file is shorter than `len`.
-fn fill_in_halves(file: &fs::File, len: usize) -> std::io::Result<Vec<u8>> {
+/// Fills `dst` from the start of `file`, each half by its own thread: filling memory is the
+/// verifier's only work until a segment is in memory. Fails when the file is shorter.
+fn fill_in_halves(file: &fs::File, dst: &mut [u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    // Zeroed pages come from the allocator untouched; only the reads fault them in.
-    let mut data = vec![0u8; len];
-    let half = len / 2;
-    let (a, b) = data.split_at_mut(half);
+    let half = dst.len() / 2;
+    let (a, b) = dst.split_at_mut(half);
     std::thread::scope(|s| {
         let second = s.spawn(|| file.read_exact_at(b, half as u64));
         let first = file.read_exact_at(a, 0);
@@ -45,8 +48,7 @@ fn fill_in_halves(file: &fs::File, len: usize) -> std::io::Result<Vec<u8>> {
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
         first.and(second)
-    })?;
-    Ok(data)
+    })
 }
 
 #[cfg(test)]
@@ -78,7 +80,7 @@ mod tests {
         let path = dir.path().join("seg");
         fs::write(&path, b"abc").unwrap();
         let file = fs::File::open(&path).unwrap();
-        assert!(fill_in_halves(&file, PARALLEL_FILL_BYTES).is_err());
+        assert!(fill_in_halves(&file, &mut vec![0; PARALLEL_FILL_BYTES]).is_err());
         assert!(read_into(&dir.path().join("missing"), &mut Vec::new()).is_err());
     }
 }

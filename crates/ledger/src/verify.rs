@@ -430,47 +430,22 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             .collect(),
         witness_mismatches: 0,
     };
-    // The next segment is read while this one is checked; at most two are in memory. The two
-    // buffers take turns: refilling pages already mapped saves the kernel's page faults, which
-    // cost about as much as parsing the records.
-    std::thread::scope(|scope| -> Result<(), VerifyError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let paths: Vec<PathBuf> = segments.iter().map(|s| s.path.clone()).collect();
-        scope.spawn(move || {
-            for (i, path) in paths.into_iter().enumerate() {
-                let mut buf = if i < 2 {
-                    Vec::new()
-                } else {
-                    match back_rx.recv() {
-                        Ok(b) => b,
-                        Err(_) => return,
-                    }
-                };
-                let data = crate::readbuf::read_into(&path, &mut buf)
-                    .map(|()| buf)
-                    .map_err(|source| VerifyError::Io { path, source });
-                if tx.send(data).is_err() {
-                    return;
-                }
-            }
-        });
-        for (si, seg) in segments.iter().enumerate() {
-            let data = rx.recv().map_err(|_| VerifyError::Io {
-                path: seg.path.clone(),
-                source: std::io::Error::other("the reader thread stopped"),
-            })??;
-            let is_last = si + 1 == segments.len();
-            check_segment(seg, &data, is_last, &mut st, &expected, &mut faults);
-            done_bytes += data.len() as u64;
-            if let Some(p) = &opts.progress {
-                p(done_bytes, total_bytes);
-            }
-            // The reader may have stopped after the last segment; the buffer is then dropped.
-            let _ = back_tx.send(data);
+    // Segments are read one at a time into one buffer. Refilling pages already mapped costs a
+    // third of filling new ones (the kernel's page faults), which is more than reading the
+    // next segment while this one is checked would save on two cores.
+    let mut data = Vec::new();
+    for (si, seg) in segments.iter().enumerate() {
+        crate::readbuf::read_into(&seg.path, &mut data).map_err(|source| VerifyError::Io {
+            path: seg.path.clone(),
+            source,
+        })?;
+        let is_last = si + 1 == segments.len();
+        check_segment(seg, &data, is_last, &mut st, &expected, &mut faults);
+        done_bytes += data.len() as u64;
+        if let Some(p) = &opts.progress {
+            p(done_bytes, total_bytes);
         }
-        Ok(())
-    })?;
+    }
 
     let size = st.frontier.size();
     if summary.largest_size > size {
