@@ -1,11 +1,12 @@
 //! Fuzzes `kling_audit_ledger::record::parse_line`, which the verifier runs on every line of
 //! every segment. Besides never panicking, an accepted line must obey the documented hash rule
-//! (recomputed here without the parser), and the writer's encoder must reproduce the parsed
-//! fields exactly.
+//! (recomputed here without the parser), the writer's encoder must reproduce the parsed
+//! fields exactly, and the verifier's positional reader must accept no line `parse_line`
+//! refuses.
 #![no_main]
 
 use kling_audit_ledger::record::{
-    encode, mac_state, parse_line, valid_ts, Stamp, MAX_RECORD_BYTES,
+    encode, fast_path_agrees, mac_state, parse_line, valid_ts, Stamp, MAX_RECORD_BYTES,
 };
 use kling_audit_ledger::{Details, Entry};
 use kling_audit_merkle::leaf_hash;
@@ -18,6 +19,8 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The verifier reads the writer's form by position and must accept nothing more.
+    assert!(fast_path_agrees(data), "the positional reader disagrees with parse_line");
     let Ok(v) = parse_line(data) else { return };
     assert!(data.len() < MAX_RECORD_BYTES);
 

@@ -32,12 +32,12 @@ pub const MAX_ACTOR_BYTES: usize = 256;
 pub const GENESIS_PREV: Hash = [0u8; 32];
 
 const HEAD: &[u8] = b"{\"v\":1,\"seq\":";
-const HASH_KEY: &[u8] = b",\"hash\":\"";
-const MAC_KEY: &[u8] = b",\"mac\":\"";
+pub(crate) const HASH_KEY: &[u8] = b",\"hash\":\"";
+pub(crate) const MAC_KEY: &[u8] = b",\"mac\":\"";
 /// `,"hash":"` + 64 hex + `"}`
-const HASH_SUFFIX_LEN: usize = HASH_KEY.len() + 64 + 2;
+pub(crate) const HASH_SUFFIX_LEN: usize = HASH_KEY.len() + 64 + 2;
 /// `,"mac":"` + 64 hex + `"`
-const MAC_SUFFIX_LEN: usize = MAC_KEY.len() + 64 + 1;
+pub(crate) const MAC_SUFFIX_LEN: usize = MAC_KEY.len() + 64 + 1;
 
 /// What a caller asks to record.
 #[derive(Debug, Clone)]
@@ -274,6 +274,11 @@ impl RecordView<'_> {
     }
 }
 
+/// Whether `stored` is the MAC of `input` under a prepared key state, compared in constant time.
+pub(crate) fn mac_matches(state: &MacState, input: &[u8], stored: &Hash) -> bool {
+    subtle_eq::ct_eq(&mac_with(state, input), stored)
+}
+
 mod subtle_eq {
     /// Constant-time equality of two hashes.
     pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -374,56 +379,136 @@ pub fn parse_line(line: &[u8]) -> Result<RecordView<'_>, LineFault> {
     })
 }
 
+/// Whether the verifier's positional reader agrees with [`parse_line`] on `line`: it may
+/// decline any line, but a line it reads must be one `parse_line` accepts, with the same
+/// fields. For the fuzz targets.
+#[doc(hidden)]
+pub fn fast_path_agrees(line: &[u8]) -> bool {
+    crate::fastline::agrees_with_reference(line)
+}
+
 /// Lowercase hex of exactly 32 bytes; anything else is refused so that one hash has one spelling.
 pub fn parse_hex32(s: &str) -> Option<Hash> {
-    // A table lookup per digit: this runs three times per record in the verifier's hot loop.
-    const fn table() -> [u8; 256] {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    }
-    static HEX: [u8; 256] = table();
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
+    parse_hex32_bytes(s.as_bytes())
+}
+
+/// [`parse_hex32`] on bytes.
+pub(crate) fn parse_hex32_bytes(b: &[u8]) -> Option<Hash> {
+    // Eight digits at a time in a u64: this runs three times per record in the verifier's hot
+    // loop. A byte of 0x80 or more marks the input bad first, so the carries it may cause
+    // between the lanes of the additions below cannot make bad input pass.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    let b = <&[u8; 64]>::try_from(b).ok()?;
     let mut out = [0u8; 32];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
+    let mut bad = 0u64;
+    for (o, c) in out.chunks_exact_mut(4).zip(b.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word);
+        // Per lane: the high bit of x + (0x80 - k) is set exactly when x >= k (for x < 0x80).
+        let ge = |k: u8| x.wrapping_add(ONES * u64::from(0x80 - k));
+        let digit = ge(b'0') & !ge(b'9' + 1) & HIGH;
+        let lower = ge(b'a') & !ge(b'f' + 1) & HIGH;
+        bad |= (x & HIGH) | ((digit | lower) ^ HIGH);
+        // '0'..'9' and 'a'..'f' end in 0..9 and 1..6; letters add 9.
+        let nibbles = (x & (ONES * 0x0f)) + (lower >> 7) * 9;
+        let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+        let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+        let packed = (quads | (quads >> 16)) as u32;
+        o.copy_from_slice(&packed.to_le_bytes());
     }
-    // Valid digits are below 16; the marker 0xff sets the high bits.
-    (bad & 0xf0 == 0).then_some(out)
+    (bad == 0).then_some(out)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the only timestamp form written.
 pub fn valid_ts(ts: &str) -> bool {
-    let b = ts.as_bytes();
-    b.len() == 27
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'.',
-            26 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
+    valid_ts_bytes(ts.as_bytes())
+}
+
+/// [`valid_ts`] on bytes.
+pub(crate) fn valid_ts_bytes(b: &[u8]) -> bool {
+    const FORM: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
+    let Ok(b) = <&[u8; 27]>::try_from(b) else {
+        return false;
+    };
+    // Without early exits the fixed pattern unrolls into straight-line compares.
+    let mut ok = true;
+    for (c, f) in b.iter().zip(FORM) {
+        ok &= if *f == b'0' {
+            c.is_ascii_digit()
+        } else {
+            c == f
+        };
+    }
+    ok
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain per-digit decoder, the reference for the word-at-a-time one.
+    fn parse_hex32_by_table(b: &[u8]) -> Option<Hash> {
+        const fn table() -> [u8; 256] {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        }
+        static HEX: [u8; 256] = table();
+        if b.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        let mut bad = 0u8;
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+            bad |= hi | lo;
+            *o = (hi << 4) | (lo & 0x0f);
+        }
+        // Valid digits are below 16; the marker 0xff sets the high bits.
+        (bad & 0xf0 == 0).then_some(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hex_decoders_agree(
+            digits in "[0-9a-fA-F:/`@gG\u{80}-\u{ff}]{64}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 64),
+            flip in 0usize..64,
+        ) {
+            let mut b = digits.as_bytes().to_vec();
+            b.truncate(64);
+            b.resize(64, b'0');
+            proptest::prop_assert_eq!(parse_hex32_bytes(&b), parse_hex32_by_table(&b));
+            proptest::prop_assert_eq!(parse_hex32_bytes(&bytes), parse_hex32_by_table(&bytes));
+            let mut good = hex::encode([0xa5u8; 32]).into_bytes();
+            good[flip] = bytes[flip];
+            proptest::prop_assert_eq!(parse_hex32_bytes(&good), parse_hex32_by_table(&good));
+        }
+    }
+
+    #[test]
+    fn hex_decoder_takes_every_lowercase_digit_and_nothing_else() {
+        for c in 0..=255u8 {
+            let b = [c; 64];
+            assert_eq!(parse_hex32_bytes(&b), parse_hex32_by_table(&b), "{c}");
+        }
+        let all = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            parse_hex32_bytes(all).map(hex::encode).as_deref(),
+            std::str::from_utf8(all).ok()
+        );
+    }
 
     fn sample(details: &str) -> (Vec<u8>, Hash) {
         let entry =
