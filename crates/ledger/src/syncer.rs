@@ -1,102 +1,131 @@
-//! Syncs that overlap: the writer hands each written batch's `fdatasync` to a small pool and
-//! goes on stamping and writing the next batch while the disk works.
+//! The sync thread: the writer hands it each written batch and goes on stamping and writing
+//! the next one while the disk flushes.
 //!
-//! With one sync at a time, a record that arrives just after a sync started waits for that
-//! sync and then its own; with two in flight it waits for about one. `fdatasync` makes durable
-//! everything written to the file before it was called, so when the sync of batch `n`
-//! succeeds, every batch up to `n` is durable, whichever sync finished first.
+//! Jobs that queue up while a sync runs are folded into one sync of the newest: `fdatasync`
+//! makes durable everything written to the file before it was called, and a segment is fully
+//! synced before the next one is created. The sync thread acknowledges the records itself, in
+//! order, which saves a hand-off back to the writer, and then tells the writer which batches
+//! are durable so that checkpoints can cover them. After one failed sync it fails every later
+//! job: the kernel may report a later sync as successful while the earlier data is gone.
 
 use std::fs::File;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::writer::Msg;
-
-/// How many syncs may run at once. Two keep the disk busy while the writer fills the next
-/// batch; more only queue inside the device.
-const WORKERS: usize = 2;
+use crate::error::AppendError;
+use crate::writer::{AckTx, Msg};
+use crate::Receipt;
 
 pub(crate) struct Job {
     pub batch: u64,
     pub file: Arc<File>,
     pub segment: String,
+    pub acks: Vec<(AckTx, Receipt)>,
 }
 
-/// The outcome of one job: the batch number, and the error text if the sync failed.
+/// The newest batch a sync covered, and the error text if it failed.
 pub(crate) type Done = (u64, Result<(), String>);
 
-pub(crate) struct SyncPool {
+pub(crate) struct SyncThread {
     jobs: Option<std_mpsc::Sender<Job>>,
     done: std_mpsc::Receiver<Done>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl SyncPool {
-    /// Starts the workers. Each finished job also sends a `Tick` through `wake`, so a writer
+impl SyncThread {
+    /// Starts the thread. Each finished sync also sends a `Tick` through `wake`, so a writer
     /// blocked waiting for appends notices it.
-    pub(crate) fn start(wake: mpsc::WeakSender<Msg>) -> std::io::Result<SyncPool> {
-        let (jobs_tx, jobs_rx) = std_mpsc::channel::<Job>();
+    pub(crate) fn start(wake: mpsc::WeakSender<Msg>) -> std::io::Result<SyncThread> {
+        let (jobs_tx, jobs) = std_mpsc::channel::<Job>();
         let (done_tx, done) = std_mpsc::channel();
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let mut workers = Vec::with_capacity(WORKERS);
-        for i in 0..WORKERS {
-            let jobs_rx = Arc::clone(&jobs_rx);
-            let done_tx = done_tx.clone();
-            let wake = wake.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("ledger-sync-{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let rx = jobs_rx.lock().unwrap_or_else(|p| p.into_inner());
-                        rx.recv()
-                    };
-                    let Ok(job) = job else { return };
-                    let result = job
-                        .file
-                        .sync_data()
-                        .map_err(|e| format!("fdatasync of segment {}: {e}", job.segment));
-                    if done_tx.send((job.batch, result)).is_err() {
-                        return;
-                    }
-                    if let Some(tx) = wake.upgrade() {
-                        // A full queue wakes the writer anyway.
-                        let _ = tx.try_send(Msg::Tick);
-                    }
-                })?;
-            workers.push(handle);
-        }
-        Ok(SyncPool {
+        let thread = std::thread::Builder::new()
+            .name("ledger-sync".into())
+            .spawn(move || run(&jobs, &done_tx, &wake))?;
+        Ok(SyncThread {
             jobs: Some(jobs_tx),
             done,
-            workers,
+            thread: Some(thread),
         })
     }
 
+    /// Queues a job; if the thread is gone, fails its acknowledgements and says why.
     pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
-        self.jobs
-            .as_ref()
-            .and_then(|tx| tx.send(job).ok())
-            .ok_or_else(|| "the sync workers stopped".to_owned())
+        let Some(tx) = &self.jobs else {
+            return Err(fail_job(job, "the sync thread stopped"));
+        };
+        tx.send(job)
+            .map_err(|e| fail_job(e.0, "the sync thread stopped"))
     }
 
-    /// A finished job, if one is waiting.
+    /// A finished sync, if one is waiting.
     pub(crate) fn try_done(&self) -> Option<Done> {
         self.done.try_recv().ok()
     }
 
-    /// Waits for the next finished job.
+    /// Waits for the next finished sync.
     pub(crate) fn wait_done(&self) -> Option<Done> {
         self.done.recv().ok()
     }
 }
 
-impl Drop for SyncPool {
+impl Drop for SyncThread {
     fn drop(&mut self) {
         self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn fail_job(job: Job, cause: &str) -> String {
+    for (ack, _) in job.acks {
+        let _ = ack.send(Err(AppendError::Poisoned {
+            cause: cause.to_owned(),
+        }));
+    }
+    cause.to_owned()
+}
+
+fn run(
+    jobs: &std_mpsc::Receiver<Job>,
+    done: &std_mpsc::Sender<Done>,
+    wake: &mpsc::WeakSender<Msg>,
+) {
+    let mut failed: Option<String> = None;
+    while let Ok(first) = jobs.recv() {
+        let mut batch: Vec<Job> = vec![first];
+        batch.extend(jobs.try_iter());
+        let Some(newest) = batch.last() else { continue };
+        let covered = newest.batch;
+        let result = match &failed {
+            Some(cause) => Err(cause.clone()),
+            None => newest
+                .file
+                .sync_data()
+                .map_err(|e| format!("fdatasync of segment {}: {e}", newest.segment)),
+        };
+        if let Err(cause) = &result {
+            failed.get_or_insert_with(|| cause.clone());
+        }
+        for job in batch {
+            for (ack, receipt) in job.acks {
+                let answer = match &result {
+                    Ok(()) => Ok(receipt),
+                    Err(cause) => Err(AppendError::Poisoned {
+                        cause: cause.clone(),
+                    }),
+                };
+                let _ = ack.send(answer);
+            }
+        }
+        if done.send((covered, result)).is_err() {
+            return;
+        }
+        if let Some(tx) = wake.upgrade() {
+            // A full queue wakes the writer anyway.
+            let _ = tx.try_send(Msg::Tick);
         }
     }
 }

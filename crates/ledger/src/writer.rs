@@ -23,7 +23,7 @@ use crate::error::AppendError;
 use crate::keys::KeySet;
 use crate::record::{encode, Entry, Stamp};
 use crate::segment::{create_segment, day_of, segment_name, RESERVE_STEP};
-use crate::syncer::{Done, Job, SyncPool};
+use crate::syncer::{Done, Job, SyncThread};
 use crate::{Clock, Durability, Head, Receipt};
 
 /// Most records in one batch.
@@ -111,8 +111,8 @@ pub(crate) struct Writer {
     /// The durable records only: checkpoints and the published head come from here.
     pub frontier: Frontier,
     pub durable_hash: Hash,
-    /// Overlapping syncs in `sync` mode.
-    pub pool: Option<SyncPool>,
+    /// The sync thread, in `sync` mode.
+    pub pool: Option<SyncThread>,
     /// Written batches waiting for their sync, oldest first.
     pub pending: VecDeque<Written>,
     pub next_batch: u64,
@@ -138,9 +138,10 @@ pub(crate) struct Writer {
     pub lock: Option<crate::lock::DirLock>,
 }
 
+/// A batch handed to the sync thread: its leaves join the tree once it is durable.
 pub(crate) struct Written {
     batch: u64,
-    staged: Vec<Staged>,
+    leaves: Vec<Hash>,
 }
 
 struct Staged {
@@ -220,10 +221,10 @@ impl Writer {
         last_is_seal: bool,
     ) {
         if self.cfg.durability == Durability::Sync {
-            match SyncPool::start(wake) {
+            match SyncThread::start(wake) {
                 Ok(pool) => self.pool = Some(pool),
                 // Without workers every batch is synced inline, as it would be anyway.
-                Err(e) => tracing::warn!(error = %e, "cannot start the sync workers"),
+                Err(e) => tracing::warn!(error = %e, "cannot start the sync thread"),
             }
         }
         if let Err(cause) = self.start_epoch(open_records, last_is_seal) {
@@ -387,7 +388,7 @@ impl Writer {
 
     /// Acknowledges the batches whose syncs have finished, without waiting.
     fn absorb_finished(&mut self) {
-        while let Some(done) = self.pool.as_ref().and_then(SyncPool::try_done) {
+        while let Some(done) = self.pool.as_ref().and_then(SyncThread::try_done) {
             self.absorb(done);
         }
     }
@@ -395,10 +396,10 @@ impl Writer {
     /// Waits until every written batch is synced (or failed).
     fn wait_pending(&mut self) {
         while !self.pending.is_empty() {
-            match self.pool.as_ref().and_then(SyncPool::wait_done) {
+            match self.pool.as_ref().and_then(SyncThread::wait_done) {
                 Some(done) => self.absorb(done),
                 None => {
-                    self.poison("the sync workers stopped".to_owned());
+                    self.poison("the sync thread stopped".to_owned());
                     self.fail_pending();
                 }
             }
@@ -415,22 +416,17 @@ impl Writer {
         }
     }
 
-    /// Batches up to `batch` are durable: add them to the tree and acknowledge them, in order.
+    /// Batches up to `batch` are durable (and acknowledged by the sync thread): their leaves
+    /// join the tree, in order.
     fn deliver_upto(&mut self, batch: u64) {
         let mut delivered = false;
         while self.pending.front().is_some_and(|w| w.batch <= batch) {
             let Some(written) = self.pending.pop_front() else {
                 break;
             };
-            for s in written.staged {
-                self.frontier.push(s.leaf);
-                self.durable_hash = s.leaf;
-                let _ = s.ack.send(Ok(Receipt {
-                    seq: s.entry_seq,
-                    hash: s.leaf,
-                    id: s.id,
-                    ts: s.ts,
-                }));
+            for leaf in written.leaves {
+                self.frontier.push(leaf);
+                self.durable_hash = leaf;
             }
             delivered = true;
         }
@@ -439,17 +435,10 @@ impl Writer {
         }
     }
 
-    /// After a failed write or sync nothing written since the last durable point may be
-    /// acknowledged.
+    /// After a failed write or sync no batch still waiting joins the tree; the sync thread
+    /// answers their appenders (acknowledging only what it synced before the failure).
     fn fail_pending(&mut self) {
-        let cause = self.poisoned.clone().unwrap_or_default();
-        for written in self.pending.drain(..) {
-            for s in written.staged {
-                let _ = s.ack.send(Err(AppendError::Poisoned {
-                    cause: cause.clone(),
-                }));
-            }
-        }
+        self.pending.clear();
     }
 
     fn poison(&mut self, cause: String) {
@@ -479,15 +468,30 @@ impl Writer {
                 }
                 let batch = self.next_batch;
                 self.next_batch += 1;
-                self.pending.push_back(Written { batch, staged });
+                let leaves = staged.iter().map(|s| s.leaf).collect();
+                self.pending.push_back(Written { batch, leaves });
+                let acks = staged
+                    .into_iter()
+                    .map(|s| {
+                        let receipt = Receipt {
+                            seq: s.entry_seq,
+                            hash: s.leaf,
+                            id: s.id,
+                            ts: s.ts,
+                        };
+                        (s.ack, receipt)
+                    })
+                    .collect::<Vec<_>>();
                 if std::mem::take(&mut self.needs_sync) {
-                    let submitted = match (&self.pool, &self.seg) {
-                        (Some(pool), Some(seg)) => pool.submit(Job {
-                            batch,
-                            file: Arc::clone(&seg.file),
-                            segment: seg.name.clone(),
-                        }),
-                        _ => Err("no sync worker for the written batch".to_owned()),
+                    let job = self.seg.as_ref().map(|seg| Job {
+                        batch,
+                        file: Arc::clone(&seg.file),
+                        segment: seg.name.clone(),
+                        acks,
+                    });
+                    let submitted = match (&self.pool, job) {
+                        (Some(pool), Some(job)) => pool.submit(job),
+                        _ => Err("no sync thread for the written batch".to_owned()),
                     };
                     if let Err(cause) = submitted {
                         self.poison(cause);
@@ -495,7 +499,11 @@ impl Writer {
                         return;
                     }
                 } else {
+                    // Synced in place (or buffered): durable as far as the mode promises.
                     self.deliver_upto(batch);
+                    for (ack, receipt) in acks {
+                        let _ = ack.send(Ok(receipt));
+                    }
                 }
                 self.top_up_reserve();
             }
