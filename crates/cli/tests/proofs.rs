@@ -244,3 +244,30 @@ fn verify_with_the_pinned_key_and_mac_root_checks_everything() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("BAD_MAC"));
 }
+
+#[test]
+fn proving_a_seq_past_the_end_says_it_does_not_exist() {
+    let (_tmp, dir, _) = setup();
+    let out = kling(&dir, &["prove", "--seq", "999999"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("error: there is no seq 999999: the ledger's records run from seq 0 to "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn proving_consistency_from_an_unsigned_size_names_where_sizes_are() {
+    let (_tmp, dir, _) = setup();
+    let out = kling(&dir, &["prove", "--consistency", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().next(),
+        Some(
+            "error: no signed checkpoint of size 0 in this ledger; the sizes it signed are the \
+             `size` fields of its checkpoints.jsonl"
+        )
+    );
+}

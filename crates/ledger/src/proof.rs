@@ -88,10 +88,20 @@ pub enum ProofBundleError {
     NotCovered { seq: u64, covered: u64 },
     #[error("the ledger has no record with seq {0}")]
     NoSuchRecord(u64),
-    #[error("no signed checkpoint of size {0} in this ledger")]
+    #[error("there is no seq {seq}: {}", past_end(*records))]
+    PastEnd { seq: u64, records: u64 },
+    #[error("no signed checkpoint of size {0} in this ledger; the sizes it signed are the `size` fields of its checkpoints.jsonl")]
     NoSuchCheckpoint(u64),
     #[error("the ledger's records do not match its own checkpoint of size {0}; run `kling-audit verify`")]
     LedgerMismatch(u64),
+}
+
+fn past_end(records: u64) -> String {
+    match records {
+        0 => "the ledger holds no records".to_owned(),
+        1 => "the ledger holds one record, seq 0".to_owned(),
+        n => format!("the ledger's records run from seq 0 to {}", n - 1),
+    }
 }
 
 /// What a verified inclusion bundle proves.
@@ -192,6 +202,13 @@ pub fn make_inclusion_bundle(
 ) -> Result<InclusionBundle, ProofBundleError> {
     let (note, body) = checkpoint_covering(dir, seq + 1, None).map_err(|e| match e {
         ProofBundleError::NotCovered { .. } => {
+            // Only on this error path: count the records, to tell "not yet" from "never".
+            if let Ok((all, _)) = read_leaves(dir, u64::MAX, None) {
+                let records = all.hashes.len() as u64;
+                if seq >= records {
+                    return ProofBundleError::PastEnd { seq, records };
+                }
+            }
             let covered = read_checkpoints(dir)
                 .map(|(c, _)| c.iter().map(|c| c.size).max().unwrap_or(0))
                 .unwrap_or(0);
