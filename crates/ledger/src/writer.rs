@@ -69,6 +69,25 @@ pub(crate) struct OpenSegment {
     pub extending: Option<std::thread::JoinHandle<Result<u64, ReserveFailure>>>,
 }
 
+/// Starts writeback of `len` bytes at `offset` and waits for it (Linux `sync_file_range`).
+/// An error here may be the file's pending write-back error, so it counts as a failed sync.
+fn write_back(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(std::io::Error::other("range out of bounds"));
+    };
+    // SAFETY: the descriptor belongs to `file`, which outlives the call; no memory is passed.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 pub(crate) enum ReserveFailure {
     /// The zeros could not be written (a full disk, a file size limit).
     Write(String),
@@ -84,6 +103,10 @@ fn write_zeros(file: &File, from: u64, to: u64) -> Result<u64, ReserveFailure> {
         let n = (to - at).min(ZEROS.len() as u64) as usize;
         file.write_all_at(&ZEROS[..n], at)
             .map_err(|e| ReserveFailure::Write(e.to_string()))?;
+        // Each chunk goes to the disk before the next is written: an `fdatasync` of records
+        // running meanwhile flushes every dirty page of the file, and must never carry
+        // megabytes of zeros with it.
+        write_back(file, at, n).map_err(|e| ReserveFailure::Sync(e.to_string()))?;
         at += n as u64;
     }
     file.sync_data()
