@@ -202,6 +202,22 @@ impl Writer {
         Ok(())
     }
 
+    /// Seals the current epoch once it has held records for its whole age, even when no new
+    /// record arrives: an idle writer must not keep a key past its time.
+    fn seal_if_aged(&mut self) -> Result<(), String> {
+        if self.epoch_count == 0 || self.epoch_started.elapsed() < self.cfg.epoch_max_age {
+            return Ok(());
+        }
+        self.wait_pending();
+        if self.poisoned.is_some() {
+            return Ok(());
+        }
+        self.start_epoch(self.epoch_count, false)?;
+        self.epoch_started = Instant::now();
+        self.epoch_count = 0;
+        Ok(())
+    }
+
     /// Stamps the seal of the current epoch as record `seq` into the buffer, MACed with the
     /// epoch's own key. Returns its leaf hash, id and timestamp.
     fn encode_seal(
@@ -659,6 +675,10 @@ impl Writer {
                 }
                 self.buf = record;
             }
+            if self.epoch_count == 0 {
+                // An epoch's age counts from its first record, as the verifier's span does.
+                self.epoch_started = Instant::now();
+            }
             self.epoch_count += 1;
             staged.push(Staged {
                 entry_seq: seq,
@@ -748,6 +768,10 @@ impl Writer {
             return Err(AppendError::Poisoned {
                 cause: cause.clone(),
             });
+        }
+        if let Err(cause) = self.seal_if_aged() {
+            self.poison(cause.clone());
+            return Err(AppendError::Poisoned { cause });
         }
         let due = self.last_cp_time.elapsed() >= self.cfg.checkpoint_interval;
         if self.unsynced && (force || due || self.last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL) {

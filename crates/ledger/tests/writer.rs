@@ -571,3 +571,63 @@ fn a_writer_refuses_a_ledger_rolled_back_behind_its_own_signature() {
         Ok(_) => panic!("a rolled-back ledger was opened for writing"),
     }
 }
+
+fn verify_with_mac(dir: &std::path::Path, mac_root_hex: &str) -> kling_audit_ledger::verify::Report {
+    let mut mac_root = [0u8; 32];
+    hex::decode_to_slice(mac_root_hex, &mut mac_root).unwrap();
+    let opts = VerifyOptions {
+        mac_root: Some(mac_root),
+        ..VerifyOptions::default()
+    };
+    verify(dir, &opts).unwrap()
+}
+
+#[test]
+fn an_idle_writer_seals_its_epoch_when_the_epoch_ages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = options(tmp.path());
+    o.epoch_max_age = std::time::Duration::from_millis(300);
+    let (l, report) = Ledger::open(o).unwrap();
+    let secrets = report.created_keys.expect("new keys");
+    l.append(entry(0)).unwrap();
+    let epoch = l.head().epoch;
+    let mut sealed = false;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if l.head().epoch > epoch {
+            sealed = true;
+            break;
+        }
+    }
+    assert!(sealed, "no new record arrived, yet the epoch key must move on");
+    assert_eq!(l.head().size, 2, "the record and its epoch's seal");
+    l.close().unwrap();
+    let lines = all_lines(&ledger_dir(tmp.path()));
+    assert!(lines[1].contains("\"type\":\"ledger.epoch_end\""));
+    let r = verify_with_mac(&ledger_dir(tmp.path()), &secrets.mac_root_hex);
+    assert!(r.intact, "{:#?}", r.faults);
+}
+
+#[test]
+fn a_seal_written_long_after_a_crash_is_not_an_epoch_span_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = FakeClock::at(datetime!(2026-12-04 10:00:00 UTC));
+    let mut o = options(tmp.path());
+    o.clock = clock.clock();
+    let (l, report) = Ledger::open(o).unwrap();
+    let secrets = report.created_keys.expect("new keys");
+    l.append(entry(0)).unwrap();
+    l.append(entry(1)).unwrap();
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The next writer starts ten minutes later and seals the epoch the first one left open.
+    clock.set(datetime!(2026-12-04 10:10:00 UTC));
+    let mut o = options(tmp.path());
+    o.clock = clock.clock();
+    let l = open(o);
+    l.append(entry(2)).unwrap();
+    l.close().unwrap();
+    let r = verify_with_mac(&ledger_dir(tmp.path()), &secrets.mac_root_hex);
+    assert!(r.intact, "{:#?}", r.faults);
+    assert_eq!(r.records, 4);
+}
