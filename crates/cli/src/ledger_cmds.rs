@@ -176,9 +176,12 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
     // into the writer's queue while earlier records are being synced.
-    let printer = std::thread::spawn(move || -> Result<(usize, usize)> {
+    let printer = std::thread::spawn(move || -> Result<(usize, Option<(usize, usize)>)> {
         let stdout = std::io::stdout();
-        let (mut refused, mut failed) = (0, 0);
+        let mut refused = 0;
+        // After a storage failure every later line fails the same way: it is said once, with
+        // the range of lines it cost at the end.
+        let mut failed: Option<(usize, usize)> = None;
         for (line_no, pending) in rx {
             match pending.wait() {
                 Ok(r) => {
@@ -197,10 +200,13 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
                     eprintln!("error: line {line_no}: {e}; this line was not recorded");
                     refused += 1;
                 }
-                Err(e) => {
-                    eprintln!("error: line {line_no}: not recorded: {e}");
-                    failed += 1;
-                }
+                Err(e) => match &mut failed {
+                    None => {
+                        eprintln!("error: line {line_no}: not recorded: {e}");
+                        failed = Some((line_no, line_no));
+                    }
+                    Some((_, last)) => *last = line_no,
+                },
             }
         }
         Ok((refused, failed))
@@ -247,8 +253,11 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     let bad = bad + refused_entries;
     let head = ledger.close()?;
     let refused = pusher.is_some_and(|p| p.finish(head.checkpoint_size));
-    if failed > 0 {
-        bail!("{failed} records could not be written; see the errors above");
+    if let Some((first, last)) = failed {
+        bail!(
+            "input lines {first} to {last} were not recorded (the lines after {first} only if \
+             they were valid); lines before {first} were, as their acknowledgements show"
+        );
     }
     if bad > 0 {
         eprintln!(

@@ -136,6 +136,12 @@ pub enum Exit {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A write past the file size limit (`ulimit -f`) then fails with EFBIG, which the ledger
+    // reports and stops on, instead of the process being killed without a word.
+    // SAFETY: setting a signal to be ignored installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     restore_sigpipe();
     let cli = Cli::parse();
     init_tracing();

@@ -179,3 +179,44 @@ fn a_failed_write_stops_all_acknowledgements_and_loses_nothing_acknowledged() {
     let report = verify(&dir, &VerifyOptions::default()).unwrap();
     assert!(report.intact, "{:#?}", report.faults);
 }
+
+#[test]
+fn a_file_size_limit_stops_the_writer_with_an_error_instead_of_killing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let mut input = String::new();
+    for i in 0..3000 {
+        input.push_str(&format!(
+            "{{\"type\":\"t\",\"actor\":\"a\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
+            "z".repeat(100)
+        ));
+    }
+    // SIGXFSZ keeps its default action (kill) here: the binary must not let it fire.
+    let mut child = Command::new("prlimit")
+        .arg("--fsize=400000")
+        .arg(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["log", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "killed or wrong exit: {stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    let acked = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(acked > 0 && acked < 3000, "{acked} acknowledged");
+    let (ledger, _) = Ledger::open(LedgerOptions::new(&dir)).unwrap();
+    let head = ledger.close().unwrap();
+    assert!(head.size >= acked as u64);
+    let report = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(report.intact, "{:#?}", report.faults);
+}

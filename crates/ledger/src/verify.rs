@@ -295,6 +295,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         max: opts.max_faults.unwrap_or(DEFAULT_MAX_FAULTS),
     };
     let mut warnings = Vec::new();
+    // Read before the segments are listed: a writer that stops while they are read has still
+    // been writing into them.
+    let live = writer_active(dir);
     let (segments, strays) = list_segments(dir).map_err(io(dir))?;
     for stray in &strays {
         let name = stray.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -439,8 +442,12 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             path: seg.path.clone(),
             source,
         })?;
-        let is_last = si + 1 == segments.len();
-        check_segment(seg, &data, is_last, &mut st, &expected, &mut faults);
+        let last = match si + 1 == segments.len() {
+            false => Newest::No,
+            true if live => Newest::BeingWritten,
+            true => Newest::AtRest,
+        };
+        check_segment(seg, &data, last, &mut st, &expected, &mut faults);
         done_bytes += data.len() as u64;
         if let Some(p) = &opts.progress {
             p(done_bytes, total_bytes);
@@ -522,7 +529,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             "{unsealed} records after the last signed checkpoint (size {})",
             summary.largest_size
         );
-        if writer_active(dir) {
+        if live || writer_active(dir) {
             warnings.push(format!(
                 "{msg}; a writer holds the ledger, and seals within a second"
             ));
@@ -547,16 +554,20 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         );
     }
     if size == 0 && summary.largest_size == 0 {
-        // An emptied or wiped directory must never pass as an intact ledger.
-        faults.push(
-            FaultKind::Truncated,
-            None,
-            None,
-            None,
-            "the directory holds no records and no signed checkpoint: a ledger that was wiped, \
-             or never written"
-                .into(),
-        );
+        if live {
+            warnings.push("the ledger holds no records yet; a writer holds it".into());
+        } else {
+            // An emptied or wiped directory must never pass as an intact ledger.
+            faults.push(
+                FaultKind::Truncated,
+                None,
+                None,
+                None,
+                "the directory holds no records and no signed checkpoint: it was wiped, or it was \
+                 just created with `init` and nothing has been logged yet (log a first record)"
+                    .into(),
+            );
+        }
     }
     Ok(Report {
         intact: faults.total == 0,
@@ -620,20 +631,36 @@ struct ChainState {
 /// Lines of one batch parsed in parallel.
 const BATCH: usize = 1 << 16;
 
+/// Whether a segment is the newest, and whether a writer holds the ledger while it is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Newest {
+    No,
+    AtRest,
+    BeingWritten,
+}
+
 fn check_segment(
     seg: &SegmentFile,
     data: &[u8],
-    is_last: bool,
+    newest: Newest,
     st: &mut ChainState,
     expected: &BTreeMap<u64, (Hash, String)>,
     faults: &mut Faults,
 ) {
     let name = Some(seg.name.as_str());
-    // Only the newest segment may end in the writer's zero-filled reserve.
-    let data = if is_last {
-        crate::segment::without_reserve(data)
-    } else {
-        data
+    let is_last = newest != Newest::No;
+    let data = match newest {
+        // Only the newest segment may end in the writer's zero-filled reserve.
+        Newest::AtRest => crate::segment::without_reserve(data),
+        // A live writer fills the reserve while the file is read, front to back, so a stretch
+        // read as zeros may be followed by records written after it was read. The snapshot
+        // ends at the first zero byte (no record holds one) and at the last whole line: what
+        // follows is still being written.
+        Newest::BeingWritten => {
+            let written = &data[..memchr::memchr(0, data).unwrap_or(data.len())];
+            &written[..memchr::memrchr(b'\n', written).map_or(0, |i| i + 1)]
+        }
+        Newest::No => data,
     };
     if data.is_empty() {
         if !is_last {

@@ -69,6 +69,21 @@ pub(crate) struct OpenSegment {
     pub extending: Option<std::thread::JoinHandle<Result<u64, ReserveFailure>>>,
 }
 
+/// The process's file size limit (`RLIMIT_FSIZE`), or `u64::MAX` when there is none.
+fn file_size_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        lim.rlim_cur
+    }
+}
+
 /// Starts writeback of `len` bytes at `offset` and waits for it (Linux `sync_file_range`).
 /// An error here may be the file's pending write-back error, so it counts as a failed sync.
 fn write_back(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
@@ -408,7 +423,9 @@ impl Writer {
             return;
         }
         let from = seg.reserved.max(seg.len);
-        let to = (seg.len + step).min(max);
+        // Zeros never cross a file size limit (`ulimit -f`): that would fail, or kill the
+        // process with SIGXFSZ, long before the records themselves reach it.
+        let to = (seg.len + step).min(max).min(file_size_limit());
         if to <= from {
             return;
         }
