@@ -23,7 +23,10 @@ def verify(directory, mac_root=None):
         for n, line in enumerate(data.split(b"\n")[:-1], 1):
             where = f"{path.name} line {n}"
             body, sep, rest = line.rpartition(b',"hash":"')
-            rec = json.loads(line, object_pairs_hook=no_duplicates)
+            try:
+                rec = json.loads(line, object_pairs_hook=no_duplicates)
+            except ValueError as e:  # not JSON, or a repeated key
+                return f"{where}: malformed line ({e})"
             leaf = hashlib.sha256(b"\x00" + body).digest()
             if not sep or rest != rec["hash"].encode() + b'"}' or leaf.hex() != rec["hash"]:
                 return f"{where}: altered record"

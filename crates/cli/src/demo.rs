@@ -371,17 +371,23 @@ async fn run(out: &Path) -> Result<Exit> {
     crate::report::print(&summary);
     println!();
     println!("Look further:");
+    // The commands name this very binary, so they run as printed after `cargo run` too.
+    let bin = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "kling-audit".to_owned());
+    let dir = ledger_dir.display();
+    let mac = keys_dir.join(kling_audit_ledger::keys::MAC_ROOT_FILE);
     println!(
-        "  kling-audit --dir {} verify --key {}",
-        ledger_dir.display(),
-        vkey
+        "  {bin} --dir {dir} verify --key {vkey} --mac-key @{}",
+        mac.display()
     );
-    println!("  kling-audit --dir {} report", ledger_dir.display());
+    println!("  {bin} --dir {dir} report");
+    println!("  {bin} --dir {dir} prove --seq 1 --out proof.json");
+    println!("  {bin} verify-proof proof.json --key {vkey}");
     println!(
-        "  kling-audit --dir {} prove --seq 1 --out proof.json",
-        ledger_dir.display()
+        "  (the MAC root key is kept in {} for the demo; a real auditor keeps it offline)",
+        mac.display()
     );
-    println!("  kling-audit verify-proof proof.json --key {vkey}");
     println!(
         "done in {:.1}s; the ledger is in {}",
         started.elapsed().as_secs_f64(),

@@ -166,8 +166,9 @@ pub fn report_cmd(g: &crate::Global, a: &crate::ledger_cmds::ReportArgs) -> Resu
     let report = kling_audit_ledger::verify::verify(&g.dir, &opts)?;
     if !report.intact {
         bail!(
-            "the ledger did not verify ({} faults, {checked}); run `kling-audit verify` and resolve them before reporting",
-            report.faults_total
+            "the ledger did not verify ({} fault{}, {checked}); run `kling-audit verify` and resolve them before reporting",
+            report.faults_total,
+            if report.faults_total == 1 { "" } else { "s" }
         );
     }
     let s = summarize(&g.dir)?;

@@ -1,4 +1,4 @@
-//! The 40-line Python verifier of docs/format.md checks ledgers written by the Rust writer,
+//! The short Python verifier of docs/format.md checks ledgers written by the Rust writer,
 //! including details that a re-serializing verifier would get wrong.
 
 use std::io::Write;

@@ -739,10 +739,16 @@ fn ms(key: &str, value: Option<u64>, default: Duration) -> Result<Duration, Conf
 
 fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text.trim()).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("{text:?} is not a URL ({e}); write e.g. https://api-singapore.klingai.com"),
-        )
+        // A bare `host:port` (as `kling-audit sim` prints its address) needs its scheme.
+        let hint = if text.trim().parse::<std::net::SocketAddr>().is_ok() {
+            format!(
+                "write http://{} for a plain-HTTP server such as `kling-audit sim`",
+                text.trim()
+            )
+        } else {
+            "write e.g. https://api-singapore.klingai.com".to_owned()
+        };
+        ConfigError::invalid(key, format!("{text:?} is not a URL ({e}); {hint}"))
     })?;
     check_base_url(key, &url)?;
     Ok(url)
