@@ -180,7 +180,10 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
     let key = commit_key(g, a)?;
     let commitment = Commitments::new(key).text(&candidate);
     if !g.dir.is_dir() {
-        bail!("no ledger directory at {}", g.dir.display());
+        bail!(
+            "no ledger directory at {}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`",
+            g.dir.display()
+        );
     }
     let result = scan(&g.dir, &commitment)?;
     if result.skipped > 0 {

@@ -398,7 +398,10 @@ pub struct ReportArgs {
 /// pass to `verify --trusted-checkpoint`.
 pub fn checkpoint(g: &Global, out: Option<&Path>) -> Result<Exit> {
     if !g.dir.is_dir() {
-        bail!("no ledger directory at {}", g.dir.display());
+        bail!(
+            "no ledger directory at {}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`",
+            g.dir.display()
+        );
     }
     let (cps, _) = kling_audit_ledger::cpstore::read_checkpoints(&g.dir)
         .with_context(|| format!("cannot read the checkpoints of {}", g.dir.display()))?;
@@ -572,7 +575,10 @@ fn own_verifier_key(g: &Global) -> Result<String> {
 pub fn prove(g: &Global, a: &ProveArgs) -> Result<Exit> {
     use kling_audit_ledger::proof;
     if !g.dir.is_dir() {
-        bail!("no ledger directory at {}", g.dir.display());
+        bail!(
+            "no ledger directory at {}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`",
+            g.dir.display()
+        );
     }
     let key = own_verifier_key(g)?;
     let json = match (a.seq, a.consistency) {

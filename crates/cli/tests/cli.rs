@@ -97,7 +97,8 @@ fn golden_error_for_verify_of_a_missing_directory() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr, &dir),
-        "error: no ledger directory at <DIR>\n"
+        "error: no ledger directory at <DIR>; check --dir (or KLING_AUDIT_DIR), or create a \
+         ledger with `kling-audit init`\n"
     );
 }
 

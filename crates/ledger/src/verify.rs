@@ -164,7 +164,7 @@ pub struct StoredCosignature {
 /// Why verification could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("no ledger directory at {0}")]
+    #[error("no ledger directory at {0}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`")]
     NoDirectory(PathBuf),
     #[error("cannot read {path}: {source}")]
     Io {
