@@ -54,7 +54,7 @@ pub(crate) struct Config {
 }
 
 pub(crate) struct OpenSegment {
-    /// Shared with the sync workers.
+    /// Shared with the sync and reserve threads.
     pub file: Arc<File>,
     pub name: String,
     pub day: String,
@@ -278,7 +278,7 @@ impl Writer {
         if self.cfg.durability == Durability::Sync {
             match SyncThread::start(wake) {
                 Ok(pool) => self.pool = Some(pool),
-                // Without workers every batch is synced inline, as it would be anyway.
+                // Without the sync thread every batch is synced in place.
                 Err(e) => tracing::warn!(error = %e, "cannot start the sync thread"),
             }
         }
