@@ -121,13 +121,7 @@ fn a_failed_write_stops_all_acknowledgements_and_loses_nothing_acknowledged() {
         .status()
         .unwrap()
         .success());
-    let mut input = String::new();
-    for i in 0..300 {
-        input.push_str(&format!(
-            "{{\"type\":\"t\",\"actor\":\"a\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
-            "y".repeat(100)
-        ));
-    }
+    let input = padded_lines(300);
     // SIGXFSZ is ignored so that the write returns EFBIG instead of killing the process.
     let script = format!("trap '' XFSZ; exec prlimit --fsize=30000 {BIN} --dir \"$0\" log --stdin");
     let mut child = Command::new("sh")
@@ -184,13 +178,7 @@ fn a_failed_write_stops_all_acknowledgements_and_loses_nothing_acknowledged() {
 fn a_file_size_limit_stops_the_writer_with_an_error_instead_of_killing_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    let mut input = String::new();
-    for i in 0..3000 {
-        input.push_str(&format!(
-            "{{\"type\":\"t\",\"actor\":\"a\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
-            "z".repeat(100)
-        ));
-    }
+    let input = padded_lines(3000);
     // SIGXFSZ keeps its default action (kill) here: the binary must not let it fire.
     let mut child = Command::new("prlimit")
         .arg("--fsize=400000")
@@ -219,4 +207,16 @@ fn a_file_size_limit_stops_the_writer_with_an_error_instead_of_killing_it() {
     assert!(head.size >= acked as u64);
     let report = verify(&dir, &VerifyOptions::default()).unwrap();
     assert!(report.intact, "{:#?}", report.faults);
+}
+
+/// `n` input lines for `log --stdin`, about 150 bytes each.
+fn padded_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"t\",\"actor\":\"a\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
+                "y".repeat(100)
+            )
+        })
+        .collect()
 }

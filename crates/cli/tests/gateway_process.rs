@@ -2,6 +2,7 @@
 //! real failures: a file-size limit that makes every ledger write fail (fail-closed), SIGKILL
 //! under load (recovery and write-ahead), SIGTERM with requests in flight (graceful drain).
 
+use kling_audit_ledger::segment::read_segment;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -199,9 +200,8 @@ fn records(dir: &Path) -> Vec<Value> {
     segs.sort();
     segs.iter()
         .flat_map(|p| {
-            std::fs::read_to_string(p)
+            String::from_utf8(read_segment(p).unwrap())
                 .unwrap()
-                .trim_end_matches('\0')
                 .lines()
                 .filter(|l| !l.is_empty())
                 .map(|l| serde_json::from_str::<Value>(l).unwrap())

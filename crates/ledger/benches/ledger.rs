@@ -317,6 +317,17 @@ fn recipe(n: usize) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Prints the acknowledgement latency at 10,000 records/s offered.
+fn ack_latency(quick: bool) {
+    let (p50, p99, p999) = latency(10_000, if quick { 2 } else { 5 });
+    println!(
+        "ack latency at 10,000/s offered: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+        ms(p50),
+        ms(p99),
+        ms(p999)
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let quick = std::env::var_os("KLING_BENCH_QUICK").is_some();
@@ -344,13 +355,7 @@ fn main() {
         return;
     }
     if only == "latency" {
-        let (p50, p99, p999) = latency(10_000, if quick { 2 } else { 5 });
-        println!(
-            "ack latency at 10,000/s offered: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
-            ms(p50),
-            ms(p99),
-            ms(p999)
-        );
+        ack_latency(quick);
         return;
     }
     let py = recipe(100_000 * scale / 5);
@@ -367,13 +372,7 @@ fn main() {
     }
     let prate = pipelined(4, 1024, 400_000 * scale);
     println!("durable append, 4 producers x 1024 in flight: {prate:>12.0} records/s");
-    let (p50, p99, p999) = latency(10_000, if quick { 2 } else { 5 });
-    println!(
-        "ack latency at 10,000/s offered: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
-        ms(p50),
-        ms(p99),
-        ms(p999)
-    );
+    ack_latency(quick);
     let vrate = verify_rate(400_000 * scale);
     println!("verify: {vrate:>12.0} records/s");
     let (c50, c99, cmax) = checkpoint_latency(if quick { 2 } else { 5 });

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::error::AppendError;
-use crate::writer::{AckTx, Msg};
+use crate::writer::{refuse, AckTx, Msg};
 use crate::Receipt;
 
 pub(crate) struct Job {
@@ -80,11 +80,7 @@ impl Drop for SyncThread {
 }
 
 fn fail_job(job: Job, cause: &str) -> String {
-    for (ack, _) in job.acks {
-        let _ = ack.send(Err(AppendError::Poisoned {
-            cause: cause.to_owned(),
-        }));
-    }
+    refuse(job.acks.into_iter().map(|(ack, _)| ack), cause);
     cause.to_owned()
 }
 

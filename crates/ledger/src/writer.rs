@@ -103,6 +103,24 @@ fn write_back(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
     }
 }
 
+impl OpenSegment {
+    /// `fdatasync` of the segment, with its name in the error.
+    fn sync(&self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync of segment {}: {e}", self.name))
+    }
+}
+
+/// Answers appenders whose records cannot be acknowledged.
+pub(crate) fn refuse(acks: impl IntoIterator<Item = AckTx>, cause: &str) {
+    for ack in acks {
+        let _ = ack.send(Err(AppendError::Poisoned {
+            cause: cause.to_owned(),
+        }));
+    }
+}
+
 pub(crate) enum ReserveFailure {
     /// The zeros could not be written (a full disk, a file size limit).
     Write(String),
@@ -513,11 +531,7 @@ impl Writer {
     /// to the acknowledgement, which on a lightly loaded gateway is most of an append's cost.
     fn commit_batch(&mut self, batch: Vec<(Entry, AckTx)>, quiet: bool) {
         if let Some(cause) = &self.poisoned {
-            for (_, ack) in batch {
-                let _ = ack.send(Err(AppendError::Poisoned {
-                    cause: cause.clone(),
-                }));
-            }
+            refuse(batch.into_iter().map(|(_, ack)| ack), cause);
             return;
         }
         match self.write_batch(batch) {
@@ -545,26 +559,14 @@ impl Writer {
                     .collect::<Vec<_>>();
                 if self.needs_sync && quiet && self.pending.len() == 1 {
                     self.needs_sync = false;
-                    let synced = self.seg.as_ref().map(|seg| {
-                        seg.file
-                            .sync_data()
-                            .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))
-                    });
-                    if let Some(Err(cause)) = synced {
+                    if let Some(Err(cause)) = self.seg.as_ref().map(OpenSegment::sync) {
                         self.poison(cause.clone());
                         self.fail_pending();
-                        for (ack, _) in acks {
-                            let _ = ack.send(Err(AppendError::Poisoned {
-                                cause: cause.clone(),
-                            }));
-                        }
+                        refuse(acks.into_iter().map(|(ack, _)| ack), &cause);
                         return;
                     }
-                    self.deliver_upto(batch);
-                    for (ack, receipt) in acks {
-                        let _ = ack.send(Ok(receipt));
-                    }
-                } else if std::mem::take(&mut self.needs_sync) {
+                }
+                if std::mem::take(&mut self.needs_sync) {
                     let job = self.seg.as_ref().map(|seg| Job {
                         batch,
                         file: Arc::clone(&seg.file),
@@ -592,11 +594,7 @@ impl Writer {
             Err((cause, acks)) => {
                 self.poison(cause.clone());
                 self.fail_pending();
-                for ack in acks {
-                    let _ = ack.send(Err(AppendError::Poisoned {
-                        cause: cause.clone(),
-                    }));
-                }
+                refuse(acks, &cause);
             }
         }
     }
@@ -734,20 +732,15 @@ impl Writer {
         seg.len += self.buf.len() as u64;
         seg.reserved = seg.reserved.max(seg.len);
         self.buf.clear();
-        match self.cfg.durability {
-            Durability::Sync if !force_sync && self.pool.is_some() => self.needs_sync = true,
-            Durability::Sync => {
-                seg.file
-                    .sync_data()
-                    .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?;
-                // Everything written so far is durable, earlier batches included.
-                self.needs_sync = false;
-            }
-            _ if force_sync => seg
-                .file
-                .sync_data()
-                .map_err(|e| format!("fdatasync of segment {}: {e}", seg.name))?,
-            Durability::Buffered => self.unsynced = true,
+        let sync_mode = self.cfg.durability == Durability::Sync;
+        if force_sync || (sync_mode && self.pool.is_none()) {
+            seg.sync()?;
+            // Everything written so far is durable, earlier batches included.
+            self.needs_sync = false;
+        } else if sync_mode {
+            self.needs_sync = true;
+        } else {
+            self.unsynced = true;
         }
         Ok(())
     }
@@ -794,8 +787,7 @@ impl Writer {
         let due = self.last_cp_time.elapsed() >= self.cfg.checkpoint_interval;
         if self.unsynced && (force || due || self.last_sync.elapsed() >= BUFFERED_SYNC_INTERVAL) {
             if let Some(seg) = &self.seg {
-                if let Err(e) = seg.file.sync_data() {
-                    let cause = format!("fdatasync of segment {}: {e}", seg.name);
+                if let Err(cause) = seg.sync() {
                     self.poison(cause.clone());
                     return Err(AppendError::Poisoned { cause });
                 }

@@ -149,18 +149,35 @@ fn append_and_reopen(
     tail: &[u8],
 ) -> (u64, kling_audit_ledger::TornTail, std::path::PathBuf) {
     let dir = ledger_dir(root);
-    let seg = segments(&dir).pop().unwrap();
+    let (_, before) = append_to_newest(root, tail);
+    let (l, report) = Ledger::open(options(root)).unwrap();
+    let torn = report.torn_tail.expect("the tail must be reported");
+    l.close().unwrap();
+    (before, torn, dir)
+}
+
+/// Appends `bytes` to the newest segment; returns it and its length before.
+fn append_to_newest(root: &std::path::Path, bytes: &[u8]) -> (std::path::PathBuf, u64) {
+    let seg = segments(&ledger_dir(root)).pop().unwrap();
     let before = std::fs::metadata(&seg).unwrap().len();
     std::fs::OpenOptions::new()
         .append(true)
         .open(&seg)
         .unwrap()
-        .write_all(tail)
+        .write_all(bytes)
         .unwrap();
-    let (l, report) = Ledger::open(options(root)).unwrap();
-    let torn = report.torn_tail.expect("the tail must be reported");
-    l.close().unwrap();
-    (before, torn, dir)
+    (seg, before)
+}
+
+/// Five records, then the writer goes away without a close (no final checkpoint, only the
+/// periodic ones), as in a crash.
+fn five_records_then_crash(root: &std::path::Path) {
+    let l = open(options(root));
+    for i in 0..5 {
+        l.append(entry(i)).unwrap();
+    }
+    drop(l);
+    std::thread::sleep(std::time::Duration::from_millis(50));
 }
 
 /// Five records, a crash, then `tail` at the end of the newest segment.
@@ -168,32 +185,14 @@ fn crash_with_tail(
     root: &std::path::Path,
     tail: &[u8],
 ) -> (u64, kling_audit_ledger::TornTail, std::path::PathBuf) {
-    let l = open(options(root));
-    for i in 0..5 {
-        l.append(entry(i)).unwrap();
-    }
-    drop(l);
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    five_records_then_crash(root);
     append_and_reopen(root, tail)
 }
 
 fn torn_tail_case(tail: &[u8]) {
     let tmp = tempfile::tempdir().unwrap();
-    let l = open(options(tmp.path()));
-    for i in 0..5 {
-        l.append(entry(i)).unwrap();
-    }
-    // No close: a crash leaves no final checkpoint, only the periodic ones.
-    drop(l);
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let seg = segments(&ledger_dir(tmp.path())).pop().unwrap();
-    let before = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(tail)
-        .unwrap();
+    five_records_then_crash(tmp.path());
+    let (_, before) = append_to_newest(tmp.path(), tail);
     let (l, report) = Ledger::open(options(tmp.path())).unwrap();
     let torn = report.torn_tail.expect("the tail must be reported");
     assert_eq!(torn.offset, before);
@@ -241,12 +240,7 @@ fn records_after_a_zero_filled_hole_are_cut_as_never_acknowledged() {
     // Power loss: a later block of an unsynced batch reached the disk, an earlier one did not.
     let tmp = tempfile::tempdir().unwrap();
     let dir = ledger_dir(tmp.path());
-    let l = open(options(tmp.path()));
-    for i in 0..5 {
-        l.append(entry(i)).unwrap();
-    }
-    drop(l);
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    five_records_then_crash(tmp.path());
     let lines = all_lines(&dir);
     let mut tail = vec![0u8; 512];
     tail.extend_from_slice(b"seq\":9}\n");
@@ -262,20 +256,8 @@ fn records_after_a_zero_filled_hole_are_cut_as_never_acknowledged() {
 fn zero_filled_reserve_after_a_crash_is_not_a_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ledger_dir(tmp.path());
-    let l = open(options(tmp.path()));
-    for i in 0..5 {
-        l.append(entry(i)).unwrap();
-    }
-    drop(l);
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let seg = segments(&dir).pop().unwrap();
-    let before = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(&[0u8; 8192])
-        .unwrap();
+    five_records_then_crash(tmp.path());
+    let (seg, before) = append_to_newest(tmp.path(), &[0u8; 8192]);
     intact(&dir);
     let (l, report) = Ledger::open(options(tmp.path())).unwrap();
     assert!(

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use kling_audit_ledger::segment::read_segment;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -158,11 +159,8 @@ pub fn records(dir: &Path) -> Vec<Value> {
     names.sort();
     let mut out = Vec::new();
     for path in names {
-        for line in std::fs::read_to_string(&path)
-            .unwrap()
-            .trim_end_matches('\0')
-            .lines()
-        {
+        let text = String::from_utf8(read_segment(&path).unwrap()).unwrap();
+        for line in text.lines() {
             if !line.is_empty() {
                 out.push(serde_json::from_str(line).unwrap());
             }

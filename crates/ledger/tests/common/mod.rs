@@ -1,6 +1,7 @@
 //! Helpers shared by the ledger's integration tests.
 #![allow(dead_code)]
 
+use kling_audit_ledger::segment::read_segment;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -67,9 +68,8 @@ pub fn all_lines(dir: &Path) -> Vec<String> {
     segments(dir)
         .iter()
         .flat_map(|p| {
-            std::fs::read_to_string(p)
+            String::from_utf8(read_segment(p).unwrap())
                 .unwrap()
-                .trim_end_matches('\0')
                 .lines()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
