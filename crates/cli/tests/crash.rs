@@ -192,8 +192,17 @@ fn a_file_size_limit_stops_the_writer_with_an_error_instead_of_killing_it() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    // Paced, so that records are acknowledged in small batches before the limit is reached:
+    // all 3,000 lines in one batch would cross the limit together and none would be
+    // acknowledged, which is correct but leaves nothing to check.
     let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
+        let lines: Vec<&str> = input.split_inclusive('\n').collect();
+        for part in lines.chunks(20) {
+            if stdin.write_all(part.concat().as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();

@@ -160,6 +160,9 @@ pub struct AuditConfig {
     pub on_failure: FailureMode,
     /// Sync before acknowledging (default) or buffered.
     pub durability: Durability,
+    /// Let a request write its record on its own worker thread when the ledger is idle
+    /// (default), instead of always queueing it for the writer thread.
+    pub inline_appends: bool,
     /// Segment size limit; `None` keeps the ledger's default.
     pub max_segment_bytes: Option<u64>,
     /// Longest upstream `message` kept in a record, in characters.
@@ -262,6 +265,7 @@ impl GatewayConfig {
                 keys_dir,
                 on_failure: FailureMode::FailClosed,
                 durability: Durability::Sync,
+                inline_appends: true,
                 max_segment_bytes: None,
                 message_max_chars: 256,
                 reopen_interval: Duration::from_secs(5),
@@ -455,6 +459,7 @@ pub struct RawAuth {
 pub struct RawAudit {
     pub on_failure: Option<String>,
     pub durability: Option<String>,
+    pub inline_appends: Option<bool>,
     pub max_segment_bytes: Option<u64>,
     pub message_max_chars: Option<usize>,
     pub reopen_interval_ms: Option<u64>,
@@ -649,6 +654,9 @@ fn apply_env(raw: &mut RawConfig, env: &HashMap<String, String>) -> Result<(), C
     }
     if let Some(v) = env_str(env, "KLING_AUDIT_AUDIT_DURABILITY") {
         raw.audit.durability = Some(v);
+    }
+    if let Some(v) = env_parse(env, "KLING_AUDIT_AUDIT_INLINE_APPENDS", "true or false")? {
+        raw.audit.inline_appends = Some(v);
     }
     if let Some(v) = env_parse(env, "KLING_AUDIT_AUDIT_MAX_SEGMENT_BYTES", "a byte count")? {
         raw.audit.max_segment_bytes = Some(v);
@@ -859,6 +867,9 @@ fn resolve(raw: RawConfig, sources: &Sources) -> Result<GatewayConfig, ConfigErr
             .parse()
             .map_err(|e: String| ConfigError::invalid("audit.durability", e))?;
     }
+    if let Some(v) = raw.audit.inline_appends {
+        cfg.audit.inline_appends = v;
+    }
     if let Some(v) = raw.audit.max_segment_bytes {
         if v < 4096 {
             return Err(ConfigError::invalid(
@@ -1016,6 +1027,10 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9001, "env beats the file");
         assert_eq!(cfg.upstream.url.as_str(), "http://127.0.0.1:1/");
         assert_eq!(cfg.audit.on_failure, FailureMode::FailOpen);
+        assert!(
+            cfg.audit.inline_appends,
+            "records are written inline by default"
+        );
         assert_eq!(cfg.callbacks.relay_attempts, 5);
         let creds = cfg.upstream.credentials.unwrap();
         assert_eq!(creds.access_key, "file-ak");
@@ -1035,6 +1050,10 @@ mod tests {
                 "audit.on_failure",
             ),
             (&[("KLING_AUDIT_AUTH_MODE", "open")], "auth.mode"),
+            (
+                &[("KLING_AUDIT_AUDIT_INLINE_APPENDS", "sometimes")],
+                "KLING_AUDIT_AUDIT_INLINE_APPENDS",
+            ),
             (
                 &[("KLING_AUDIT_UPSTREAM_TIMEOUT_MS", "soon")],
                 "KLING_AUDIT_UPSTREAM_TIMEOUT_MS",

@@ -173,6 +173,7 @@ fn ledger_options(cfg: &GatewayConfig) -> LedgerOptions {
     let mut opts = LedgerOptions::new(&cfg.audit.dir);
     opts.keys_dir = cfg.audit.keys_dir.clone();
     opts.durability = cfg.audit.durability;
+    opts.inline_appends = cfg.audit.inline_appends;
     if let Some(max) = cfg.audit.max_segment_bytes {
         opts.max_segment_bytes = max;
     }

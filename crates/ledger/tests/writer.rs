@@ -682,3 +682,51 @@ fn verify_while_records_pour_in_finds_no_fault() {
     l.close().unwrap();
     intact(&dir);
 }
+
+#[test]
+fn an_append_after_close_is_refused_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    l.append(entry(0)).unwrap();
+    let head = l.close().unwrap();
+    // An idle writer takes appends inline; a closed one must take none, by either path.
+    for i in 1..4 {
+        assert!(matches!(
+            l.append(entry(i)),
+            Err(kling_audit_ledger::AppendError::Closed)
+        ));
+    }
+    assert_eq!(intact(&ledger_dir(tmp.path())).records, head.size);
+}
+
+#[test]
+fn inline_and_queued_appends_share_one_contiguous_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    let mut seqs = Vec::new();
+    // Sequential appends find the writer idle and write inline; concurrent ones queue.
+    for i in 0..50 {
+        seqs.push(l.append(entry(i)).unwrap().seq);
+    }
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|i| l.append(entry(t * 1000 + i)).unwrap().seq)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        seqs.extend(h.join().unwrap());
+    }
+    for i in 0..50 {
+        seqs.push(l.append(entry(i)).unwrap().seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    let head = l.close().unwrap();
+    assert_eq!(head.size, seqs.len() as u64);
+    assert_eq!(intact(&ledger_dir(tmp.path())).records, head.size);
+}
