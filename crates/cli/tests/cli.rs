@@ -11,6 +11,8 @@ fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
         .arg(dir)
         .args(args)
         .env_remove("KLING_AUDIT_DIR")
+        // Golden stderr texts assume the default log filter.
+        .env_remove("KLING_AUDIT_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -534,4 +536,37 @@ fn an_initialised_ledger_emptied_by_an_attacker_is_faulty() {
             text(&out.stderr, &dir)
         );
     }
+}
+
+#[test]
+fn a_recovered_torn_tail_is_reported_once_on_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    // A crash mid-write: a partial record after the last newline, then the zero-filled
+    // reserve the writer keeps ahead of its records.
+    let seg = segment_files(&dir).pop().unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let offset = std::fs::metadata(&seg).unwrap().len();
+    let torn = br#"{"v":1,"seq":3,"ts":"2026-"#;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(torn).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr, &dir));
+    assert_eq!(
+        text(&out.stderr, &dir),
+        format!(
+            "warning: cut a torn tail of {} bytes from {name} at offset {offset} into \
+             quarantine/{name}.{offset}.bin (recorded as a ledger.recovery record)\n",
+            torn.len()
+        )
+    );
+    let out = run(&dir, &["verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout, &dir));
 }
