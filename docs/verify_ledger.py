@@ -41,6 +41,8 @@ def verify(directory, mac_root=None):
                 if hmac.new(key, mac_input, hashlib.sha256).hexdigest() != rec["mac"]:
                     return f"{where}: bad MAC"
             prev, seq = leaf, seq + 1
+    if not seq:  # a ledger starts with a record (`init` writes one): an empty one was wiped
+        return "no records: the ledger was wiped, or never written"
     print(f"intact: {seq} records, head {prev.hex()}")
     return None
 

@@ -87,8 +87,9 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     }
     let origin = origin.unwrap_or_else(kling_audit_ledger::random_origin);
     let (_, secrets) = kling_audit_ledger::KeySet::create(&keys_dir, &origin, false)?;
-    std::fs::create_dir_all(&g.dir)
-        .with_context(|| format!("cannot create {}", g.dir.display()))?;
+    // The MAC root key exists nowhere else once this returns, so it is printed even when the
+    // first record fails; the error follows it.
+    let first = write_first_record(g, &keys_dir, &origin);
     println!("ledger directory: {}", g.dir.display());
     println!("keys directory:   {}", keys_dir.display());
     println!("origin:           {origin}");
@@ -97,7 +98,29 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     println!();
     println!("Give the verifier key to your auditors. Store the MAC root key offline now:");
     println!("it is shown only this once and is not kept on this machine.");
+    first.context(
+        "the keys above were created, but the ledger's first record could not be written; \
+         once the cause is fixed, `kling-audit log` starts the ledger with these keys",
+    )?;
     Ok(Exit::Ok)
+}
+
+/// Type of the record `init` starts every ledger with.
+const INIT_RECORD_TYPE: &str = "ledger.init";
+
+/// Writes record 0, `ledger.init`, and the signed checkpoint of size 1 that closing makes. A
+/// ledger thus always holds records, so a directory without any can only have been wiped and
+/// `verify` rightly calls it truncated (docs/format.md, "An empty ledger").
+fn write_first_record(g: &Global, keys_dir: &Path, origin: &str) -> Result<()> {
+    let mut opts = LedgerOptions::new(&g.dir);
+    opts.keys_dir = Some(keys_dir.to_path_buf());
+    opts.create_keys = false;
+    let details = Details::from_value(&serde_json::json!({ "origin": origin }))?;
+    let entry = Entry::new(INIT_RECORD_TYPE, "kling-audit", details)?;
+    let (ledger, _) = Ledger::open(opts)?;
+    ledger.append(entry)?;
+    ledger.close()?;
+    Ok(())
 }
 
 pub fn keys_show(g: &Global) -> Result<Exit> {

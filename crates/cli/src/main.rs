@@ -45,7 +45,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a ledger and its keys; prints the verifier key and, once, the MAC root key.
+    /// Create a ledger and its keys and write its first record (`ledger.init`); prints the
+    /// verifier key and, once, the MAC root key.
     Init {
         /// The log's origin name (used as the checkpoint key name).
         #[arg(long)]

@@ -11,6 +11,8 @@ fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
         .arg(dir)
         .args(args)
         .env_remove("KLING_AUDIT_DIR")
+        // Golden stderr texts assume the default log filter.
+        .env_remove("KLING_AUDIT_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -405,4 +407,166 @@ fn a_gateway_that_cannot_open_its_ledger_never_prints_an_address() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("locked by another writer"));
+}
+
+/// `init` with a fixed origin; returns the verifier key and the MAC root key it printed.
+fn init(dir: &std::path::Path) -> (String, String) {
+    let out = run(dir, &["init", "--origin", "example.test/kling-audit"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr, dir));
+    let stdout = text(&out.stdout, dir);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    (field("verifier key:"), field("MAC root key:"))
+}
+
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[test]
+fn a_freshly_initialised_ledger_verifies_as_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let (key, mac) = init(&dir);
+
+    let out = run(&dir, &["verify", "--key", &key, "--mac-key", &mac], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout, &dir));
+    let stdout = text(&out.stdout, &dir);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(
+        lines[0],
+        "INTACT: 1 record in 1 segment (seq 0..=0), 1 checkpoint up to size 1 \
+         (signatures checked), MACs checked"
+    );
+    assert!(lines[1].starts_with("head "), "{stdout}");
+    // Without the keys too: the directory alone says intact.
+    let out = run(&dir, &["verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout, &dir));
+
+    // Record 0 names the origin; its signed checkpoint can be kept from the start.
+    let segs = segment_files(&dir);
+    assert_eq!(segs.len(), 1);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&segs[0])
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["seq"], 0);
+    assert_eq!(first["type"], "ledger.init");
+    assert_eq!(first["actor"], "kling-audit");
+    assert_eq!(
+        first["details"],
+        serde_json::json!({"origin": "example.test/kling-audit"})
+    );
+    let out = run(&dir, &["checkpoint"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr, &dir));
+    assert!(text(&out.stdout, &dir).starts_with("example.test/kling-audit\n1\n"));
+
+    // Logging continues the chain: the new process seals epoch 0 (seq 1) first.
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr, &dir));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr, &dir));
+    let ack: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ack["seq"], 2);
+    let out = run(&dir, &["verify", "--key", &key, "--mac-key", &mac], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout, &dir));
+}
+
+#[test]
+fn an_initialised_ledger_emptied_by_an_attacker_is_faulty() {
+    let tmp = tempfile::tempdir().unwrap();
+    for logged in [0, 2] {
+        let dir = tmp.path().join(format!("audit{logged}"));
+        let (key, mac) = init(&dir);
+        for _ in 0..logged {
+            assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+                .status
+                .success());
+        }
+        // The segments alone: the checkpoints still say how many records there were.
+        let kept = tmp.path().join(format!("kept{logged}"));
+        std::fs::create_dir(&kept).unwrap();
+        for seg in segment_files(&dir) {
+            std::fs::rename(&seg, kept.join(seg.file_name().unwrap())).unwrap();
+        }
+        let out = run(&dir, &["verify", "--key", &key, "--mac-key", &mac], None);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout, &dir));
+        assert!(
+            text(&out.stdout, &dir).starts_with("TRUNCATED"),
+            "{}",
+            text(&out.stdout, &dir)
+        );
+        // Everything: no checkpoint is left to say so, yet an empty directory is not a ledger.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let out = run(&dir, &["verify", "--key", &key, "--mac-key", &mac], None);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout, &dir));
+        assert_eq!(
+            text(&out.stdout, &dir),
+            "TRUNCATED             the directory holds no records and no signed checkpoint: a \
+             ledger starts with a record (`init` writes `ledger.init`), so this one was wiped or \
+             never written\n\
+             FAULTY: 0 records in 0 segments (no records), 0 checkpoints up to size 0 \
+             (signatures checked), MACs checked\n\
+             1 faults found\n"
+        );
+        // Nor does the writer start a new chain in it: its keys signed the old one.
+        let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out.stderr, &dir).contains("the ledger was truncated or rolled back"),
+            "{}",
+            text(&out.stderr, &dir)
+        );
+    }
+}
+
+#[test]
+fn a_recovered_torn_tail_is_reported_once_on_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    // A crash mid-write: a partial record after the last newline, then the zero-filled
+    // reserve the writer keeps ahead of its records.
+    let seg = segment_files(&dir).pop().unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let offset = std::fs::metadata(&seg).unwrap().len();
+    let torn = br#"{"v":1,"seq":3,"ts":"2026-"#;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(torn).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr, &dir));
+    assert_eq!(
+        text(&out.stderr, &dir),
+        format!(
+            "warning: cut a torn tail of {} bytes from {name} at offset {offset} into \
+             quarantine/{name}.{offset}.bin (recorded as a ledger.recovery record)\n",
+            torn.len()
+        )
+    );
+    let out = run(&dir, &["verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout, &dir));
 }

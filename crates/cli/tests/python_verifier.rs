@@ -102,3 +102,35 @@ fn python_verifier_accepts_rust_ledgers_and_finds_tampering() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("altered record"), "{stdout}");
 }
+
+#[test]
+fn python_verifier_accepts_an_initialised_ledger_and_refuses_an_emptied_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let out = Command::new(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["init", "--origin", "example.test/kling-audit"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MAC root key:"))
+        .unwrap()
+        .trim();
+    let (code, stdout) = python(&dir, Some(mac));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("intact: 1 records"), "{stdout}");
+
+    for e in std::fs::read_dir(&dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let (code, stdout) = python(&dir, Some(mac));
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        stdout,
+        "FAULT: no records: the ledger was wiped, or never written\n"
+    );
+}

@@ -199,8 +199,8 @@ fn witnessed_ledger_verifies_and_a_rollback_is_caught() {
     let key_args = ["--key", &ledger_key, "--witness-key", &witness_key];
     let (code, report) = verify_json(&ledger, &key_args);
     assert_eq!(code, Some(0), "{report}");
-    // Three records, and the seals of the first two processes' epochs.
-    assert_eq!(report["checkpoints"]["witnessed_size"], 5);
+    // `init`'s record, three records, and the seals of the epochs each process found open.
+    assert_eq!(report["checkpoints"]["witnessed_size"], 7);
 
     // A witness that never saw this ledger: `unwitnessed`.
     let stranger = keygen(&tmp.path().join("stranger"), "stranger.example.test");
@@ -211,7 +211,7 @@ fn witnessed_ledger_verifies_and_a_rollback_is_caught() {
     let out = run(&["verify", "--witness-key", &witness_key], &ledger);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
 
-    // Roll the directory back to the copy made at size 3 (two records and a seal).
+    // Roll the directory back to the copy made at size 5 (`init`'s, two records, two seals).
     let newer_cosignatures = std::fs::read(ledger.join("cosignatures.jsonl")).unwrap();
     std::fs::remove_dir_all(&ledger).unwrap();
     copy_files(&backup, &ledger);
@@ -225,16 +225,16 @@ fn witnessed_ledger_verifies_and_a_rollback_is_caught() {
         fault_kinds(&report).contains(&"truncated".to_owned()),
         "{report}"
     );
-    assert_eq!(report["checkpoints"]["witnessed_size"], 5);
+    assert_eq!(report["checkpoints"]["witnessed_size"], 7);
 
     // A thorough attacker rolls the cosignatures back too; the directory alone then looks fine,
     // which is why the witness keeps its own state.
     std::fs::write(ledger.join("cosignatures.jsonl"), &old_cosignatures).unwrap();
     let (code, report) = verify_json(&ledger, &key_args);
     assert_eq!(code, Some(0), "{report}");
-    assert_eq!(report["checkpoints"]["witnessed_size"], 3);
+    assert_eq!(report["checkpoints"]["witnessed_size"], 5);
 
-    // A fresh append after the rollback: the witness has seen size 5 with another root and
+    // A fresh append after the rollback: the witness has seen size 7 with another root and
     // refuses, so the new history is never cosigned. (The intruder also deletes the writer's
     // memory of what it signed; otherwise the writer itself refuses the rolled-back ledger.)
     std::fs::remove_file(tmp.path().join("audit.keys/signed-head")).unwrap();
@@ -252,7 +252,7 @@ fn witnessed_ledger_verifies_and_a_rollback_is_caught() {
     assert_eq!(cosignature_lines(&ledger), before);
     let state = std::fs::read_to_string(wdir.join("state/witness-state.json")).unwrap();
     let state: Value = serde_json::from_str(&state).unwrap();
-    assert_eq!(state["logs"][0]["size"], 5, "{state}");
+    assert_eq!(state["logs"][0]["size"], 7, "{state}");
 
     // The rewritten history against what the witness cosigned: forked.
     std::fs::write(ledger.join("cosignatures.jsonl"), &newer_cosignatures).unwrap();

@@ -259,6 +259,7 @@ impl Auditor {
             .await;
             match opened {
                 Ok(Ok((ledger, report))) => {
+                    log_torn_tail(&report);
                     *self.ledger.write().unwrap_or_else(PoisonError::into_inner) = ledger;
                     self.metrics.ledger_reopens.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -301,5 +302,17 @@ impl Auditor {
         tokio::task::spawn_blocking(move || ledger.close())
             .await
             .unwrap_or(Err(AppendError::Closed))
+    }
+}
+
+/// Logs a torn tail the ledger cut while opening. The ledger itself does not log it (it reports
+/// it to its caller), so this is the operator's one line about it.
+pub fn log_torn_tail(report: &kling_audit_ledger::OpenReport) {
+    if let Some(t) = &report.torn_tail {
+        tracing::warn!(
+            target: "kling_audit_gateway::audit",
+            segment = %t.segment, offset = t.offset, len = t.len, quarantine = %t.quarantine,
+            "cut a torn tail of the ledger into quarantine (recorded as a ledger.recovery record)"
+        );
     }
 }

@@ -236,6 +236,7 @@ pub async fn run_with_ready(
     // Opening may append a recovery record with blocking calls, so it runs off the runtime.
     let (ledger, report) =
         tokio::task::spawn_blocking(move || Ledger::open(open_options)).await??;
+    audit::log_torn_tail(&report);
     let dir = cfg.audit.dir.clone();
     let (tasks, rebuilt) = tokio::task::spawn_blocking(move || TaskBook::rebuild(&dir)).await??;
     let actors = Actors::load(cfg.auth.actors_file.clone())?;

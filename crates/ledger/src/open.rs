@@ -212,11 +212,10 @@ pub fn scan_and_recover(
             seg.name, d.offset, d.reason, checkpointed, scan.next_seq
         )));
     }
+    // Not logged here: the cut is returned in `OpenReport::torn_tail` for the caller to report
+    // in its own voice, and recorded as a `ledger.recovery` record. A log line here as well
+    // made the CLI say it twice.
     let torn = quarantine(dir, seg, d.offset as u64, tail)?;
-    tracing::warn!(
-        segment = %seg.name, offset = d.offset, len = tail.len(), reason = %d.reason,
-        "cut a torn tail into quarantine"
-    );
     scan.last_segment_len = d.offset as u64;
     scan.torn = Some(torn);
     Ok(scan)

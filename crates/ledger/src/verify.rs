@@ -557,14 +557,15 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         if live {
             warnings.push("the ledger holds no records yet; a writer holds it".into());
         } else {
-            // An emptied or wiped directory must never pass as an intact ledger.
+            // An emptied or wiped directory must never pass as an intact ledger. `init` starts
+            // every ledger with a record, so an intact one is never empty.
             faults.push(
                 FaultKind::Truncated,
                 None,
                 None,
                 None,
-                "the directory holds no records and no signed checkpoint: it was wiped, or it was \
-                 just created with `init` and nothing has been logged yet (log a first record)"
+                "the directory holds no records and no signed checkpoint: a ledger starts with a \
+                 record (`init` writes `ledger.init`), so this one was wiped or never written"
                     .into(),
             );
         }
