@@ -12,6 +12,9 @@
 #                     its ledger on tmpfs, where fdatasync returns at once; it separates the
 #                     gateway's and the ledger's own work from the disk's sync latency
 #   gateway-buffered  diagnostic only, not in the default list: durability "buffered"
+#   gateway-queued    diagnostic only, not in the default list: durability "sync" with
+#                     audit.inline_appends off, so every record goes through the writer
+#                     thread's queue (the behaviour before inline appends)
 # Two workloads: GET /account/costs (cheap, full audited path) and POST /v1/videos/text2video
 # (a create; the sim's concurrency and units are raised so creates answer 200). For each:
 # p50/p99 at a fixed rate with an open-loop generator (crates/gateway/examples/loadgen.rs,
@@ -169,13 +172,13 @@ SIM=$(wait_line "$T/sim.out" 20) || die "the simulator did not start: $(cat "$T/
 # --- the gateways ------------------------------------------------------------------------
 declare -A ADDR TOKEN PROXY_PIDS
 ADDR[direct]=$SIM
-start_gateway() { # name durability parent-directory-of-the-ledger
+start_gateway() { # name durability parent-directory-of-the-ledger [inline-appends]
   local dir="$3/ledger-$1" actor ak sk addr pid
   actor=$("$BIN" --dir "$dir" actors add bench-app --format json)
   ak=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key"])' <<<"$actor")
   sk=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])' <<<"$actor")
   KLING_ACCESS_KEY=$ORG_AK KLING_SECRET_KEY=$ORG_SK KLING_AUDIT_AUDIT_DURABILITY=$2 \
-    "$BIN" --dir "$dir" gateway --listen 127.0.0.1:0 --upstream "http://$SIM" \
+    KLING_AUDIT_AUDIT_INLINE_APPENDS=${4:-true} "$BIN" --dir "$dir" gateway --listen 127.0.0.1:0 --upstream "http://$SIM" \
     >"$T/$1.out" 2>"$T/$1.err" &
   pid=$!
   PIDS+=("$pid")
@@ -199,6 +202,9 @@ if [[ " $TARGETS " == *" gateway-tmpfs "* ]]; then
 fi
 if [[ " $TARGETS " == *" gateway-buffered "* ]]; then
   start_gateway gateway-buffered buffered "$T"
+fi
+if [[ " $TARGETS " == *" gateway-queued "* ]]; then
+  start_gateway gateway-queued sync "$T" false
 fi
 
 # --- nginx --------------------------------------------------------------------------------

@@ -133,13 +133,15 @@ fn encode_inner(
     stamp: &Stamp<'_>,
     entry: &Entry,
 ) -> Result<Hash, EntryError> {
-    use std::io::Write;
-    // Writes into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{{\"v\":{FORMAT_VERSION},\"seq\":{},\"ts\":\"{}\",\"id\":\"",
-        stamp.seq, stamp.ts
-    );
+    // itoa rather than `write!`: this runs for every record on the writer thread.
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(num.format(FORMAT_VERSION).as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(num.format(stamp.seq).as_bytes());
+    out.extend_from_slice(b",\"ts\":\"");
+    out.extend_from_slice(stamp.ts.as_bytes());
+    out.extend_from_slice(b"\",\"id\":\"");
     let mut idbuf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(stamp.id.hyphenated().encode_lower(&mut idbuf).as_bytes());
     out.extend_from_slice(b"\",\"prev\":\"");
@@ -150,7 +152,8 @@ fn encode_inner(
     push_json_string(out, &entry.actor);
     out.extend_from_slice(b",\"details\":");
     out.extend_from_slice(entry.details.as_str().as_bytes());
-    let _ = write!(out, ",\"epoch\":{}", stamp.epoch);
+    out.extend_from_slice(b",\"epoch\":");
+    out.extend_from_slice(num.format(stamp.epoch).as_bytes());
     let mac = mac_with(stamp.mac, &out[start..]);
     out.extend_from_slice(MAC_KEY);
     push_hex(out, &mac);
