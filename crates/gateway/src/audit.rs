@@ -9,7 +9,7 @@
 //! so a process that dies before the ledger recovers loses it (the metric and the logs keep
 //! the count).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -64,6 +64,17 @@ pub struct Auditor {
     reopening: AtomicBool,
     reopen_interval: Duration,
     closed: AtomicBool,
+    /// API calls being served now (see [`Auditor::enter`]).
+    calls: AtomicUsize,
+}
+
+/// One API call being served; counted until dropped.
+pub struct InFlight(Arc<Auditor>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Auditor {
@@ -94,7 +105,16 @@ impl Auditor {
             reopening: AtomicBool::new(false),
             reopen_interval,
             closed: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts an API call until the guard is dropped. While a call is alone, its records may
+    /// be written inline on its worker thread (see `audit.inline_appends`); with others in
+    /// flight they are queued, so that no other call waits on this worker for a sync.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
     }
 
     /// The current ledger handle (cheap clone; the lock is released at once).
@@ -142,7 +162,12 @@ impl Auditor {
                 reason: e.to_string(),
             })?;
         let started = Instant::now();
-        let result = self.ledger().append_async(entry).await;
+        let ledger = self.ledger();
+        let result = if self.calls.load(Ordering::Relaxed) <= 1 {
+            ledger.append_async(entry).await
+        } else {
+            ledger.append_async_queued(entry).await
+        };
         self.metrics.ledger_append.observe(started.elapsed());
         match result {
             Ok(receipt) => Ok(receipt),

@@ -291,6 +291,7 @@ pub async fn handle(
     request: Request,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = state.auditor.enter();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();

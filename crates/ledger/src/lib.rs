@@ -422,6 +422,18 @@ impl Ledger {
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
+    /// Appends one record and resolves once it is durable, always through the writer thread's
+    /// queue: for a caller whose runtime has other work that must not wait for a sync.
+    pub async fn append_async_queued(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        let (ack, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Append(entry, ack))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
     /// Writes the record on this thread if the writer is idle and nothing is queued; otherwise
     /// hands it back to be queued. A busy writer's lock is never waited for.
     fn try_inline(&self, entry: Entry, ack: writer::AckTx) -> Option<(Entry, writer::AckTx)> {
