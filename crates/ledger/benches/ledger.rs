@@ -30,6 +30,8 @@ fn open(dir: &Path, durability: Durability) -> Ledger {
     let mut o = LedgerOptions::new(dir.join("ledger"));
     o.keys_dir = Some(dir.join("keys"));
     o.durability = durability;
+    // `KLING_BENCH_QUEUED=1` measures without inline appends (every record queued).
+    o.inline_appends = std::env::var_os("KLING_BENCH_QUEUED").is_none();
     Ledger::open(o).unwrap().0
 }
 

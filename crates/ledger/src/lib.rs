@@ -324,7 +324,8 @@ impl Ledger {
             mac,
             lock: Some(lock),
             closed: false,
-            contention: 0.0,
+            last_meeting: 0.0,
+            meet_average: 0.0,
             sync_ewma: 0.0,
         };
 

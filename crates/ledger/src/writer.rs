@@ -199,8 +199,10 @@ pub(crate) struct Writer {
     pub lock: Option<crate::lock::DirLock>,
     /// Set once the writer thread has closed the ledger: no record may be written inline.
     pub closed: bool,
+    /// 1 when appends last met each other, decaying towards 0 while they do not.
+    pub last_meeting: f64,
     /// Running average of how often appends meet each other, from 0 to 1.
-    pub contention: f64,
+    pub meet_average: f64,
     /// Average seconds of an in-place sync.
     pub sync_ewma: f64,
 }
@@ -393,7 +395,7 @@ impl Writer {
             && self.poisoned.is_none()
             && self.cfg.durability == Durability::Sync
             && self.pending.is_empty()
-            && !self.busy()
+            && !self.crowded()
             && self.sync_ewma < INLINE_MAX_SYNC;
         if !idle {
             return Err((entry, ack));
@@ -406,12 +408,22 @@ impl Writer {
     /// in-place sync): batches then go to the sync thread, so that the next batch is stamped
     /// and written while the disk flushes, and appenders stop writing inline.
     fn busy(&self) -> bool {
-        self.contention > 0.5
+        self.meet_average > 0.5
     }
 
-    /// Folds one observation of whether appends met each other into the running average.
+    /// Appends met each other lately, so appenders must not write inline: stricter than
+    /// [`Writer::busy`], because writing inline while others append holds up a runtime worker
+    /// and can halve their rate.
+    fn crowded(&self) -> bool {
+        self.last_meeting > 0.05
+    }
+
+    /// Takes one observation of whether appends met each other. For inline writing a meeting
+    /// counts at once, and only about 30 appends in a row that meet nobody end the crowd; for
+    /// syncing in place a running average decides.
     pub(crate) fn note_contention(&mut self, met: bool) {
-        self.contention = 0.8 * self.contention + if met { 0.2 } else { 0.0 };
+        self.last_meeting = if met { 1.0 } else { 0.9 * self.last_meeting };
+        self.meet_average = 0.8 * self.meet_average + if met { 0.2 } else { 0.0 };
     }
 
     /// Cuts the reserve off the newest segment, so a closed ledger ends with its last record.
