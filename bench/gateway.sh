@@ -12,9 +12,9 @@
 #                     its ledger on tmpfs, where fdatasync returns at once; it separates the
 #                     gateway's and the ledger's own work from the disk's sync latency
 #   gateway-buffered  diagnostic only, not in the default list: durability "buffered"
-#   gateway-inline    diagnostic only, not in the default list: durability "sync" with
-#                     audit.inline_appends on (a call alone writes its records on its own
-#                     worker thread while the ledger is idle)
+#   gateway-queued    diagnostic only, not in the default list: durability "sync" with
+#                     audit.inline_appends off, so every record goes through the writer
+#                     thread's queue
 # Two workloads: GET /account/costs (cheap, full audited path) and POST /v1/videos/text2video
 # (a create; the sim's concurrency and units are raised so creates answer 200). For each:
 # p50/p99 at a fixed rate with an open-loop generator (crates/gateway/examples/loadgen.rs,
@@ -178,7 +178,7 @@ start_gateway() { # name durability parent-directory-of-the-ledger [inline-appen
   ak=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key"])' <<<"$actor")
   sk=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])' <<<"$actor")
   KLING_ACCESS_KEY=$ORG_AK KLING_SECRET_KEY=$ORG_SK KLING_AUDIT_AUDIT_DURABILITY=$2 \
-    KLING_AUDIT_AUDIT_INLINE_APPENDS=${4:-false} "$BIN" --dir "$dir" gateway --listen 127.0.0.1:0 --upstream "http://$SIM" \
+    KLING_AUDIT_AUDIT_INLINE_APPENDS=${4:-true} "$BIN" --dir "$dir" gateway --listen 127.0.0.1:0 --upstream "http://$SIM" \
     >"$T/$1.out" 2>"$T/$1.err" &
   pid=$!
   PIDS+=("$pid")
@@ -203,8 +203,8 @@ fi
 if [[ " $TARGETS " == *" gateway-buffered "* ]]; then
   start_gateway gateway-buffered buffered "$T"
 fi
-if [[ " $TARGETS " == *" gateway-inline "* ]]; then
-  start_gateway gateway-inline sync "$T" true
+if [[ " $TARGETS " == *" gateway-queued "* ]]; then
+  start_gateway gateway-queued sync "$T" false
 fi
 
 # --- nginx --------------------------------------------------------------------------------

@@ -161,9 +161,7 @@ pub struct AuditConfig {
     /// Sync before acknowledging (default) or buffered.
     pub durability: Durability,
     /// Let a call that is alone write its records on its own worker thread when the ledger is
-    /// idle, instead of queueing them for the writer thread (off by default: in the benchmark
-    /// it lowered the median a little and raised the 99th percentile, see
-    /// docs/performance.md).
+    /// idle, instead of queueing them for the writer thread (on by default).
     pub inline_appends: bool,
     /// Segment size limit; `None` keeps the ledger's default.
     pub max_segment_bytes: Option<u64>,
@@ -267,7 +265,7 @@ impl GatewayConfig {
                 keys_dir,
                 on_failure: FailureMode::FailClosed,
                 durability: Durability::Sync,
-                inline_appends: false,
+                inline_appends: true,
                 max_segment_bytes: None,
                 message_max_chars: 256,
                 reopen_interval: Duration::from_secs(5),
@@ -1030,8 +1028,8 @@ mod tests {
         assert_eq!(cfg.upstream.url.as_str(), "http://127.0.0.1:1/");
         assert_eq!(cfg.audit.on_failure, FailureMode::FailOpen);
         assert!(
-            !cfg.audit.inline_appends,
-            "records go through the writer's queue by default"
+            cfg.audit.inline_appends,
+            "a call alone writes its records inline by default"
         );
         assert_eq!(cfg.callbacks.relay_attempts, 5);
         let creds = cfg.upstream.credentials.unwrap();

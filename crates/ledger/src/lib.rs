@@ -288,7 +288,7 @@ impl Ledger {
         let origin = keys.origin.clone();
         let commitments = Commitments::new(*keys.commit_key);
         let mac = record::mac_state(keys.epoch.key());
-        let w = writer::Writer {
+        let mut w = writer::Writer {
             dir: dir.clone(),
             cfg: writer::Config {
                 durability: opts.durability,
@@ -328,9 +328,7 @@ impl Ledger {
             meet_average: 0.0,
             sync_ewma: 0.0,
         };
-
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
-        let mut w = w;
         w.start(tx.downgrade(), open_records, last_is_seal);
         let w = Arc::new(Mutex::new(w));
         let thread = std::thread::Builder::new()
@@ -385,13 +383,12 @@ impl Ledger {
     /// async runtime; use [`Ledger::append_async`] there.
     pub fn append(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        let Some((entry, ack)) = self.try_inline(entry, ack) else {
-            return rx.blocking_recv().map_err(|_| AppendError::Closed)?;
-        };
-        self.inner
-            .tx
-            .blocking_send(Msg::Append(entry, ack))
-            .map_err(|_| AppendError::Closed)?;
+        if let Some((entry, ack)) = self.try_inline(entry, ack) {
+            self.inner
+                .tx
+                .blocking_send(Msg::Append(entry, ack))
+                .map_err(|_| AppendError::Closed)?;
+        }
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -412,14 +409,9 @@ impl Ledger {
     /// [`LedgerOptions::inline_appends`]): the task then holds its runtime worker for one sync.
     pub async fn append_async(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        let Some((entry, ack)) = self.try_inline(entry, ack) else {
-            return rx.await.map_err(|_| AppendError::Closed)?;
-        };
-        self.inner
-            .tx
-            .send(Msg::Append(entry, ack))
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        if let Some((entry, ack)) = self.try_inline(entry, ack) {
+            self.queue_async(entry, ack).await?;
+        }
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -427,12 +419,16 @@ impl Ledger {
     /// queue: for a caller whose runtime has other work that must not wait for a sync.
     pub async fn append_async_queued(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
+        self.queue_async(entry, ack).await?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    async fn queue_async(&self, entry: Entry, ack: writer::AckTx) -> Result<(), AppendError> {
         self.inner
             .tx
             .send(Msg::Append(entry, ack))
             .await
-            .map_err(|_| AppendError::Closed)?;
-        rx.await.map_err(|_| AppendError::Closed)?
+            .map_err(|_| AppendError::Closed)
     }
 
     /// Writes the record on this thread if the writer is idle and nothing is queued; otherwise

@@ -1,5 +1,6 @@
-//! The group-commit writer: one thread that owns the files and turns whatever is queued into
-//! one write and one sync.
+//! The group-commit writer: one thread that turns whatever is queued into one write and one
+//! sync. Its state sits behind a lock, which an appender finding the writer idle may take to
+//! write and sync its own record (see [`Writer::try_inline`]).
 //!
 //! Appenders put `(entry, ack)` on a bounded queue, which pushes back when full and never
 //! drops. The writer takes everything queued (up to a batch limit), stamps `seq`, `ts`, `prev`,
