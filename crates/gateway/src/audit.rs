@@ -341,3 +341,45 @@ pub fn log_torn_tail(report: &kling_audit_ledger::OpenReport) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auditor(dir: &std::path::Path) -> Arc<Auditor> {
+        let mut options = LedgerOptions::new(dir.join("audit"));
+        options.keys_dir = Some(dir.join("keys"));
+        let (ledger, _) = Ledger::open(options.clone()).unwrap();
+        Arc::new(Auditor::new(
+            ledger,
+            options,
+            FailureMode::FailClosed,
+            Arc::new(Metrics::default()),
+            Duration::from_secs(5),
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_in_flight_are_counted_and_records_stay_in_one_chain_either_way() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = auditor(tmp.path());
+        let details = serde_json::json!({"route": "test"});
+        let mut seqs = Vec::new();
+        {
+            let _one = a.enter();
+            assert_eq!(a.calls.load(Ordering::Relaxed), 1);
+            // Alone: the record may be written inline.
+            seqs.push(a.append("t.alone", "actor", &details).await.unwrap().seq);
+            let _two = a.enter();
+            assert_eq!(a.calls.load(Ordering::Relaxed), 2);
+            // Not alone: queued for the writer thread.
+            seqs.push(a.append("t.crowded", "actor", &details).await.unwrap().seq);
+        }
+        assert_eq!(a.calls.load(Ordering::Relaxed), 0, "guards uncount on drop");
+        seqs.push(a.append("t.after", "actor", &details).await.unwrap().seq);
+        let first = seqs[0];
+        assert_eq!(seqs, vec![first, first + 1, first + 2]);
+        let head = a.ledger().close_async().await.unwrap();
+        assert_eq!(head.size, first + 3);
+    }
+}
