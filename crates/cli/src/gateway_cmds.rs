@@ -154,8 +154,8 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
             let _ = writeln!(out, "{addr}");
             let _ = out.flush();
         };
-        let report =
-            kling_audit_gateway::run_with_ready(cfg, listener, shutdown_signal(), announce).await?;
+        let shutdown = shutdown_signal();
+        let report = kling_audit_gateway::run_with_ready(cfg, listener, shutdown, announce).await?;
         // A full disk must not turn a clean stop into a panic: the report is best effort.
         let _ = writeln!(
             std::io::stderr(),
@@ -172,22 +172,25 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
     })
 }
 
-async fn shutdown_signal() {
+/// Watches SIGTERM and SIGINT from now on; the future resolves on the first one. Called
+/// before the gateway announces its address, so that a signal sent as soon as a script has
+/// read it drains the gateway and seals the ledger instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
             // Without signal handlers the process still stops on Ctrl-C, just not gracefully.
             std::future::pending::<()>().await;
             return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

@@ -87,9 +87,8 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     }
     let origin = origin.unwrap_or_else(kling_audit_ledger::random_origin);
     let (_, secrets) = kling_audit_ledger::KeySet::create(&keys_dir, &origin, false)?;
-    // The MAC root key exists nowhere else once this returns, so it is printed even when the
-    // first record fails; the error follows it.
-    let first = write_first_record(g, &keys_dir, &origin);
+    // The MAC root key exists nowhere else once this returns, so it is printed and flushed
+    // before anything else can fail or be interrupted; an error of the first record follows.
     println!("ledger directory: {}", g.dir.display());
     println!("keys directory:   {}", keys_dir.display());
     println!("origin:           {origin}");
@@ -98,7 +97,8 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     println!();
     println!("Give the verifier key to your auditors. Store the MAC root key offline now:");
     println!("it is shown only this once and is not kept on this machine.");
-    first.context(
+    std::io::Write::flush(&mut std::io::stdout()).context("cannot write the keys to stdout")?;
+    write_first_record(g, &keys_dir, &origin).context(
         "the keys above were created, but the ledger's first record could not be written; \
          once the cause is fixed, `kling-audit log` starts the ledger with these keys",
     )?;

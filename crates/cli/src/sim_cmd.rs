@@ -30,17 +30,19 @@ fn env_pair() -> Option<KeyPair> {
     (!access.is_empty() && !secret.is_empty()).then(|| KeyPair::new(access, secret))
 }
 
-/// Resolves on SIGINT or SIGTERM with the signal's name.
-async fn stop_signal() -> Result<&'static str> {
+/// Watches SIGINT and SIGTERM from now on; the future resolves with the first one's name.
+/// Called before the address is printed, so that a signal sent as soon as a script has read
+/// it stops the simulator cleanly instead of killing it.
+fn watch_stop_signals() -> Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            r.context("cannot watch SIGINT")?;
-            Ok("SIGINT")
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
         }
-        _ = term.recv() => Ok("SIGTERM"),
-    }
+    })
 }
 
 pub fn run(a: &SimArgs) -> Result<Exit> {
@@ -69,13 +71,14 @@ async fn serve(a: &SimArgs) -> Result<Exit> {
         "simulating the Kling API at http://{}; stop with Ctrl-C",
         sim.addr()
     );
+    let stop = watch_stop_signals()?;
     // Standard error first, so a script that has read the address finds the notes written.
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", sim.addr())?;
         out.flush()?;
     }
-    let signal = stop_signal().await?;
+    let signal = stop.await;
     eprintln!("{signal} received; shutting down");
     sim.shutdown()
         .await

@@ -570,3 +570,79 @@ fn a_recovered_torn_tail_is_reported_once_on_stderr() {
     let out = run(&dir, &["verify"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout, &dir));
 }
+
+#[test]
+fn init_shows_the_mac_root_key_before_it_writes_the_first_record() {
+    // The MAC root key is kept nowhere: an init killed while writing the ledger's first record
+    // must already have shown it, or it is lost and a second init refuses.
+    for round in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let mut child = Command::new(BIN)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("init")
+            .env_remove("KLING_AUDIT_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let has_segment = || {
+            std::fs::read_dir(&dir).is_ok_and(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+            })
+        };
+        while !has_segment() && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        assert!(has_segment(), "round {round}: init wrote no segment");
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("MAC root key:"),
+            "round {round}: the first record's segment existed before the key was shown: {stdout:?}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_right_after_the_address_line_still_seals_the_ledger() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    assert!(run(&dir, &["init"], None).status.success());
+    // The address is the cue scripts wait for; a SIGTERM sent at once must drain and seal,
+    // so the handler has to be in place before the address is printed.
+    for round in 0..20 {
+        let mut child = Command::new(BIN)
+            .arg("--dir")
+            .arg(&dir)
+            .args(["gateway", "--listen", "127.0.0.1:0"])
+            .args(["--upstream", "http://127.0.0.1:9"])
+            .env_remove("KLING_AUDIT_LOG")
+            .env("KLING_ACCESS_KEY", "org-ak-sigterm")
+            .env("KLING_SECRET_KEY", "org-sk-sigterm-0123456789abcdef")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.trim().is_empty(), "round {round}: no address");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: the pid is our own child's, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: the gateway died of SIGTERM instead of sealing ({status})"
+        );
+    }
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+}

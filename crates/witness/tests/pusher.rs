@@ -186,7 +186,10 @@ async fn a_lost_state_file_is_relearned_from_the_witness() -> TestResult {
     // The new pusher believes the witness saw nothing, sends `old 0`, gets a 409 naming
     // `first`, and succeeds from there.
     let (ledger, handle) = s.open(vec![s.target()])?;
-    assert_eq!(handle.statuses()[0].witness_size, 0);
+    // Opening pushes the stored checkpoint at once, so the witness may already have named
+    // `first` by the time this is read; anything else would be a size learned from nowhere.
+    let relearned = handle.statuses()[0].witness_size;
+    assert!(relearned == 0 || relearned == first, "{relearned}");
     let second = append(&ledger, 2).await?;
     tokio::time::timeout(HANG_GUARD, handle.wait_cosigned(second)).await??;
     assert_eq!(handle.statuses()[0].witness_size, second);
