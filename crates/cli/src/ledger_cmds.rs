@@ -194,7 +194,10 @@ fn parse_stdin_line(line: &[u8]) -> Result<Entry, String> {
 pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     let mut opts = w.options(g);
     let pusher = crate::witness_cmd::attach_pusher(&mut opts, &w.witnesses)?;
-    let ledger = open_ledger(opts)?;
+    // The ledger is opened at the first valid line: input without one must not leave a new,
+    // empty ledger behind, which `verify` would rightly call wiped.
+    let mut opts = Some(opts);
+    let mut ledger: Option<Ledger> = None;
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
@@ -258,7 +261,11 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         }
         match parse_stdin_line(line) {
             Ok(entry) => {
-                let pending = ledger.submit(entry)?;
+                if let Some(o) = opts.take() {
+                    ledger = Some(open_ledger(o)?);
+                }
+                let Some(l) = &ledger else { break };
+                let pending = l.submit(entry)?;
                 if tx.send((line_no, pending)).is_err() {
                     break;
                 }
@@ -274,8 +281,13 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
     let bad = bad + refused_entries;
-    let head = ledger.close()?;
-    let refused = pusher.is_some_and(|p| p.finish(head.checkpoint_size));
+    let refused = match ledger {
+        Some(l) => {
+            let head = l.close()?;
+            pusher.is_some_and(|p| p.finish(head.checkpoint_size))
+        }
+        None => false,
+    };
     if let Some((first, last)) = failed {
         bail!(
             "input lines {first} to {last} were not recorded (the lines after {first} only if \

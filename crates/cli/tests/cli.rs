@@ -646,3 +646,24 @@ fn sigterm_right_after_the_address_line_still_seals_the_ledger() {
     }
     assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
 }
+
+#[test]
+fn log_stdin_without_a_valid_line_leaves_no_empty_ledger_behind() {
+    // An empty ledger cannot be told from a wiped one, so `verify` calls it faulty; input with
+    // nothing to record must therefore create nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let empty = run(&dir, &["log", "--stdin"], Some(""));
+    assert_eq!(empty.status.code(), Some(0), "{empty:?}");
+    let bad = run(&dir, &["log", "--stdin"], Some("not json\n\n"));
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(!dir.exists(), "a ledger was created with no record in it");
+    assert!(!tmp.path().join("audit.keys").exists());
+    let good = run(
+        &dir,
+        &["log", "--stdin"],
+        Some("{\"type\":\"t\",\"actor\":\"a\"}\n"),
+    );
+    assert_eq!(good.status.code(), Some(0), "{good:?}");
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+}
