@@ -172,24 +172,17 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
     })
 }
 
-/// Watches SIGTERM and SIGINT from now on; the future resolves on the first one. Called
-/// before the gateway announces its address, so that a signal sent as soon as a script has
-/// read it drains the gateway and seals the ledger instead of killing the process.
+/// Watches SIGTERM and SIGINT from now on (see [`crate::signals::watch_stop_signals`]); the
+/// future resolves on the first one.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
+    let watched = crate::signals::watch_stop_signals();
     async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
+        match watched {
+            Ok(stop) => {
+                stop.await;
+            }
             // Without signal handlers the process still stops on Ctrl-C, just not gracefully.
-            std::future::pending::<()>().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            Err(_) => std::future::pending::<()>().await,
         }
     }
 }

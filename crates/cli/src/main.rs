@@ -9,6 +9,7 @@ mod demo;
 mod gateway_cmds;
 mod ledger_cmds;
 mod report;
+mod signals;
 mod sim_cmd;
 mod witness_cmd;
 

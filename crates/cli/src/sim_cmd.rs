@@ -30,21 +30,6 @@ fn env_pair() -> Option<KeyPair> {
     (!access.is_empty() && !secret.is_empty()).then(|| KeyPair::new(access, secret))
 }
 
-/// Watches SIGINT and SIGTERM from now on; the future resolves with the first one's name.
-/// Called before the address is printed, so that a signal sent as soon as a script has read
-/// it stops the simulator cleanly instead of killing it.
-fn watch_stop_signals() -> Result<impl std::future::Future<Output = &'static str>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    })
-}
-
 pub fn run(a: &SimArgs) -> Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,7 +56,7 @@ async fn serve(a: &SimArgs) -> Result<Exit> {
         "simulating the Kling API at http://{}; stop with Ctrl-C",
         sim.addr()
     );
-    let stop = watch_stop_signals()?;
+    let stop = crate::signals::watch_stop_signals()?;
     // Standard error first, so a script that has read the address finds the notes written.
     {
         let mut out = std::io::stdout().lock();

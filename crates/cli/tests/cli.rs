@@ -152,11 +152,7 @@ fn verify_exit_code_is_one_on_a_fault_and_names_it() {
         .status
         .success());
     }
-    let seg = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .unwrap();
+    let seg = segment_files(&dir).remove(0);
     let data = std::fs::read_to_string(&seg)
         .unwrap()
         .replacen("\"i\":1", "\"i\":7", 1);
@@ -313,11 +309,7 @@ fn report_refuses_a_ledger_rewritten_without_the_keys() {
     }
     assert_eq!(run(&dir, &["report"], None).status.code(), Some(0));
     // Rewrite alice into mallory, recompute every hash and drop the checkpoints.
-    let seg = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .unwrap();
+    let seg = segment_files(&dir).remove(0);
     let mut prev = "0".repeat(64);
     let mut out = String::new();
     for line in std::fs::read_to_string(&seg).unwrap().lines() {
@@ -425,9 +417,11 @@ fn init(dir: &std::path::Path) -> (String, String) {
     (field("verifier key:"), field("MAC root key:"))
 }
 
+/// The segment files of `dir`, in order; none when `dir` does not exist (yet).
 fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
+        .into_iter()
+        .flatten()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .collect();
@@ -588,12 +582,7 @@ fn init_shows_the_mac_root_key_before_it_writes_the_first_record() {
             .spawn()
             .unwrap();
         let start = std::time::Instant::now();
-        let has_segment = || {
-            std::fs::read_dir(&dir).is_ok_and(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().starts_with("seg-"))
-            })
-        };
+        let has_segment = || !segment_files(&dir).is_empty();
         while !has_segment() && start.elapsed() < std::time::Duration::from_secs(10) {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
