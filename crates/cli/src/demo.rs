@@ -382,8 +382,12 @@ async fn run(out: &Path) -> Result<Exit> {
         mac.display()
     );
     println!("  {bin} --dir {dir} report");
-    println!("  {bin} --dir {dir} prove --seq 1 --out proof.json");
-    println!("  {bin} verify-proof proof.json --key {vkey}");
+    // The proof goes beside the ledger, so the demo's commands leave nothing in the current
+    // directory but the demo's own directory.
+    let proof = out.join("proof.json");
+    let proof = proof.display();
+    println!("  {bin} --dir {dir} prove --seq 1 --out {proof}");
+    println!("  {bin} verify-proof {proof} --key {vkey}");
     println!(
         "  (the MAC root key is kept in {} for the demo; a real auditor keeps it offline)",
         mac.display()

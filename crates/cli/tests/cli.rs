@@ -656,3 +656,59 @@ fn log_stdin_without_a_valid_line_leaves_no_empty_ledger_behind() {
     assert_eq!(good.status.code(), Some(0), "{good:?}");
     assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
 }
+
+#[test]
+fn demo_and_the_commands_it_prints_write_nothing_outside_its_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(cwd)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let out = Command::new(BIN)
+        .arg("demo")
+        .current_dir(cwd)
+        .env_remove("KLING_AUDIT_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let announced = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("kling-audit demo: everything runs on 127.0.0.1; the ledger goes to ")
+        })
+        .unwrap();
+    let demo_dir = std::path::Path::new(announced)
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(listing(), vec![demo_dir.clone()]);
+    // The follow-up commands, run as a user pastes them, from the same directory.
+    let commands: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| *l != "Look further:")
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| !l.starts_with('('))
+        .collect();
+    assert_eq!(commands.len(), 4, "{stdout}");
+    for command in commands {
+        let out = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(listing(), vec![demo_dir.clone()]);
+    assert!(cwd.join(&demo_dir).join("proof.json").is_file());
+}
