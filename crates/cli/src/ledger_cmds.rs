@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use kling_audit_ledger::verify::{self, Report, VerifyOptions};
-use kling_audit_ledger::{Details, Durability, Entry, Ledger, LedgerOptions};
+use kling_audit_ledger::{AppendError, Details, Durability, Entry, Ledger, LedgerOptions, Receipt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -37,6 +37,43 @@ impl WriteArgs {
         o.max_segment_bytes = self.max_segment_bytes.max(1);
         o
     }
+}
+
+/// What to do about a failed write, for the operator of a command.
+const FIX_STORAGE: &str = "Fix the storage (free space, or raise the file size limit)";
+
+/// The storage failure behind `e`, without the writer's advice, which is for long-running
+/// writers: each command says itself what the failure means for its records.
+fn storage_cause(e: &AppendError) -> String {
+    match e {
+        AppendError::Poisoned { cause } => cause.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a record's acknowledgement and flushes it, so that it is out before anything else
+/// can fail.
+fn print_ack(r: &Receipt) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{{\"seq\":{},\"hash\":\"{}\"}}",
+        r.seq,
+        hex::encode(r.hash)
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The error of a close that failed after records were acknowledged. They are durable, so a
+/// script that retried the command would write them twice: the message leads with that.
+fn close_failed(acked: &str, e: &AppendError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{acked} durable and must not be written again, but closing the ledger then failed: \
+         {}, so no signed checkpoint covers the newest records yet. {FIX_STORAGE}; the next \
+         command that writes to this ledger signs one",
+        storage_cause(e)
+    )
 }
 
 /// Opens the ledger for writing, telling the operator about created keys and repairs.
@@ -98,10 +135,7 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     println!("Give the verifier key to your auditors. Store the MAC root key offline now:");
     println!("it is shown only this once and is not kept on this machine.");
     std::io::Write::flush(&mut std::io::stdout()).context("cannot write the keys to stdout")?;
-    write_first_record(g, &keys_dir, &origin).context(
-        "the keys above were created, but the ledger's first record could not be written; \
-         once the cause is fixed, `kling-audit log` starts the ledger with these keys",
-    )?;
+    write_first_record(g, &keys_dir, &origin)?;
     Ok(Exit::Ok)
 }
 
@@ -112,14 +146,23 @@ const INIT_RECORD_TYPE: &str = "ledger.init";
 /// ledger thus always holds records, so a directory without any can only have been wiped and
 /// `verify` rightly calls it truncated (docs/format.md, "An empty ledger").
 fn write_first_record(g: &Global, keys_dir: &Path, origin: &str) -> Result<()> {
+    let not_written = "the keys above were created, but the ledger's first record could not be \
+                       written; once the cause is fixed, `kling-audit log` starts the ledger with \
+                       these keys";
     let mut opts = LedgerOptions::new(&g.dir);
     opts.keys_dir = Some(keys_dir.to_path_buf());
     opts.create_keys = false;
     let details = Details::from_value(&serde_json::json!({ "origin": origin }))?;
     let entry = Entry::new(INIT_RECORD_TYPE, "kling-audit", details)?;
-    let (ledger, _) = Ledger::open(opts)?;
-    ledger.append(entry)?;
-    ledger.close()?;
+    let (ledger, _) = Ledger::open(opts).context(not_written)?;
+    let receipt = ledger
+        .append(entry)
+        .map_err(|e| anyhow::anyhow!(storage_cause(&e)))
+        .context(not_written)?;
+    print_ack(&receipt)?;
+    ledger
+        .close()
+        .map_err(|e| close_failed(&format!("record seq {} is", receipt.seq), &e))?;
     Ok(())
 }
 
@@ -155,13 +198,20 @@ pub fn log_one(
     let mut opts = w.options(g);
     let pusher = crate::witness_cmd::attach_pusher(&mut opts, &w.witnesses)?;
     let ledger = open_ledger(opts)?;
-    let receipt = ledger.append(entry)?;
-    let head = ledger.close()?;
-    println!(
-        "{{\"seq\":{},\"hash\":\"{}\"}}",
-        receipt.seq,
-        hex::encode(receipt.hash)
-    );
+    let receipt = match ledger.append(entry) {
+        Ok(r) => r,
+        Err(e @ AppendError::Entry(_)) => return Err(e.into()),
+        Err(e) => bail!(
+            "the record was not written: {}. {FIX_STORAGE}, then run the command again",
+            storage_cause(&e)
+        ),
+    };
+    // Acknowledged before closing: a close that fails leaves the record durable, and must not
+    // read as a lost record that a retry would write twice.
+    print_ack(&receipt)?;
+    let head = ledger
+        .close()
+        .map_err(|e| close_failed(&format!("record seq {} is", receipt.seq), &e))?;
     if pusher.is_some_and(|p| p.finish(head.checkpoint_size)) {
         return Ok(Exit::Fault);
     }
@@ -203,32 +253,22 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
     // into the writer's queue while earlier records are being synced.
     let printer = std::thread::spawn(move || -> Result<(usize, Option<(usize, usize)>)> {
-        let stdout = std::io::stdout();
         let mut refused = 0;
         // After a storage failure every later line fails the same way: it is said once, with
         // the range of lines it cost at the end.
         let mut failed: Option<(usize, usize)> = None;
         for (line_no, pending) in rx {
             match pending.wait() {
-                Ok(r) => {
-                    let mut out = stdout.lock();
-                    writeln!(
-                        out,
-                        "{{\"seq\":{},\"hash\":\"{}\"}}",
-                        r.seq,
-                        hex::encode(r.hash)
-                    )?;
-                    out.flush()?;
-                }
+                Ok(r) => print_ack(&r)?,
                 // The entry itself was refused (too large once stamped): bad input, not a
                 // storage failure.
-                Err(kling_audit_ledger::AppendError::Entry(e)) => {
+                Err(AppendError::Entry(e)) => {
                     eprintln!("error: line {line_no}: {e}; this line was not recorded");
                     refused += 1;
                 }
                 Err(e) => match &mut failed {
                     None => {
-                        eprintln!("error: line {line_no}: not recorded: {e}");
+                        eprintln!("error: line {line_no}: not recorded: {}", storage_cause(&e));
                         failed = Some((line_no, line_no));
                     }
                     Some((_, last)) => *last = line_no,
@@ -281,17 +321,13 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
     let bad = bad + refused_entries;
-    let refused = match ledger {
-        Some(l) => {
-            let head = l.close()?;
-            pusher.is_some_and(|p| p.finish(head.checkpoint_size))
-        }
-        None => false,
-    };
+    let closed = ledger.map(|l| l.close());
     if let Some((first, last)) = failed {
+        // Closing failed too, for the cause already shown with line {first}.
         bail!(
             "input lines {first} to {last} were not recorded (the lines after {first} only if \
-             they were valid); lines before {first} were, as their acknowledgements show"
+             they were valid); lines before {first} were, as their acknowledgements show. \
+             {FIX_STORAGE}, then send lines {first} to {last} again"
         );
     }
     if bad > 0 {
@@ -299,9 +335,17 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
             "{bad} input line{} refused; every other line was recorded",
             if bad == 1 { " was" } else { "s were" }
         );
-        return Ok(Exit::Fault);
     }
-    Ok(if refused { Exit::Fault } else { Exit::Ok })
+    let refused = match closed {
+        Some(Ok(head)) => pusher.is_some_and(|p| p.finish(head.checkpoint_size)),
+        Some(Err(e)) => return Err(close_failed("every record acknowledged above is", &e)),
+        None => false,
+    };
+    Ok(if refused || bad > 0 {
+        Exit::Fault
+    } else {
+        Exit::Ok
+    })
 }
 
 /// Longest input line `log --stdin` reads; longer lines are skipped without being buffered.

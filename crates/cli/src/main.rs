@@ -47,7 +47,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a ledger and its keys and write its first record (`ledger.init`); prints the
-    /// verifier key and, once, the MAC root key.
+    /// verifier key, once the MAC root key, then `{"seq":0,"hash":"<hex>"}` once it is durable.
     Init {
         /// The log's origin name (used as the checkpoint key name).
         #[arg(long)]
@@ -146,7 +146,15 @@ fn main() -> ExitCode {
     }
     restore_sigpipe();
     let cli = Cli::parse();
-    init_tracing();
+    // `init` and `log` report a storage failure themselves, with what it means for their
+    // records. The writer's own logs (its failure, and on a full disk the reserve warnings
+    // before it) would say it a second time, so they stay off unless asked for.
+    let reports_storage = matches!(cli.command, Command::Init { .. } | Command::Log { .. });
+    init_tracing(if reports_storage {
+        "warn,kling_audit_ledger::writer=off"
+    } else {
+        "warn"
+    });
     match run(cli) {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::Fault) => ExitCode::from(1),
@@ -169,10 +177,11 @@ fn restore_sigpipe() {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr as JSON lines, filtered by `KLING_AUDIT_LOG` or else by `default`.
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_env("KLING_AUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+        EnvFilter::try_from_env("KLING_AUDIT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

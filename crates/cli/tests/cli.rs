@@ -6,7 +6,24 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_kling-audit");
 
 fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
+    run_command(Command::new(BIN), dir, args, stdin)
+}
+
+/// `run` under a file size limit (`ulimit -f`) of `limit` bytes: a write that would make a
+/// file larger fails with EFBIG, as a write on a full disk fails with ENOSPC.
+fn run_limited(limit: u64, dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--fsize={limit}:unlimited")).arg(BIN);
+    run_command(cmd, dir, args, stdin)
+}
+
+fn run_command(
+    mut cmd: Command,
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut child = cmd
         .arg("--dir")
         .arg(dir)
         .args(args)
@@ -711,4 +728,196 @@ fn demo_and_the_commands_it_prints_write_nothing_outside_its_directory() {
     }
     assert_eq!(listing(), vec![demo_dir.clone()]);
     assert!(cwd.join(&demo_dir).join("proof.json").is_file());
+}
+
+#[test]
+fn a_storage_failure_is_reported_once_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    // A limit of the segment's present size: the next record cannot be written.
+    let seg = segment_files(&dir).pop().unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let limit = std::fs::metadata(&seg).unwrap().len();
+    let cause = format!("write to segment {name}: File too large (os error 27)");
+    let fix = "Fix the storage (free space, or raise the file size limit)";
+
+    let out = run_limited(limit, &dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout, &dir), "");
+    assert_eq!(
+        text(&out.stderr, &dir),
+        format!("error: the record was not written: {cause}. {fix}, then run the command again\n")
+    );
+
+    let lines = "{\"type\":\"t\",\"actor\":\"a\"}\n".repeat(3);
+    let out = run_limited(limit, &dir, &["log", "--stdin"], Some(&lines));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout, &dir), "");
+    assert_eq!(
+        text(&out.stderr, &dir),
+        format!(
+            "error: line 1: not recorded: {cause}\n\
+             error: input lines 1 to 3 were not recorded (the lines after 1 only if they were \
+             valid); lines before 1 were, as their acknowledgements show. {fix}, then send lines \
+             1 to 3 again\n"
+        )
+    );
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+}
+
+#[test]
+fn a_failed_close_still_acknowledges_the_durable_record_and_says_not_to_retry_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    // Every writer adds a signed checkpoint line to checkpoints.jsonl, while no segment grows
+    // past 4096 bytes. Once the checkpoint log is larger, a file size limit of its size lets
+    // records through and fails the checkpoint that closing writes.
+    let checkpoint_log = dir.join("checkpoints.jsonl");
+    let log_size = || std::fs::metadata(&checkpoint_log).map_or(0, |m| m.len());
+    for _ in 0..100 {
+        if log_size() > 4096 {
+            break;
+        }
+        let out = run(
+            &dir,
+            &[
+                "log",
+                "--max-segment-bytes",
+                "4096",
+                "--type",
+                "t",
+                "--actor",
+                "setup",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr, &dir));
+    }
+    let limit = log_size();
+    assert!(limit > 4096);
+    let then = |acked: &str| {
+        format!(
+            "error: {acked} durable and must not be written again, but closing the ledger then \
+             failed: append to <DIR>/checkpoints.jsonl: File too large (os error 27), so no \
+             signed checkpoint covers the newest records yet. Fix the storage (free space, or \
+             raise the file size limit); the next command that writes to this ledger signs one\n"
+        )
+    };
+    let acks = |out: &Output| -> Vec<(u64, String)> {
+        text(&out.stdout, &dir)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["seq"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let out = run_limited(
+        limit,
+        &dir,
+        &[
+            "log",
+            "--max-segment-bytes",
+            "4096",
+            "--type",
+            "t",
+            "--actor",
+            "once",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let mut acked = acks(&out);
+    assert_eq!(acked.len(), 1);
+    assert_eq!(
+        text(&out.stderr, &dir),
+        then(&format!("record seq {} is", acked[0].0))
+    );
+
+    let lines = "{\"type\":\"t\",\"actor\":\"once\"}\n".repeat(2);
+    let out = run_limited(
+        limit,
+        &dir,
+        &["log", "--max-segment-bytes", "4096", "--stdin"],
+        Some(&lines),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(acks(&out).len(), 2);
+    assert_eq!(
+        text(&out.stderr, &dir),
+        then("every record acknowledged above is")
+    );
+    acked.extend(acks(&out));
+
+    // Each acknowledged record is in the ledger, once; the next writer signs it.
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "after"], None)
+        .status
+        .success());
+    let mut once = Vec::new();
+    for seg in segment_files(&dir) {
+        for line in std::fs::read_to_string(seg).unwrap().lines() {
+            let v: serde_json::Value = match serde_json::from_str(line.trim_matches('\0')) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if v["actor"] == "once" {
+                once.push((
+                    v["seq"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    assert_eq!(once, acked);
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+}
+
+#[test]
+fn init_acknowledges_its_first_record_before_a_close_that_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A checkpoint line names the origin twice (as origin and as its key's name), the first
+    // record once: with a long origin, a limit between the two sizes lets the record through
+    // and fails the checkpoint that closing writes. A first init measures both.
+    let origin = format!("example.test/{}", "o".repeat(400));
+    let probe = tmp.path().join("probe");
+    assert!(run(&probe, &["init", "--origin", &origin], None)
+        .status
+        .success());
+    let segment = std::fs::metadata(&segment_files(&probe)[0]).unwrap().len();
+    let checkpoint = std::fs::metadata(probe.join("checkpoints.jsonl"))
+        .unwrap()
+        .len();
+    assert!(segment + 100 < checkpoint, "{segment} {checkpoint}");
+
+    let dir = tmp.path().join("audit");
+    let out = run_limited(
+        (segment + checkpoint) / 2,
+        &dir,
+        &["init", "--origin", &origin],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout, &dir);
+    let ack: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(ack["seq"], 0);
+    assert!(stdout.contains("MAC root key:"), "{stdout}");
+    let stderr = text(&out.stderr, &dir);
+    assert!(
+        stderr.starts_with(
+            "error: record seq 0 is durable and must not be written again, but closing the \
+             ledger then failed: append to <DIR>/checkpoints.jsonl: File too large"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // The next writer cuts the torn checkpoint line and signs the record.
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
 }
