@@ -32,25 +32,64 @@ const TINY_PNG_BASE64: &str =
 
 pub fn demo(args: &DemoArgs) -> Result<Exit> {
     let out = match &args.out {
-        Some(p) => p.clone(),
-        None => PathBuf::from(format!(
-            "kling-audit-demo-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        )),
+        Some(p) => {
+            // Created here, not checked then created, so two demos never share a directory.
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            match std::fs::create_dir(p) {
+                Ok(()) => p.clone(),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                    "{} already exists; choose another directory with --out",
+                    p.display()
+                ),
+                Err(e) => bail!("cannot create {}: {e}", p.display()),
+            }
+        }
+        None => fresh_dir(Path::new("."))?,
     };
-    if out.exists() {
-        bail!(
-            "{} already exists; choose another directory with --out",
-            out.display()
-        );
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(run(&out))
+}
+
+/// A new `kling-audit-demo-<unix seconds>` directory in `parent`; demos started within the
+/// same second get `-2`, `-3`, ... appended.
+fn fresh_dir(parent: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let base = format!("kling-audit-demo-{secs}");
+    for n in 1..=1000 {
+        let name = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        // `./name` prints as `name`, as the directory was always shown.
+        let dir = if parent == Path::new(".") {
+            PathBuf::from(name)
+        } else {
+            parent.join(name)
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => bail!(
+                "cannot create {}: {e}; choose a directory with --out",
+                dir.display()
+            ),
+        }
+    }
+    bail!("{base} and 999 variants of it already exist; choose a directory with --out")
+}
+
+/// `text` as one shell word, so that a printed command can be pasted as it is.
+fn sh(text: &str) -> String {
+    shlex::try_quote(text).map_or_else(|_| text.to_owned(), |q| q.into_owned())
 }
 
 fn step(started: Instant, text: &str) {
@@ -373,24 +412,23 @@ async fn run(out: &Path) -> Result<Exit> {
     println!("Look further:");
     // The commands name this very binary, so they run as printed after `cargo run` too.
     let bin = std::env::current_exe()
-        .map(|p| p.display().to_string())
+        .map(|p| sh(&p.display().to_string()))
         .unwrap_or_else(|_| "kling-audit".to_owned());
-    let dir = ledger_dir.display();
-    let mac = keys_dir.join(kling_audit_ledger::keys::MAC_ROOT_FILE);
-    println!(
-        "  {bin} --dir {dir} verify --key {vkey} --mac-key @{}",
-        mac.display()
-    );
+    let dir = sh(&ledger_dir.display().to_string());
+    let mac_file = keys_dir.join(kling_audit_ledger::keys::MAC_ROOT_FILE);
+    // `@` prefixes the path itself, so it goes inside the quotes.
+    let mac_arg = sh(&format!("@{}", mac_file.display()));
+    let vkey = sh(&vkey);
+    println!("  {bin} --dir {dir} verify --key {vkey} --mac-key {mac_arg}");
     println!("  {bin} --dir {dir} report");
     // The proof goes beside the ledger, so the demo's commands leave nothing in the current
     // directory but the demo's own directory.
-    let proof = out.join("proof.json");
-    let proof = proof.display();
+    let proof = sh(&out.join("proof.json").display().to_string());
     println!("  {bin} --dir {dir} prove --seq 1 --out {proof}");
     println!("  {bin} verify-proof {proof} --key {vkey}");
     println!(
         "  (the MAC root key is kept in {} for the demo; a real auditor keeps it offline)",
-        mac.display()
+        mac_file.display()
     );
     println!(
         "done in {:.1}s; the ledger is in {}",
@@ -439,4 +477,45 @@ async fn callback_receiver(count: Arc<AtomicU64>) -> Result<(String, tokio::task
         let _ = axum::serve(listener, app).await;
     });
     Ok((format!("http://{addr}"), handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demos_started_in_the_same_second_get_their_own_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = fresh_dir(tmp.path()).unwrap();
+        let second = fresh_dir(tmp.path()).unwrap();
+        let third = fresh_dir(tmp.path()).unwrap();
+        assert_ne!(first, second);
+        assert_ne!(second, third);
+        assert!(first.is_dir() && second.is_dir() && third.is_dir());
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name(&first).starts_with("kling-audit-demo-"));
+        // Unless the second turned over in between, the later ones carry a suffix.
+        if name(&second).len() > name(&first).len() {
+            assert_eq!(name(&second), format!("{}-2", name(&first)));
+        }
+    }
+
+    #[test]
+    fn printed_paths_are_single_shell_words() {
+        assert_eq!(sh("/tmp/plain/dir"), "/tmp/plain/dir");
+        for text in [
+            "/tmp/with space/dir",
+            "it's",
+            "@/a b/mac.key",
+            "$HOME;rm -rf x",
+        ] {
+            let quoted = sh(text);
+            assert_ne!(quoted, text);
+            assert_eq!(
+                shlex::split(&quoted),
+                Some(vec![text.to_owned()]),
+                "{quoted}"
+            );
+        }
+    }
 }

@@ -126,15 +126,32 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
     let (_, secrets) = kling_audit_ledger::KeySet::create(&keys_dir, &origin, false)?;
     // The MAC root key exists nowhere else once this returns, so it is printed and flushed
     // before anything else can fail or be interrupted; an error of the first record follows.
-    println!("ledger directory: {}", g.dir.display());
-    println!("keys directory:   {}", keys_dir.display());
-    println!("origin:           {origin}");
-    println!("verifier key:     {}", secrets.verifier_key);
-    println!("MAC root key:     {}", &*secrets.mac_root_hex);
-    println!();
-    println!("Give the verifier key to your auditors. Store the MAC root key offline now:");
-    println!("it is shown only this once and is not kept on this machine.");
-    std::io::Write::flush(&mut std::io::stdout()).context("cannot write the keys to stdout")?;
+    let shown = (|| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ledger directory: {}", g.dir.display())?;
+        writeln!(out, "keys directory:   {}", keys_dir.display())?;
+        writeln!(out, "origin:           {origin}")?;
+        writeln!(out, "verifier key:     {}", secrets.verifier_key)?;
+        writeln!(out, "MAC root key:     {}", &*secrets.mac_root_hex)?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Give the verifier key to your auditors. Store the MAC root key offline now:"
+        )?;
+        writeln!(
+            out,
+            "it is shown only this once and is not kept on this machine."
+        )?;
+        out.flush()
+    })();
+    if let Err(e) = shown {
+        bail!(
+            "cannot write the keys to standard output ({e}), so the MAC root key was not shown \
+             and is lost. No record was written: delete {} and run `kling-audit init` again \
+             with an output that can be written",
+            keys_dir.display()
+        );
+    }
     write_first_record(g, &keys_dir, &origin)?;
     Ok(Exit::Ok)
 }

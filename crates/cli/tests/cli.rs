@@ -921,3 +921,31 @@ fn init_acknowledges_its_first_record_before_a_close_that_fails() {
         .success());
     assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
 }
+
+#[test]
+fn init_that_cannot_show_the_mac_root_key_writes_no_record_and_says_to_start_again() {
+    // stdout on /dev/full: every write fails with ENOSPC, so the MAC root key is never shown.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let out = Command::new(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("init")
+        .env_remove("KLING_AUDIT_LOG")
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let keys = format!("{}.keys", dir.display());
+    assert_eq!(
+        text(&out.stderr, tmp.path()),
+        "error: cannot write the keys to standard output (No space left on device (os error \
+         28)), so the MAC root key was not shown and is lost. No record was written: delete \
+         <DIR>/audit.keys and run `kling-audit init` again with an output that can be written\n"
+    );
+    assert!(segment_files(&dir).is_empty(), "a record was written");
+    // Following the advice works.
+    std::fs::remove_dir_all(&keys).unwrap();
+    let again = run(&dir, &["init"], None);
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+}
