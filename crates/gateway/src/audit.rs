@@ -169,22 +169,67 @@ impl Auditor {
             ledger.append_async_queued(entry).await
         };
         self.metrics.ledger_append.observe(started.elapsed());
-        match result {
-            Ok(receipt) => Ok(receipt),
-            Err(e) => {
-                self.metrics.ledger_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    target: "kling_audit_gateway::audit",
-                    record_type = kind,
-                    error = %e,
-                    "audit record not written"
-                );
-                if matches!(e, AppendError::Poisoned { .. } | AppendError::Closed) {
-                    self.start_reopen();
+        result.map_err(|e| self.refused(kind, e))
+    }
+
+    /// Appends records in this order with one sync and waits until they are durable; one
+    /// result per record. A record that breaks a record rule fails alone; a refusal of the
+    /// ledger fails the records it covers and starts the reopen loop.
+    pub async fn append_group(
+        self: &Arc<Self>,
+        records: Vec<(&str, &str, Value)>,
+    ) -> Vec<Result<Receipt, AuditError>> {
+        let mut results: Vec<Option<Result<Receipt, AuditError>>> = Vec::new();
+        let mut entries = Vec::new();
+        for (kind, actor, details) in &records {
+            match Details::from_value(details).and_then(|d| Entry::new(*kind, *actor, d)) {
+                Ok(entry) => {
+                    entries.push(entry);
+                    results.push(None);
                 }
-                Err(AuditError::Append(e))
+                Err(e) => results.push(Some(Err(AuditError::Entry {
+                    kind: (*kind).to_owned(),
+                    reason: e.to_string(),
+                }))),
             }
         }
+        let started = Instant::now();
+        let ledger = self.ledger();
+        let written = if self.calls.load(Ordering::Relaxed) <= 1 {
+            ledger.append_group_async(entries).await
+        } else {
+            ledger.append_group_async_queued(entries).await
+        };
+        self.metrics.ledger_append.observe(started.elapsed());
+        let mut written = written.into_iter();
+        records
+            .iter()
+            .zip(results)
+            .map(|((kind, _, _), slot)| match slot {
+                Some(refused) => refused,
+                None => match written.next() {
+                    Some(Ok(receipt)) => Ok(receipt),
+                    Some(Err(e)) => Err(self.refused(kind, e)),
+                    None => Err(self.refused(kind, AppendError::Closed)),
+                },
+            })
+            .collect()
+    }
+
+    /// Counts and logs a record the ledger refused, and starts the reopen loop when the ledger
+    /// has stopped taking records.
+    fn refused(self: &Arc<Self>, kind: &str, e: AppendError) -> AuditError {
+        self.metrics.ledger_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            target: "kling_audit_gateway::audit",
+            record_type = kind,
+            error = %e,
+            "audit record not written"
+        );
+        if matches!(e, AppendError::Poisoned { .. } | AppendError::Closed) {
+            self.start_reopen();
+        }
+        AuditError::Append(e)
     }
 
     /// Counts one request forwarded without a request record (fail-open).

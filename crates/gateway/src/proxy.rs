@@ -511,32 +511,26 @@ pub async fn handle(
         }
     };
 
-    // 7. Response record, then status changes.
-    let response_seq = match state
-        .auditor
-        .append("gateway.response", &actor, &Value::Object(resp))
-        .await
-    {
-        Ok(r) => Some(r.seq),
-        Err(_) => {
-            state
-                .metrics
-                .unrecorded_responses
-                .fetch_add(1, Ordering::Relaxed);
-            reply.response_recorded = false;
-            None
+    // 7. The response record and the status changes it shows, in one group commit: one sync
+    // instead of one per record. A status change cannot name the response's seq, which is
+    // stamped in the same write; the two share the request id.
+    let mut records = vec![("gateway.response", actor.as_str(), Value::Object(resp))];
+    for change in &status_changes {
+        let details = status_details(&state, change, &request_id, request_seq, None, "poll");
+        records.push(("task.status", change.owner.as_str(), details));
+    }
+    let mut results = state.auditor.append_group(records).await.into_iter();
+    if results.next().is_none_or(|r| r.is_err()) {
+        state
+            .metrics
+            .unrecorded_responses
+            .fetch_add(1, Ordering::Relaxed);
+        reply.response_recorded = false;
+    }
+    for (change, result) in status_changes.into_iter().zip(results) {
+        if result.is_err() {
+            state.tasks.revert(&change.task_id, &change.to, change.from);
         }
-    };
-    for change in status_changes {
-        record_status_change(
-            &state,
-            change,
-            &request_id,
-            request_seq,
-            response_seq,
-            "poll",
-        )
-        .await;
     }
     state.metrics.count_request(&route, outcome);
     tracing::info!(
@@ -588,6 +582,33 @@ pub(crate) async fn record_status_change(
     response_seq: Option<u64>,
     source: &str,
 ) {
+    let details = status_details(
+        state,
+        &change,
+        request_id,
+        request_seq,
+        response_seq,
+        source,
+    );
+    if state
+        .auditor
+        .append("task.status", &change.owner, &details)
+        .await
+        .is_err()
+    {
+        state.tasks.revert(&change.task_id, &change.to, change.from);
+    }
+}
+
+/// The details of a `task.status` record.
+fn status_details(
+    state: &AppState,
+    change: &StatusChange,
+    request_id: &str,
+    request_seq: Option<u64>,
+    response_seq: Option<u64>,
+    source: &str,
+) -> Value {
     let mut details = Map::new();
     details.insert("task_id".into(), json!(change.task_id));
     details.insert("family".into(), json!(change.family));
@@ -611,14 +632,7 @@ pub(crate) async fn record_status_change(
             state.cfg.audit.message_max_chars,
         ));
     }
-    if state
-        .auditor
-        .append("task.status", &change.owner, &Value::Object(details))
-        .await
-        .is_err()
-    {
-        state.tasks.revert(&change.task_id, &change.to, change.from);
-    }
+    Value::Object(details)
 }
 
 /// An upstream answer as received.

@@ -111,6 +111,21 @@ async fn create_poll_succeed_is_recorded_in_order_and_resigned_upstream() {
         assert_eq!(pair[1]["details"]["from"], pair[0]["details"]["to"]);
         assert_ne!(pair[1]["details"]["to"], pair[0]["details"]["to"]);
     }
+    // Each change seen by a poll is written in one group commit with that poll's response,
+    // joined to it by the request id.
+    for change in &changes {
+        let d = &change["details"];
+        assert_eq!(d["source"], "poll");
+        assert!(d["response_seq"].is_null(), "{change}");
+        let its_response = records
+            .iter()
+            .find(|r| {
+                r["type"] == "gateway.response" && r["details"]["request_id"] == d["request_id"]
+            })
+            .unwrap_or_else(|| panic!("no response record for {change}"));
+        assert!(seq(its_response) < seq(change));
+        assert_eq!(its_response["details"]["request_seq"], d["request_seq"]);
+    }
     let last = changes.last().unwrap();
     assert_eq!(last["details"]["to"], "succeed");
     assert_eq!(last["details"]["final"], true);

@@ -383,11 +383,13 @@ impl Ledger {
     /// async runtime; use [`Ledger::append_async`] there.
     pub fn append(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        if let Some((entry, ack)) = self.try_inline(entry, ack) {
-            self.inner
-                .tx
-                .blocking_send(Msg::Append(entry, ack))
-                .map_err(|_| AppendError::Closed)?;
+        if let Some(mut back) = self.try_inline(vec![(entry, ack)]) {
+            if let Some((entry, ack)) = back.pop() {
+                self.inner
+                    .tx
+                    .blocking_send(Msg::Append(entry, ack))
+                    .map_err(|_| AppendError::Closed)?;
+            }
         }
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
@@ -409,8 +411,10 @@ impl Ledger {
     /// [`LedgerOptions::inline_appends`]): the task then holds its runtime worker for one sync.
     pub async fn append_async(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        if let Some((entry, ack)) = self.try_inline(entry, ack) {
-            self.queue_async(entry, ack).await?;
+        if let Some(mut back) = self.try_inline(vec![(entry, ack)]) {
+            if let Some((entry, ack)) = back.pop() {
+                self.queue_async(Msg::Append(entry, ack)).await?;
+            }
         }
         rx.await.map_err(|_| AppendError::Closed)?
     }
@@ -419,28 +423,82 @@ impl Ledger {
     /// queue: for a caller whose runtime has other work that must not wait for a sync.
     pub async fn append_async_queued(&self, entry: Entry) -> Result<Receipt, AppendError> {
         let (ack, rx) = oneshot::channel();
-        self.queue_async(entry, ack).await?;
+        self.queue_async(Msg::Append(entry, ack)).await?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
-    async fn queue_async(&self, entry: Entry, ack: writer::AckTx) -> Result<(), AppendError> {
+    /// Appends records in this order, in one batch with one sync, and resolves once they are
+    /// durable, with one result per entry. The records get increasing seqs, though not
+    /// necessarily adjacent ones (an epoch seal may fall between them). Written inline when
+    /// the writer is idle, as [`Ledger::append_async`] does.
+    pub async fn append_group_async(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Vec<Result<Receipt, AppendError>> {
+        self.append_group(entries, true).await
+    }
+
+    /// [`Ledger::append_group_async`], always through the writer thread's queue.
+    pub async fn append_group_async_queued(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Vec<Result<Receipt, AppendError>> {
+        self.append_group(entries, false).await
+    }
+
+    async fn append_group(
+        &self,
+        entries: Vec<Entry>,
+        inline: bool,
+    ) -> Vec<Result<Receipt, AppendError>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let (group, receivers): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .map(|entry| {
+                let (ack, rx) = oneshot::channel();
+                ((entry, ack), rx)
+            })
+            .unzip();
+        let back = if inline {
+            self.try_inline(group)
+        } else {
+            Some(group)
+        };
+        if let Some(group) = back.filter(|g| !g.is_empty()) {
+            // A refused send drops the acks, so every receiver below reports `Closed`.
+            let _ = self.queue_async(Msg::AppendGroup(group)).await;
+        }
+        let mut results = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            results.push(rx.await.unwrap_or(Err(AppendError::Closed)));
+        }
+        results
+    }
+
+    async fn queue_async(&self, msg: Msg) -> Result<(), AppendError> {
         self.inner
             .tx
-            .send(Msg::Append(entry, ack))
+            .send(msg)
             .await
             .map_err(|_| AppendError::Closed)
     }
 
-    /// Writes the record on this thread if the writer is idle and nothing is queued; otherwise
-    /// hands it back to be queued. A busy writer's lock is never waited for.
-    fn try_inline(&self, entry: Entry, ack: writer::AckTx) -> Option<(Entry, writer::AckTx)> {
+    /// Writes the records on this thread if the writer is idle and nothing is queued; otherwise
+    /// hands them back to be queued. A busy writer's lock is never waited for.
+    #[allow(clippy::type_complexity)]
+    fn try_inline(
+        &self,
+        group: Vec<(Entry, writer::AckTx)>,
+    ) -> Option<Vec<(Entry, writer::AckTx)>> {
         if !self.inner.inline || self.inner.tx.capacity() < self.inner.capacity {
-            return Some((entry, ack));
+            return Some(group);
         }
         let Ok(mut w) = self.inner.writer.try_lock() else {
-            return Some((entry, ack));
+            return Some(group);
         };
-        let back = w.try_inline(entry, ack).err();
+        let back = w.try_inline(group).err();
         if back.is_none() {
             w.note_contention(self.inner.tx.capacity() < self.inner.capacity);
         }

@@ -41,6 +41,8 @@ pub(crate) type AckTx = oneshot::Sender<Result<Receipt, AppendError>>;
 
 pub(crate) enum Msg {
     Append(Entry, AckTx),
+    /// Records written in this order in one batch, so that they share a sync.
+    AppendGroup(Vec<(Entry, AckTx)>),
     Tick,
     /// Sync and sign a checkpoint of everything acknowledged so far.
     Flush(oneshot::Sender<Result<Head, AppendError>>),
@@ -327,8 +329,17 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut appends = Vec::new();
             let mut flushes = Vec::new();
+            // Appenders met when more than one message brought records (a group is one).
+            let mut senders = 0usize;
             let mut route = |m: Msg, appends: &mut Vec<(Entry, AckTx)>| match m {
-                Msg::Append(e, ack) => appends.push((e, ack)),
+                Msg::Append(e, ack) => {
+                    senders += 1;
+                    appends.push((e, ack));
+                }
+                Msg::AppendGroup(group) => {
+                    senders += 1;
+                    appends.extend(group);
+                }
                 Msg::Tick => {}
                 Msg::Flush(tx) => flushes.push(tx),
                 Msg::Close(tx) => closing = Some(tx),
@@ -344,7 +355,7 @@ impl Writer {
             w.absorb_finished();
             if !appends.is_empty() {
                 let quiet = rx.is_empty() && !w.busy();
-                w.commit_batch(appends, quiet);
+                w.commit_batch(appends, quiet, senders > 1);
                 if quiet {
                     w.note_contention(!rx.is_empty());
                 }
@@ -362,8 +373,16 @@ impl Writer {
                 rx.close();
                 // Appends that raced with close are refused, never silently dropped.
                 while let Ok(m) = rx.try_recv() {
-                    if let Msg::Append(_, ack) = m {
-                        let _ = ack.send(Err(AppendError::Closed));
+                    match m {
+                        Msg::Append(_, ack) => {
+                            let _ = ack.send(Err(AppendError::Closed));
+                        }
+                        Msg::AppendGroup(group) => {
+                            for (_, ack) in group {
+                                let _ = ack.send(Err(AppendError::Closed));
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 if result.is_ok() {
@@ -385,12 +404,16 @@ impl Writer {
         }
     }
 
-    /// Appends one record on the caller's thread, written and synced in place, when the writer
-    /// is idle: nothing queued (the caller checked), no batch waiting for its sync, a light load
-    /// and fast syncs. This spares an append the two thread wake-ups of the queue, which on a
-    /// lightly loaded gateway cost about as much as the sync itself. Otherwise hands the record
-    /// back, to be queued.
-    pub(crate) fn try_inline(&mut self, entry: Entry, ack: AckTx) -> Result<(), (Entry, AckTx)> {
+    /// Appends records on the caller's thread, written and synced in place as one batch, when
+    /// the writer is idle: nothing queued (the caller checked), no batch waiting for its sync,
+    /// a light load and fast syncs. This spares an append the two thread wake-ups of the queue,
+    /// which on a lightly loaded gateway cost about as much as the sync itself. Otherwise hands
+    /// the records back, to be queued.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn try_inline(
+        &mut self,
+        group: Vec<(Entry, AckTx)>,
+    ) -> Result<(), Vec<(Entry, AckTx)>> {
         self.absorb_finished();
         let idle = !self.closed
             && self.poisoned.is_none()
@@ -399,9 +422,9 @@ impl Writer {
             && !self.crowded()
             && self.sync_ewma < INLINE_MAX_SYNC;
         if !idle {
-            return Err((entry, ack));
+            return Err(group);
         }
-        self.commit_batch(vec![(entry, ack)], true);
+        self.commit_batch(group, true, false);
         Ok(())
     }
 
@@ -598,8 +621,9 @@ impl Writer {
     /// Writes a batch and has it synced. When nothing else is queued and no sync is in flight
     /// (`quiet`), the writer syncs it itself: handing it over would only add a thread wake-up
     /// to the acknowledgement, which on a lightly loaded gateway is most of an append's cost.
-    fn commit_batch(&mut self, batch: Vec<(Entry, AckTx)>, quiet: bool) {
-        self.note_contention(batch.len() > 1);
+    /// `met`: the batch holds records of more than one appender.
+    fn commit_batch(&mut self, batch: Vec<(Entry, AckTx)>, quiet: bool, met: bool) {
+        self.note_contention(met);
         if let Some(cause) = &self.poisoned {
             refuse(batch.into_iter().map(|(_, ack)| ack), cause);
             return;

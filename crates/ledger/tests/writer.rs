@@ -730,3 +730,70 @@ fn inline_and_queued_appends_share_one_contiguous_chain() {
     assert_eq!(head.size, seqs.len() as u64);
     assert_eq!(intact(&ledger_dir(tmp.path())).records, head.size);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_written_in_order_and_every_record_is_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    // Alone (inline), queued, and racing other appenders: each group's records keep their
+    // order, and all of them are acknowledged.
+    let alone = l
+        .append_group_async((0..3).map(entry).collect())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().seq)
+        .collect::<Vec<_>>();
+    assert_eq!(alone, vec![0, 1, 2]);
+    let queued = l
+        .append_group_async_queued((3..5).map(entry).collect())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().seq)
+        .collect::<Vec<_>>();
+    assert_eq!(queued, vec![3, 4]);
+    assert!(l.append_group_async(Vec::new()).await.is_empty());
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..20 {
+                    let group = vec![entry(t * 1000 + i), entry(t * 1000 + i + 500)];
+                    let got = if i % 2 == 0 {
+                        l.append_group_async(group).await
+                    } else {
+                        l.append_group_async_queued(group).await
+                    };
+                    let got: Vec<u64> = got.into_iter().map(|r| r.unwrap().seq).collect();
+                    assert_eq!(got.len(), 2);
+                    assert!(got[0] < got[1], "a group's records out of order: {got:?}");
+                    seqs.extend(got);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = alone.into_iter().chain(queued).collect();
+    for t in tasks {
+        seqs.extend(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    let head = l.close_async().await.unwrap();
+    assert_eq!(head.size, seqs.len() as u64);
+    assert_eq!(intact(&ledger_dir(tmp.path())).records, head.size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_appended_after_close_is_refused_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(options(tmp.path()));
+    l.append_async(entry(0)).await.unwrap();
+    l.clone().close_async().await.unwrap();
+    let results = l.append_group_async((1..4).map(entry).collect()).await;
+    assert_eq!(results.len(), 3);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(kling_audit_ledger::AppendError::Closed))));
+    assert_eq!(intact(&ledger_dir(tmp.path())).records, 1);
+}
