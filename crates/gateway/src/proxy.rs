@@ -8,7 +8,8 @@
 //!    answer 503/5001 and forward nothing (fail-closed), or count it and go on (fail-open);
 //! 5. forward upstream, re-signed with the organisation's key;
 //! 6. bind created tasks to the actor, narrow lists to the actor's tasks;
-//! 7. append `gateway.response`, then a `task.status` for each status change seen;
+//! 7. append `gateway.response` and a `task.status` for each status change seen, as one group
+//!    (one sync), and wait until they are durable;
 //! 8. answer, with `x-kling-audit-record` and `x-kling-audit-overhead-us`.
 
 use std::net::SocketAddr;
