@@ -18,7 +18,7 @@ use crate::faults::{FaultDecision, ServerFault};
 use crate::handlers;
 use crate::reply::{failure, ok_with_error_code, success, ApiError};
 use crate::state::{now_ms, Shared};
-use crate::validate::{resolve_new, NewModel, NewPath};
+use crate::validate::{capability_of, resolve_new, NewModel, NewPath};
 
 /// Largest request body read: several 10 MB images in base64 fit.
 const MAX_BODY_BYTES: usize = 64 << 20;
@@ -95,7 +95,7 @@ impl Route<'_> {
             Route::List(f) => format!("GET /v1/{}", f.path),
             Route::IdentifyFace => "POST /v1/videos/identify-face".to_owned(),
             Route::AccountCosts => "GET /account/costs".to_owned(),
-            Route::NewCreate(_, m) => format!("POST /{{capability}}/{}", m.version),
+            Route::NewCreate(f, m) => format!("POST /{}/{}", capability_of(f), m.version),
             Route::QueryTasks => "GET /tasks".to_owned(),
             Route::ListTasks => "POST /tasks".to_owned(),
             Route::UnknownModel => "POST /{capability}/{unknown model}".to_owned(),

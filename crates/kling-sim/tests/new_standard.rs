@@ -107,6 +107,7 @@ async fn new_standard_create_runs_to_succeeded_with_outputs_and_billing() {
         task["billing"],
         json!([{"charge_type": "unit", "amount": "1.6", "package_type": "video"}])
     );
+    assert_eq!(s.sim.stats().route("POST /text-to-video/kling-3.0"), 1);
     // The same object as the simulator holds; legacy queries do not see the task.
     assert_eq!(s.sim.handle().task(id).unwrap(), task);
     let legacy = s.get(&format!("/v1/videos/text2video/{id}")).await;

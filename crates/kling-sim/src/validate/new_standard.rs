@@ -93,6 +93,14 @@ pub fn resolve(path: &str) -> Option<NewPath> {
     })
 }
 
+/// The capability path segment served by `family` (`text-to-video`), for route labels.
+pub fn capability_of(family: &Family) -> &'static str {
+    CAPABILITIES
+        .iter()
+        .find(|(_, path, _)| *path == family.path)
+        .map_or("?", |(c, _, _)| c)
+}
+
 /// Validates a new-standard create body for `model`.
 ///
 /// # Errors
@@ -218,6 +226,8 @@ mod tests {
             Some(NewPath::UnknownModel)
         );
         assert_eq!(resolve("text-to-image/kling-3.0"), None);
+        let f = families::by_path("videos/image2video").unwrap();
+        assert_eq!(capability_of(f), "image-to-video");
         assert_eq!(resolve("text-to-video"), None);
         assert_eq!(resolve("text-to-video/kling-3.0/x"), None);
     }
