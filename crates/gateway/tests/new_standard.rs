@@ -4,8 +4,12 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use kling_api::SecretString;
 use kling_audit_gateway::actors::NewActor;
@@ -171,4 +175,94 @@ async fn another_actors_new_standard_task_is_not_found_and_never_forwarded() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["id"], task_id.as_str());
+}
+
+type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn receive(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    seen.lock().unwrap().push((headers, body));
+    StatusCode::OK
+}
+
+#[tokio::test]
+async fn new_standard_callbacks_are_verified_recorded_and_relayed() {
+    let secret = "whsec_bmV3LXN0YW5kYXJkIHdlYmhvb2sgc2VjcmV0IDMyISE=";
+    let mut sim = sim_config();
+    sim.api_keys.push(SecretText::new(ORG_API_KEY));
+    sim.webhook_secret = Some(SecretText::new(secret));
+    let mut env = setup(sim, |cfg| {
+        if let Some(creds) = cfg.upstream.credentials.as_mut() {
+            creds.api_key = Some(SecretString::new(ORG_API_KEY));
+        }
+        cfg.callbacks.webhook_secret = Some(SecretString::new(secret));
+    })
+    .await;
+    let seen = Seen::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(Arc::clone(&seen));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let body = json!({
+        "prompt": PROMPT,
+        "options": {"callback_url": format!("http://{addr}/hook?token=app-secret-token")},
+    });
+    let (status, _, created) = env
+        .post(&env.alice, "/text-to-video/kling-3.0", &body)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let task_id = created["data"]["id"].as_str().unwrap().to_owned();
+
+    let statuses = || -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice::<Value>(b).ok())
+            .map(|v| v["status"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    // The bound only stops a broken set-up from hanging the run.
+    for _ in 0..400 {
+        if statuses().iter().any(|s| s == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(statuses(), ["processing", "succeeded"]);
+    {
+        let seen = seen.lock().unwrap();
+        let (headers, body) = seen.last().unwrap();
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["id"], task_id.as_str());
+        assert!(headers.contains_key("webhook-signature"));
+        assert!(headers.contains_key("x-kling-audit-callback-record"));
+    }
+
+    env.stop().await;
+    server.abort();
+    let records = records(&env.ledger_dir);
+    let received = of_type(&records, "callback.received");
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert!(received.iter().all(|r| r["actor"] == "alice"
+        && r["details"]["signature"] == "valid"
+        && r["details"]["task_id"] == task_id.as_str()));
+    let request = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "create")
+        .unwrap();
+    assert_eq!(request["details"]["callback"]["relayed"], true);
+    let from_callback: Vec<&Value> = of_type(&records, "task.status")
+        .into_iter()
+        .filter(|r| r["details"]["source"] == "callback")
+        .collect();
+    let last = from_callback
+        .last()
+        .expect("a status change from a callback");
+    assert_eq!(last["details"]["to"], "succeeded");
+    assert_eq!(last["details"]["units_deducted"], "1");
+    assert!(!records
+        .iter()
+        .any(|r| r.to_string().contains("app-secret-token")));
 }
