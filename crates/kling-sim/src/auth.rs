@@ -17,11 +17,21 @@ fn refuse(rejection: TokenRejection) -> ApiError {
     ApiError::new(rejection.code(), rejection.message())
 }
 
+/// Which credentials a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accepts {
+    /// Legacy routes: a JWT or an API key.
+    JwtOrApiKey,
+    /// New-standard routes: API keys only (reference section 4.2).
+    ApiKeyOnly,
+}
+
 /// Checks the `Authorization` header at `now_unix`.
 pub(crate) fn authenticate(
     header: Option<&HeaderValue>,
     cfg: &SimConfig,
     now_unix: i64,
+    accepts: Accepts,
 ) -> Result<Caller, ApiError> {
     let text = match header {
         None => None,
@@ -34,6 +44,13 @@ pub(crate) fn authenticate(
     };
     let token = bearer_token(text).map_err(refuse)?;
     if looks_like_jwt(token) {
+        if accepts == Accepts::ApiKeyOnly {
+            // Even a valid JWT is refused here; 1002 is the natural code (section 4.4).
+            return Err(ApiError::new(
+                kling_api::codes::AUTH_INVALID,
+                "Authorization is invalid: this API accepts API keys only",
+            ));
+        }
         let issuer = peek_issuer(token).map_err(refuse)?;
         let pair = cfg
             .keys
@@ -85,10 +102,27 @@ mod tests {
     fn accepts_a_fresh_jwt_and_a_configured_api_key() {
         let now = 1_800_000_000;
         let token = kling_api::auth::sign_jwt(TEST_ACCESS_KEY, TEST_SECRET_KEY, now, 1800).unwrap();
-        let caller = authenticate(Some(&header(&format!("Bearer {token}"))), &cfg(), now).unwrap();
+        let caller = authenticate(
+            Some(&header(&format!("Bearer {token}"))),
+            &cfg(),
+            now,
+            Accepts::JwtOrApiKey,
+        )
+        .unwrap();
         assert_eq!(caller.0, format!("ak:{TEST_ACCESS_KEY}"));
-        let caller = authenticate(Some(&header("Bearer opaque-key-1")), &cfg(), now).unwrap();
-        assert_eq!(caller.0, "api_key:0");
+        for accepts in [Accepts::JwtOrApiKey, Accepts::ApiKeyOnly] {
+            let caller = authenticate(Some(&header("Bearer opaque-key-1")), &cfg(), now, accepts);
+            assert_eq!(caller.unwrap().0, "api_key:0");
+        }
+    }
+
+    #[test]
+    fn api_key_only_routes_refuse_even_a_valid_jwt() {
+        let now = 1_800_000_000;
+        let token = kling_api::auth::sign_jwt(TEST_ACCESS_KEY, TEST_SECRET_KEY, now, 1800).unwrap();
+        let value = header(&format!("Bearer {token}"));
+        let err = authenticate(Some(&value), &cfg(), now, Accepts::ApiKeyOnly).unwrap_err();
+        assert_eq!(err.code, 1002);
     }
 
     #[test]
@@ -96,7 +130,9 @@ mod tests {
         let now = 1_800_000_000;
         let code = |h: Option<&str>, at: i64| {
             let value = h.map(header);
-            authenticate(value.as_ref(), &cfg(), at).unwrap_err().code
+            authenticate(value.as_ref(), &cfg(), at, Accepts::JwtOrApiKey)
+                .unwrap_err()
+                .code
         };
         assert_eq!(code(None, now), 1001);
         assert_eq!(code(Some("Bearer opaque-key-2"), now), 1002);

@@ -105,6 +105,9 @@ impl Default for BillingConfig {
             face_scan_units: 0.0,
             rules: vec![
                 rule(None, None, "4k", Some(3.0), None),
+                // New-standard 3.0 Turbo (12.4); its resolutions map to std/pro.
+                rule(None, Some("kling-3.0-turbo"), "std", Some(0.8), None),
+                rule(None, Some("kling-3.0-turbo"), "pro", Some(1.0), None),
                 rule(None, Some("kling-v2-5-turbo"), "std", Some(0.3), None),
                 rule(None, Some("kling-v2-5-turbo"), "pro", Some(0.5), None),
                 rule(Some("videos/motion-control"), None, "std", Some(0.5), None),

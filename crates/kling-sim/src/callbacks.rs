@@ -1,5 +1,5 @@
-//! Status callbacks (reference section 10): the bare legacy task object POSTed to the task's
-//! `callback_url`, signed with Standard Webhooks headers when a webhook secret is configured.
+//! Status callbacks (reference section 10): the bare task object, legacy (10.2) or new-standard
+//! (10.3) after the API that made the task, POSTed to the task's callback URL, signed with Standard Webhooks headers when a webhook secret is configured.
 //!
 //! Each task gets its own delivery queue, so its callbacks leave in status order while request
 //! handling never waits for them. Failures are only logged. By default only loopback hosts are
@@ -132,9 +132,14 @@ pub(crate) fn is_loopback_url(url: &str) -> bool {
 
 async fn deliver(shared: &Shared, url: &str, body: &Value) -> bool {
     let sender = &shared.callbacks;
-    let task_id = body.get("task_id").and_then(Value::as_str).unwrap_or("");
+    let task_id = body
+        .get("task_id")
+        .or_else(|| body.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let status = body
         .get("task_status")
+        .or_else(|| body.get("status"))
         .and_then(Value::as_str)
         .unwrap_or("");
     if !sender.cfg.allow_non_loopback && !is_loopback_url(url) {

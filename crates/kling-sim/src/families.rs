@@ -273,7 +273,6 @@ pub fn resolve(rest: &str) -> Option<FamilyPath<'_>> {
 }
 
 /// Looks a family up by its path, e.g. `videos/text2video`.
-#[cfg(test)]
 pub fn by_path(path: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.path == path)
 }

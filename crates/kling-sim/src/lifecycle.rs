@@ -41,7 +41,7 @@ async fn drive(shared: Arc<Shared>, task_id: String, callback_url: Option<String
     };
     let status = snapshot
         .as_ref()
-        .and_then(|s| s.get("task_status"))
+        .and_then(|s| s.get("task_status").or_else(|| s.get("status")))
         .and_then(serde_json::Value::as_str)
         .unwrap_or("");
     tracing::debug!(target: "kling_sim::lifecycle", task_id = %task_id, status, "task finished");

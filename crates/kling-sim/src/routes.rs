@@ -12,12 +12,13 @@ use axum::Router;
 use kling_api::codes;
 use serde_json::{Map, Value};
 
-use crate::auth;
+use crate::auth::{self, Accepts};
 use crate::families::{self, Family, FamilyPath};
 use crate::faults::{FaultDecision, ServerFault};
 use crate::handlers;
 use crate::reply::{failure, ok_with_error_code, success, ApiError};
 use crate::state::{now_ms, Shared};
+use crate::validate::{capability_of, resolve_new, NewModel, NewPath};
 
 /// Largest request body read: several 10 MB images in base64 fit.
 const MAX_BODY_BYTES: usize = 64 << 20;
@@ -30,6 +31,14 @@ pub(crate) enum Route<'a> {
     List(&'static Family),
     IdentifyFace,
     AccountCosts,
+    /// New-standard `POST /<capability>/<model-version>`.
+    NewCreate(&'static Family, &'static NewModel),
+    /// New-standard `GET /tasks?task_ids=..|external_task_ids=..`.
+    QueryTasks,
+    /// New-standard cursor listing `POST /tasks`.
+    ListTasks,
+    /// A served new-standard capability with an unknown model version.
+    UnknownModel,
     /// A known path with the wrong method.
     WrongMethod,
     Unknown,
@@ -46,8 +55,20 @@ impl Route<'_> {
                 Route::WrongMethod
             };
         }
+        if path == "/tasks" {
+            return match *method {
+                Method::GET => Route::QueryTasks,
+                Method::POST => Route::ListTasks,
+                _ => Route::WrongMethod,
+            };
+        }
         let Some(rest) = path.strip_prefix("/v1/") else {
-            return Route::Unknown;
+            return match path.strip_prefix('/').and_then(resolve_new) {
+                Some(NewPath::Known(f, m)) if is_post => Route::NewCreate(f, m),
+                Some(NewPath::Known(..)) => Route::WrongMethod,
+                Some(NewPath::UnknownModel) => Route::UnknownModel,
+                None => Route::Unknown,
+            };
         };
         // `okaris/kling` writes the face-scan path with a capital I (section 6.6).
         if rest == "videos/identify-face" || rest == "videos/Identify-face" {
@@ -74,6 +95,10 @@ impl Route<'_> {
             Route::List(f) => format!("GET /v1/{}", f.path),
             Route::IdentifyFace => "POST /v1/videos/identify-face".to_owned(),
             Route::AccountCosts => "GET /account/costs".to_owned(),
+            Route::NewCreate(f, m) => format!("POST /{}/{}", capability_of(f), m.version),
+            Route::QueryTasks => "GET /tasks".to_owned(),
+            Route::ListTasks => "POST /tasks".to_owned(),
+            Route::UnknownModel => "POST /{capability}/{unknown model}".to_owned(),
             Route::WrongMethod => format!("{method} (wrong method)"),
             Route::Unknown => "unmatched".to_owned(),
         }
@@ -133,10 +158,22 @@ async fn handle(
     if matches!(route, Route::Unknown | Route::WrongMethod) {
         return Err(ApiError::of(codes::METHOD_INVALID));
     }
+    if route == Route::UnknownModel {
+        // 1203 is Kling's "resource (e.g. model) does not exist" (section 11.1).
+        return Err(ApiError::new(
+            codes::RESOURCE_NOT_FOUND,
+            "model does not exist for this capability",
+        ));
+    }
+    let accepts = match route {
+        Route::NewCreate(..) | Route::QueryTasks | Route::ListTasks => Accepts::ApiKeyOnly,
+        _ => Accepts::JwtOrApiKey,
+    };
     let caller = auth::authenticate(
         parts.headers.get(header::AUTHORIZATION),
         &shared.cfg,
         now_ms() / 1000,
+        accepts,
     )?;
     let query = kling_api::routes::query_pairs(parts.uri.query());
     match route {
@@ -151,21 +188,48 @@ async fn handle(
             handlers::face::identify(shared, &body)
         }
         Route::AccountCosts => handlers::account::costs(shared, &query),
-        Route::Unknown | Route::WrongMethod => Err(ApiError::of(codes::METHOD_INVALID)),
+        Route::NewCreate(family, model) => {
+            let body = read_object(body).await?;
+            handlers::create::create_new(shared, family, model, &caller, &body, fault)
+        }
+        Route::QueryTasks => handlers::tasks::query(shared, &query),
+        Route::ListTasks => {
+            let body = read_object_or_empty(body).await?;
+            handlers::tasks::list(shared, &body)
+        }
+        Route::Unknown | Route::WrongMethod | Route::UnknownModel => {
+            Err(ApiError::of(codes::METHOD_INVALID))
+        }
     }
 }
 
 /// Reads a JSON object body; anything else is 400/1200.
 async fn read_object(body: Body) -> Result<Map<String, Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    parse_object(&read_bytes(body).await?)
+}
+
+/// As [`read_object`], but an empty body reads as `{}` (a listing with every default).
+async fn read_object_or_empty(body: Body) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read_bytes(body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    parse_object(&bytes)
+}
+
+async fn read_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
             ApiError::new(
                 codes::PARAMETER_INVALID,
                 "request body is unreadable or too large",
             )
-        })?;
-    match serde_json::from_slice::<Value>(&bytes) {
+        })
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::new(
             codes::PARAMETER_INVALID,
@@ -215,5 +279,33 @@ mod tests {
             Route::Unknown
         );
         assert_eq!(Route::classify(&get, "/v1/videos/nope"), Route::Unknown);
+    }
+
+    #[test]
+    fn classifies_new_standard_routes() {
+        let post = Method::POST;
+        let get = Method::GET;
+        assert!(matches!(
+            Route::classify(&post, "/text-to-video/kling-3.0"),
+            Route::NewCreate(f, m) if f.path == "videos/text2video" && m.version == "kling-3.0"
+        ));
+        assert_eq!(
+            Route::classify(&get, "/text-to-video/kling-3.0"),
+            Route::WrongMethod
+        );
+        assert_eq!(
+            Route::classify(&post, "/text-to-video/kling-9.9"),
+            Route::UnknownModel
+        );
+        assert_eq!(
+            Route::classify(&post, "/text-to-song/kling-3.0"),
+            Route::Unknown
+        );
+        assert_eq!(Route::classify(&get, "/tasks"), Route::QueryTasks);
+        assert_eq!(Route::classify(&post, "/tasks"), Route::ListTasks);
+        assert_eq!(
+            Route::classify(&Method::DELETE, "/tasks"),
+            Route::WrongMethod
+        );
     }
 }

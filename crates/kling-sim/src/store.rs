@@ -12,7 +12,7 @@ use crate::concurrency::{PoolKey, Slots};
 use crate::config::SimConfig;
 use crate::families::{Family, PackType};
 use crate::reply::ApiError;
-use crate::tasks::{Task, TaskStatus, VideoRef};
+use crate::tasks::{Api, Task, TaskStatus, VideoRef};
 use crate::units::Units;
 use crate::validate::SourceVideo;
 
@@ -100,11 +100,46 @@ impl Store {
         }
     }
 
-    /// A task of `family` by its Kling task id.
+    /// A legacy task of `family` by its Kling task id. New-standard tasks are only seen
+    /// through `/tasks`.
     pub fn by_task_id(&self, family: &Family, id: &str) -> Option<&Task> {
         self.tasks
             .get(id)
-            .filter(|t| std::ptr::eq(t.family, family))
+            .filter(|t| std::ptr::eq(t.family, family) && t.api == Api::Legacy)
+    }
+
+    /// Tasks of either API by Kling task id, in the order asked; unknown ids are skipped.
+    pub fn by_ids<'a>(&'a self, ids: &[&str]) -> Vec<&'a Task> {
+        ids.iter().filter_map(|id| self.tasks.get(*id)).collect()
+    }
+
+    /// Tasks of either API by `external_task_id`, in the order asked; unknown ids are skipped.
+    pub fn by_external_ids<'a>(&'a self, exts: &[&str]) -> Vec<&'a Task> {
+        exts.iter()
+            .filter_map(|e| self.external.get(*e))
+            .filter_map(|id| self.tasks.get(id))
+            .collect()
+    }
+
+    /// A cursor page over all tasks, newest first: tasks created before position `before`
+    /// (in creation order; `None` starts at the newest) that `keep` accepts, at most `limit`.
+    /// Returns the tasks with their positions, and whether more would follow.
+    pub fn scan(
+        &self,
+        before: Option<usize>,
+        limit: usize,
+        keep: impl Fn(&Task) -> bool,
+    ) -> (Vec<(usize, &Task)>, bool) {
+        let end = before.unwrap_or(self.order.len()).min(self.order.len());
+        let mut matching = self.order[..end]
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(|(pos, id)| self.tasks.get(id).map(|t| (pos, t)))
+            .filter(|(_, t)| keep(t));
+        let page: Vec<(usize, &Task)> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        (page, more)
     }
 
     /// A task of `family` by the caller's `external_task_id`.
@@ -119,16 +154,16 @@ impl Store {
             .iter()
             .rev()
             .filter_map(|id| self.tasks.get(id))
-            .filter(|t| std::ptr::eq(t.family, family))
+            .filter(|t| std::ptr::eq(t.family, family) && t.api == Api::Legacy)
             .skip(page.saturating_sub(1).saturating_mul(size))
             .take(size)
             .map(Task::to_json)
             .collect()
     }
 
-    /// The task's current JSON, for callbacks.
+    /// The task's current JSON in its own API's shape, for callbacks.
     pub fn snapshot(&self, id: &str) -> Option<Value> {
-        self.tasks.get(id).map(Task::to_json)
+        self.tasks.get(id).map(Task::snapshot_json)
     }
 
     /// Moves a submitted task to `processing`.
@@ -139,7 +174,7 @@ impl Store {
         }
         task.status = TaskStatus::Processing;
         task.updated_at = now_ms.max(task.updated_at);
-        Some(task.to_json())
+        Some(task.snapshot_json())
     }
 
     /// Ends a task: `failed` (charged 0) when a fail word matched, else `succeed` with results
@@ -177,7 +212,7 @@ impl Store {
             self.videos.extend(videos);
         }
         let (pool, slots): (PoolKey, u32) = (task.pool.clone(), task.spec.slots);
-        let json = task.to_json();
+        let json = task.snapshot_json();
         self.slots.release(&pool, slots);
         Some(json)
     }

@@ -36,6 +36,15 @@ impl TaskStatus {
     }
 }
 
+/// Which API generation made a task; it decides the task's JSON shape and which queries see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/v1/...`, answered with `task_id`/`task_status` objects (section 7.2).
+    Legacy,
+    /// `/<capability>/<model-version>`, answered with `id`/`status` objects (section 8.4).
+    NewStandard,
+}
+
 /// A video the simulator produced, remembered so later tasks can name it as their source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoRef {
@@ -61,6 +70,7 @@ pub struct Task {
     pub unit_deduction: Option<Units>,
     pub pool: PoolKey,
     pub parent_video: Option<Value>,
+    pub api: Api,
 }
 
 impl Task {
@@ -76,8 +86,17 @@ impl Task {
         Value::Object(info)
     }
 
-    /// The `data` of a create answer.
+    /// The `data` of a create answer, in the shape of the API that made the task.
     pub fn create_json(&self) -> Value {
+        if self.api == Api::NewStandard {
+            let mut obj = Map::new();
+            obj.insert("id".into(), json!(self.id));
+            obj.insert("status".into(), json!(self.new_status()));
+            obj.insert("create_time".into(), json!(self.created_at));
+            obj.insert("update_time".into(), json!(self.updated_at));
+            self.insert_external_id(&mut obj);
+            return Value::Object(obj);
+        }
         json!({
             "task_id": self.id,
             "task_status": self.status.as_str(),
@@ -87,7 +106,101 @@ impl Task {
         })
     }
 
-    /// The full task object of queries, lists and callbacks.
+    /// The task object of callbacks and of [`crate::SimHandle::task`]: the shape of the API
+    /// that made the task.
+    pub fn snapshot_json(&self) -> Value {
+        match self.api {
+            Api::Legacy => self.to_json(),
+            Api::NewStandard => self.new_json(),
+        }
+    }
+
+    /// `status` in the new-standard spelling (`succeeded`).
+    fn new_status(&self) -> &'static str {
+        match self.status {
+            TaskStatus::Succeed => "succeeded",
+            other => other.as_str(),
+        }
+    }
+
+    fn insert_external_id(&self, obj: &mut Map<String, Value>) {
+        if let Some(ext) = &self.spec.external_task_id {
+            obj.insert("external_id".into(), json!(ext));
+        }
+    }
+
+    /// The new-standard task object (section 8.4), used by `/tasks` for tasks of either API.
+    pub fn new_json(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("id".into(), json!(self.id));
+        obj.insert("status".into(), json!(self.new_status()));
+        obj.insert("message".into(), json!(self.status_msg));
+        obj.insert("create_time".into(), json!(self.created_at));
+        obj.insert("update_time".into(), json!(self.updated_at));
+        self.insert_external_id(&mut obj);
+        obj.insert("outputs".into(), Value::Array(self.outputs()));
+        obj.insert("billing".into(), Value::Array(self.billing()));
+        Value::Object(obj)
+    }
+
+    /// `outputs[]`, typed, translated from the legacy `task_result` the lifecycle built.
+    fn outputs(&self) -> Vec<Value> {
+        let Some(result) = &self.result else {
+            return Vec::new();
+        };
+        let items = |key: &str| {
+            result
+                .get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for v in items("videos") {
+            let mut o =
+                json!({ "type": "video", "id": v.get("id"), "duration": v.get("duration") });
+            // A result anomaly may have removed `url`; it stays absent here too.
+            if let Some(url) = v.get("url") {
+                o["url"] = url.clone();
+            }
+            o["watermark_url"] = v.get("watermark_url").cloned().unwrap_or(json!(""));
+            out.push(o);
+        }
+        for v in items("images") {
+            let mut o = json!({ "type": "image" });
+            if let Some(url) = v.get("url") {
+                o["url"] = url.clone();
+            }
+            o["watermark_url"] = v.get("watermark_url").cloned().unwrap_or(json!(""));
+            out.push(o);
+        }
+        for v in items("audios") {
+            out.push(json!({
+                "type": "audio",
+                "id": v.get("id"),
+                "mp3_url": v.get("url_mp3"),
+                "wav_url": v.get("url_wav"),
+                "mp3_duration": v.get("duration_mp3"),
+                "wav_duration": v.get("duration_wav"),
+            }));
+        }
+        out
+    }
+
+    /// `billing[]` (section 12.1): one unit charge once the task is charged; none for an
+    /// uncharged (failed or unfinished) task.
+    fn billing(&self) -> Vec<Value> {
+        match self.unit_deduction {
+            Some(units) if !units.is_zero() => vec![json!({
+                "charge_type": "unit",
+                "amount": units.to_string(),
+                "package_type": self.family.pack.as_str(),
+            })],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The legacy task object of legacy queries, lists and callbacks.
     pub fn to_json(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("task_id".into(), json!(self.id));

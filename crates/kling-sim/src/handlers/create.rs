@@ -1,4 +1,5 @@
-//! Creating a task: validation, content rules, account checks, then the background lifecycle.
+//! Creating a task, legacy or new-standard: validation, content rules, account checks, then
+//! the background lifecycle. Both APIs share everything after validation.
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use crate::faults::FaultDecision;
 use crate::lifecycle;
 use crate::reply::ApiError;
 use crate::state::{lock, now_ms, Shared};
-use crate::tasks::{Task, TaskStatus};
-use crate::validate::validate_create;
+use crate::tasks::{Api, Task, TaskStatus};
+use crate::validate::{validate_create, validate_new_create, NewModel, TaskSpec};
 
 /// Whether any text contains any of the words, ignoring case.
 fn mentions(texts: &[String], words: &[String]) -> bool {
@@ -35,8 +36,32 @@ pub(crate) fn create(
     body: &Map<String, Value>,
     fault: FaultDecision,
 ) -> Result<Value, ApiError> {
+    let spec = validate_create(family, body, &shared.cfg)?;
+    admit(shared, family, caller, spec, fault, Api::Legacy)
+}
+
+/// `POST /<capability>/<model-version>` (reference section 8.1).
+pub(crate) fn create_new(
+    shared: &Arc<Shared>,
+    family: &'static Family,
+    model: &NewModel,
+    caller: &Caller,
+    body: &Map<String, Value>,
+    fault: FaultDecision,
+) -> Result<Value, ApiError> {
+    let spec = validate_new_create(model, body, &shared.cfg)?;
+    admit(shared, family, caller, spec, fault, Api::NewStandard)
+}
+
+fn admit(
+    shared: &Arc<Shared>,
+    family: &'static Family,
+    caller: &Caller,
+    mut spec: TaskSpec,
+    fault: FaultDecision,
+    api: Api,
+) -> Result<Value, ApiError> {
     let cfg = &shared.cfg;
-    let mut spec = validate_create(family, body, cfg)?;
     if mentions(&spec.texts, &cfg.content.blocked_words) {
         return Err(ApiError::new(
             codes::CONTENT_POLICY,
@@ -64,6 +89,7 @@ pub(crate) fn create(
         result: None,
         unit_deduction: None,
         parent_video: None,
+        api,
     };
     let data = lock(&shared.store).admit(task, cfg)?;
     lock(&shared.stats).creates_accepted += 1;

@@ -5,6 +5,7 @@ pub(crate) mod account;
 pub(crate) mod create;
 pub(crate) mod face;
 pub(crate) mod query;
+pub(crate) mod tasks;
 
 /// The value of the first query parameter called `name`.
 pub(crate) fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {

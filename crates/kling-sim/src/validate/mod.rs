@@ -4,6 +4,7 @@
 
 mod fields;
 mod image;
+mod new_standard;
 mod other;
 mod video;
 
@@ -11,6 +12,9 @@ use serde_json::{Map, Value};
 
 pub use fields::{is_http_url, Invalid};
 use fields::{Checked, Fields};
+pub use new_standard::{
+    capability_of, resolve as resolve_new, validate_new_create, NewModel, NewPath,
+};
 
 use crate::config::SimConfig;
 use crate::families::{Family, FamilyKind, PackType};
