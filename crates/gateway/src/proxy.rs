@@ -264,24 +264,44 @@ fn source_fields(peer: SocketAddr, headers: &HeaderMap, out: &mut Map<String, Va
     out.insert("user_agent".into(), json!(ua));
 }
 
-/// Who owns the id a query names, in either map (a path-slot id may be either kind, 5.3).
+/// Whether `actor` may query the ids a request names: every id must be the actor's own (or,
+/// under `tasks.unknown = "forward"`, unknown to the gateway). A legacy path-slot id may be
+/// either kind (5.3); a new-standard `GET /tasks` names each list's kind.
 fn check_owner(state: &AppState, op: &Operation, actor: &str) -> Option<&'static str> {
-    let id = match &op.kind {
-        OperationKind::QueryOne { task_id } => task_id,
-        OperationKind::LookupByExternalId {
-            external_task_id, ..
-        } => external_task_id,
-        _ => return None,
-    };
-    let owner = state
-        .tasks
-        .owner(id)
-        .or_else(|| state.tasks.external_owner(id));
-    match owner {
+    let verdict = |owner: Option<String>| match owner {
         Some(o) if o == actor => None,
         Some(_) => Some("task-of-another-actor"),
         None if state.cfg.tasks.unknown == UnknownTaskPolicy::Forward => None,
         None => Some("task-unknown-to-gateway"),
+    };
+    match &op.kind {
+        OperationKind::QueryOne { task_id: id }
+        | OperationKind::LookupByExternalId {
+            external_task_id: id,
+            ..
+        } => verdict(
+            state
+                .tasks
+                .owner(id)
+                .or_else(|| state.tasks.external_owner(id)),
+        ),
+        OperationKind::QueryTasks {
+            task_ids,
+            external_task_ids,
+        } => {
+            let by_task = task_ids.iter().map(|id| state.tasks.owner(id));
+            let by_external = external_task_ids
+                .iter()
+                .map(|id| state.tasks.external_owner(id));
+            // Another actor's id is the stronger reason, whatever order the ids came in.
+            let reasons: Vec<_> = by_task.chain(by_external).filter_map(verdict).collect();
+            reasons
+                .iter()
+                .copied()
+                .find(|r| *r == "task-of-another-actor")
+                .or_else(|| reasons.first().copied())
+        }
+        _ => None,
     }
 }
 
@@ -755,6 +775,15 @@ async fn forward(
             let api_key = creds.and_then(|c| c.api_key.as_ref());
             let bearer = match (op.generation, api_key) {
                 (Some(ApiGeneration::NewStandard), Some(key)) => key.expose().to_owned(),
+                // Kling refuses a signed JWT on these routes; its 401 would reach the caller
+                // as if the caller's own credential were wrong.
+                (Some(ApiGeneration::NewStandard), None) => {
+                    return Err(UpstreamFailure::Signing(
+                        "new-standard routes accept only an API key, and no organisation API \
+                         key is configured (set KLING_API_KEY)"
+                            .into(),
+                    ))
+                }
                 _ => {
                     let cache = state
                         .org_tokens

@@ -1,4 +1,4 @@
-//! The new-standard API (kling-audit.md section 8) through the gateway, with the simulator as
+//! The new-standard API (kling-api.md section 8) through the gateway, with the simulator as
 //! upstream: creates by model version in the path, `GET /tasks`, the cursor listing
 //! `POST /tasks`, and the organisation's API key used upstream (these routes take no JWT).
 
@@ -146,14 +146,17 @@ async fn new_standard_create_poll_and_listing_are_recorded_per_actor() {
 }
 
 #[tokio::test]
-#[ignore = "gateway bug: GET /tasks skips the owner check; forwarded, answered 200 with data []"]
 async fn another_actors_new_standard_task_is_not_found_and_never_forwarded() {
     let env = env().await;
     let task_id = create(&env, &env.alice, "ns-alice-2").await;
+    let bob_task = create(&env, &env.bob, "ns-bob-2").await;
     let before = env.sim.stats();
+    // Alone, or hidden in a list after one of bob's own ids, alice's task is refused.
     for path in [
         format!("/tasks?task_ids={task_id}"),
+        format!("/tasks?task_ids={bob_task},{task_id}"),
         "/tasks?external_task_ids=ns-alice-2".to_owned(),
+        "/tasks?external_task_ids=ns-bob-2,ns-alice-2".to_owned(),
     ] {
         let (status, headers, body) = env.get(&env.bob, &path).await;
         assert_eq!(
@@ -265,4 +268,33 @@ async fn new_standard_callbacks_are_verified_recorded_and_relayed() {
     assert!(!records
         .iter()
         .any(|r| r.to_string().contains("app-secret-token")));
+}
+
+#[tokio::test]
+async fn without_an_organisation_api_key_new_standard_calls_fail_here_not_as_the_callers_401() {
+    // Kling takes only API keys on these routes; a signed JWT would come back as 401, which
+    // the caller would read as its own credential being wrong.
+    let mut sim = sim_config();
+    sim.api_keys.push(SecretText::new(ORG_API_KEY));
+    let env = setup(sim, |cfg| {
+        if let Some(creds) = cfg.upstream.credentials.as_mut() {
+            creds.api_key = None;
+        }
+    })
+    .await;
+    let before = env.sim.stats();
+    let body = json!({"prompt": PROMPT, "settings": {"duration": 5}});
+    let (status, _, answer) = env
+        .post(&env.alice, "/text-to-video/kling-3.0", &body)
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (500, Some(5000)),
+        "{answer}"
+    );
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
 }
