@@ -766,6 +766,54 @@ fn a_storage_failure_is_reported_once_with_what_to_do() {
     assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
 }
 
+/// Each record with `"actor":"fill"` in the ledger, by its `details.i`.
+fn fill_records(dir: &std::path::Path) -> Vec<u64> {
+    let mut found = Vec::new();
+    for seg in segment_files(dir) {
+        for line in std::fs::read_to_string(seg).unwrap().lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim_matches('\0')) else {
+                continue;
+            };
+            if v["actor"] == "fill" {
+                found.push(v["details"]["i"].as_u64().unwrap());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn lines_reported_as_not_recorded_after_a_failed_write_are_not_in_the_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    // Room for a few records only: the write of the batch that reaches the limit fails part
+    // way, after some of its lines are complete in the file.
+    let seg = segment_files(&dir).pop().unwrap();
+    let limit = std::fs::metadata(&seg).unwrap().len() + 3000;
+    let line =
+        |i: usize| format!("{{\"type\":\"t\",\"actor\":\"fill\",\"details\":{{\"i\":{i}}}}}\n");
+    let input: String = (1..=300).map(line).collect();
+    let out = run_limited(limit, &dir, &["log", "--stdin"], Some(&input));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr, &dir));
+    let acked = text(&out.stdout, &dir).lines().count();
+    let stderr = text(&out.stderr, &dir);
+    let first_failed = acked + 1;
+    assert!(
+        stderr.contains(&format!("then send lines {first_failed} to 300 again")),
+        "{stderr}"
+    );
+    // What the message says is true: exactly the acknowledged lines are in the ledger.
+    assert_eq!(fill_records(&dir), (1..=acked as u64).collect::<Vec<_>>());
+
+    // Following the advice records every line exactly once.
+    let again: String = (first_failed..=300).map(line).collect();
+    let out = run(&dir, &["log", "--stdin"], Some(&again));
+    assert!(out.status.success(), "{}", text(&out.stderr, &dir));
+    assert_eq!(fill_records(&dir), (1..=300).collect::<Vec<_>>());
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+}
+
 #[test]
 fn a_failed_close_still_acknowledges_the_durable_record_and_says_not_to_retry_it() {
     let tmp = tempfile::tempdir().unwrap();

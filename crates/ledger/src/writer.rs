@@ -7,7 +7,9 @@
 //! epoch and MAC, writes the batch, syncs it as the durability mode says, and only then
 //! advances its in-memory state and acknowledges. If a write or a sync fails, the batch is
 //! failed and the writer is poisoned: it refuses every later append, because after a failed
-//! sync the kernel may report a later sync as successful while the data is gone.
+//! sync the kernel may report a later sync as successful while the data is gone. A failed
+//! write is cut off the file, so a refused record never turns up in the ledger later; records
+//! of the batch made durable before it (by an epoch seal or a segment change) are acknowledged.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -688,35 +690,57 @@ impl Writer {
                 }
                 self.top_up_reserve();
             }
-            Err((cause, acks)) => {
-                self.poison(cause.clone());
+            Err(failed) => {
+                self.poison(failed.cause.clone());
                 self.fail_pending();
-                refuse(acks, &cause);
+                for (ack, receipt) in failed.durable {
+                    let _ = ack.send(Ok(receipt));
+                }
+                refuse(failed.refused, &failed.cause);
             }
         }
     }
 
     /// Writes and syncs a batch. On error returns the cause and every ack still owed.
-    #[allow(clippy::type_complexity)]
-    fn write_batch(
-        &mut self,
-        batch: Vec<(Entry, AckTx)>,
-    ) -> Result<Vec<Staged>, (String, Vec<AckTx>)> {
+    fn write_batch(&mut self, batch: Vec<(Entry, AckTx)>) -> Result<Vec<Staged>, Failed> {
         let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
         let mut seq = self.next_seq;
         let mut prev = self.prev;
         let mut last_ts = self.last_ts.clone();
         self.buf.clear();
         let mut iter = batch.into_iter();
-        let fail =
-            |cause: String, staged: Vec<Staged>, rest: std::vec::IntoIter<(Entry, AckTx)>| {
-                let acks = staged
-                    .into_iter()
-                    .map(|s| s.ack)
-                    .chain(rest.map(|(_, a)| a))
-                    .collect();
-                (cause, acks)
-            };
+        // How many staged records are durable already: an epoch seal is written with a sync,
+        // and a new segment is opened only once the old one is synced. Those are acknowledged
+        // even if a later part of the batch fails, since they stay in the ledger.
+        let mut durable = 0usize;
+        let fail = |cause: String,
+                    mut staged: Vec<Staged>,
+                    durable: usize,
+                    rest: std::vec::IntoIter<(Entry, AckTx)>| {
+            let refused = staged
+                .split_off(durable)
+                .into_iter()
+                .map(|s| s.ack)
+                .chain(rest.map(|(_, a)| a))
+                .collect();
+            let durable = staged
+                .into_iter()
+                .map(|s| {
+                    let receipt = Receipt {
+                        seq: s.entry_seq,
+                        hash: s.leaf,
+                        id: s.id,
+                        ts: s.ts,
+                    };
+                    (s.ack, receipt)
+                })
+                .collect();
+            Failed {
+                cause,
+                durable,
+                refused,
+            }
+        };
         while let Some((entry, ack)) = iter.next() {
             // An epoch that holds records ends with its seal; an empty one needs no new key.
             if self.epoch_count > 0
@@ -726,12 +750,13 @@ impl Writer {
                 let sealed = self.encode_seal(seq, &prev, &last_ts, self.epoch_count);
                 let (leaf, id, ts) = match sealed {
                     Ok(sealed) => sealed,
-                    Err(cause) => return Err(fail(cause, staged, iter).map_with(ack)),
+                    Err(cause) => return Err(fail(cause, staged, durable, iter).map_with(ack)),
                 };
                 // The seal is durable before the old key is wiped, whatever the durability mode.
                 if let Err(cause) = self.write_out(true) {
-                    return Err(fail(cause, staged, iter).map_with(ack));
+                    return Err(fail(cause, staged, durable, iter).map_with(ack));
                 }
+                durable = staged.len();
                 let (unheard, _) = oneshot::channel();
                 staged.push(Staged {
                     entry_seq: seq,
@@ -744,7 +769,7 @@ impl Writer {
                 prev = leaf;
                 last_ts = ts;
                 if let Err(cause) = self.advance_key() {
-                    return Err(fail(cause, staged, iter).map_with(ack));
+                    return Err(fail(cause, staged, durable, iter).map_with(ack));
                 }
                 self.epoch_started = Instant::now();
                 self.epoch_count = 0;
@@ -781,11 +806,12 @@ impl Writer {
             if rotate {
                 let record = self.buf.split_off(start);
                 if let Err(cause) = self.write_out(false) {
-                    return Err(fail(cause, staged, iter).map_with(ack));
+                    return Err(fail(cause, staged, durable, iter).map_with(ack));
                 }
                 if let Err(cause) = self.open_new_segment(seq, &day) {
-                    return Err(fail(cause, staged, iter).map_with(ack));
+                    return Err(fail(cause, staged, durable, iter).map_with(ack));
                 }
+                durable = staged.len();
                 self.buf = record;
             }
             if self.epoch_count == 0 {
@@ -805,7 +831,7 @@ impl Writer {
             last_ts = ts;
         }
         if let Err(cause) = self.write_out(false) {
-            return Err(fail(cause, staged, iter));
+            return Err(fail(cause, staged, durable, iter));
         }
         Ok(staged)
     }
@@ -823,9 +849,10 @@ impl Writer {
         let Some(seg) = self.seg.as_mut() else {
             return Err("no open segment".to_owned());
         };
-        seg.file
-            .write_all_at(&self.buf, seg.len)
-            .map_err(|e| format!("write to segment {}: {e}", seg.name))?;
+        if let Err(e) = seg.file.write_all_at(&self.buf, seg.len) {
+            let cause = format!("write to segment {}: {e}", seg.name);
+            return Err(self.cut_failed_write(cause));
+        }
         seg.len += self.buf.len() as u64;
         seg.reserved = seg.reserved.max(seg.len);
         self.buf.clear();
@@ -840,6 +867,30 @@ impl Writer {
             self.unsynced = true;
         }
         Ok(())
+    }
+
+    /// A write that failed may still have put part of the buffer, complete lines included, into
+    /// the file. Their appenders are told the records were not written, so that part is cut
+    /// off: the next writer's recovery would otherwise keep those lines, and a caller sending
+    /// the records again would have them twice. Returns the cause to report.
+    fn cut_failed_write(&mut self, cause: String) -> String {
+        // Zeros still being written past the records must not land after the cut.
+        let _ = self.settle_reserve(true);
+        let Some(seg) = self.seg.as_mut() else {
+            return cause;
+        };
+        match seg.file.set_len(seg.len).and_then(|()| seg.file.sync_all()) {
+            Ok(()) => {
+                seg.reserved = seg.len;
+                seg.no_reserve = true;
+                cause
+            }
+            Err(e) => format!(
+                "{cause}; cutting the partly written records off failed too ({e}), so some of \
+                 them may still be in segment {}",
+                seg.name
+            ),
+        }
     }
 
     fn open_new_segment(&mut self, first_seq: u64, day: &str) -> Result<(), String> {
@@ -937,13 +988,22 @@ impl Writer {
     }
 }
 
+/// A batch that could not be written in full.
+struct Failed {
+    cause: String,
+    /// Records that became durable before the failure, with their receipts.
+    durable: Vec<(AckTx, Receipt)>,
+    /// The acknowledgements of every other record: refused.
+    refused: Vec<AckTx>,
+}
+
 trait MapWith {
     fn map_with(self, ack: AckTx) -> Self;
 }
 
-impl MapWith for (String, Vec<AckTx>) {
+impl MapWith for Failed {
     fn map_with(mut self, ack: AckTx) -> Self {
-        self.1.push(ack);
+        self.refused.push(ack);
         self
     }
 }

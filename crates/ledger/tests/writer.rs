@@ -797,3 +797,71 @@ async fn a_group_appended_after_close_is_refused_whole() {
         .all(|r| matches!(r, Err(kling_audit_ledger::AppendError::Closed))));
     assert_eq!(intact(&ledger_dir(tmp.path())).records, 1);
 }
+
+/// Set in the child process of the test below, to the directory it works in.
+const FSIZE_CHILD: &str = "KLING_AUDIT_LEDGER_TEST_FSIZE_CHILD";
+
+/// A batch whose write fails part way may hold records made durable earlier in the same batch
+/// (an epoch seal is written with a sync): those stay in the ledger, so they are acknowledged,
+/// and every record refused is absent. The file size limit (`ulimit -f`) applies to a whole
+/// process, so the test runs its body again in a child process of its own.
+#[test]
+fn after_a_failed_write_exactly_the_acknowledged_records_are_in_the_ledger() {
+    if let Some(root) = std::env::var_os(FSIZE_CHILD) {
+        fill_past_a_file_size_limit(std::path::Path::new(&root));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "after_a_failed_write_exactly_the_acknowledged_records_are_in_the_ledger",
+            "--nocapture",
+        ])
+        .env(FSIZE_CHILD, tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fill_past_a_file_size_limit(root: &std::path::Path) {
+    let mut o = options(root);
+    // A seal every two records: every batch of several records holds one.
+    o.epoch_max_records = 2;
+    let ledger = open(o);
+    ledger.append(entry(0)).unwrap();
+    let dir = ledger_dir(root);
+    let used = std::fs::metadata(&segments(&dir)[0]).unwrap().len();
+    // SAFETY: only changes this process's signal disposition and its own resource limit.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: used + 20_000,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let pending: Vec<_> = (1..400).map(|i| ledger.submit(entry(i)).unwrap()).collect();
+    let mut acked = vec![0];
+    let mut refused = 0;
+    for (i, p) in (1..).zip(pending) {
+        match p.wait() {
+            Ok(_) => acked.push(i),
+            Err(_) => refused += 1,
+        }
+    }
+    let _ = ledger.close();
+    assert!(refused > 0, "the limit was never reached");
+    let in_ledger: Vec<u64> = all_lines(&dir)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "task.submitted")
+        .map(|r| r["details"]["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(in_ledger, acked);
+}
