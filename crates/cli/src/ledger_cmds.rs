@@ -65,6 +65,35 @@ fn print_ack(r: &Receipt) -> Result<()> {
     Ok(())
 }
 
+/// The error of a record that is durable but whose acknowledgement could not be printed (a
+/// full disk, a closed pipe): the acknowledgement goes into the message instead, since a
+/// retry would write the record twice. `closed` is the close that followed.
+fn ack_not_printed(
+    r: &Receipt,
+    e: &anyhow::Error,
+    closed: Result<kling_audit_ledger::Head, AppendError>,
+) -> anyhow::Error {
+    let mut message = format!(
+        "record seq {} (hash {}) is durable and must not be written again, but its \
+         acknowledgement could not be written to standard output: {e}",
+        r.seq,
+        hex::encode(r.hash)
+    );
+    if let Err(c) = closed {
+        message.push_str(&close_also_failed(&c));
+    }
+    anyhow::anyhow!(message)
+}
+
+/// What a failed close after an unprinted acknowledgement means, as the end of a message.
+fn close_also_failed(e: &AppendError) -> String {
+    format!(
+        ". Closing the ledger then failed too: {}, so no signed checkpoint covers the newest \
+         records yet; the next command that writes to this ledger signs one",
+        storage_cause(e)
+    )
+}
+
 /// The error of a close that failed after records were acknowledged. They are durable, so a
 /// script that retried the command would write them twice: the message leads with that.
 fn close_failed(acked: &str, e: &AppendError) -> anyhow::Error {
@@ -176,10 +205,12 @@ fn write_first_record(g: &Global, keys_dir: &Path, origin: &str) -> Result<()> {
         .append(entry)
         .map_err(|e| anyhow::anyhow!(storage_cause(&e)))
         .context(not_written)?;
-    print_ack(&receipt)?;
-    ledger
-        .close()
-        .map_err(|e| close_failed(&format!("record seq {} is", receipt.seq), &e))?;
+    let printed = print_ack(&receipt);
+    let closed = ledger.close();
+    if let Err(e) = printed {
+        return Err(ack_not_printed(&receipt, &e, closed));
+    }
+    closed.map_err(|e| close_failed(&format!("record seq {} is", receipt.seq), &e))?;
     Ok(())
 }
 
@@ -225,10 +256,12 @@ pub fn log_one(
     };
     // Acknowledged before closing: a close that fails leaves the record durable, and must not
     // read as a lost record that a retry would write twice.
-    print_ack(&receipt)?;
-    let head = ledger
-        .close()
-        .map_err(|e| close_failed(&format!("record seq {} is", receipt.seq), &e))?;
+    let printed = print_ack(&receipt);
+    let closed = ledger.close();
+    if let Err(e) = printed {
+        return Err(ack_not_printed(&receipt, &e, closed));
+    }
+    let head = closed.map_err(|e| close_failed(&format!("record seq {} is", receipt.seq), &e))?;
     if pusher.is_some_and(|p| p.finish(head.checkpoint_size)) {
         return Ok(Exit::Fault);
     }
@@ -267,16 +300,36 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     let mut ledger: Option<Ledger> = None;
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<(usize, kling_audit_ledger::PendingAppend)>(8192);
+    // Set once standard output fails: input is read no further.
+    let output_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let output_failed_in_printer = Arc::clone(&output_failed);
     // Acknowledgements are printed in input order by a second thread, so input keeps flowing
     // into the writer's queue while earlier records are being synced.
-    let printer = std::thread::spawn(move || -> Result<(usize, Option<(usize, usize)>)> {
+    let printer = std::thread::spawn(move || -> Result<Printed> {
         let mut refused = 0;
         // After a storage failure every later line fails the same way: it is said once, with
         // the range of lines it cost at the end.
         let mut failed: Option<(usize, usize)> = None;
+        // Records made durable after standard output failed: said once, at the end.
+        let mut unprinted: Option<Unprinted> = None;
         for (line_no, pending) in rx {
             match pending.wait() {
-                Ok(r) => print_ack(&r)?,
+                Ok(r) => match &mut unprinted {
+                    Some(u) => (u.last_line, u.last_seq) = (line_no, r.seq),
+                    None => {
+                        if let Err(e) = print_ack(&r) {
+                            output_failed_in_printer
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                            unprinted = Some(Unprinted {
+                                cause: e.to_string(),
+                                first_line: line_no,
+                                last_line: line_no,
+                                first_seq: r.seq,
+                                last_seq: r.seq,
+                            });
+                        }
+                    }
+                },
                 // The entry itself was refused (too large once stamped): bad input, not a
                 // storage failure.
                 Err(AppendError::Entry(e)) => {
@@ -292,7 +345,11 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
                 },
             }
         }
-        Ok((refused, failed))
+        Ok(Printed {
+            refused,
+            failed,
+            unprinted,
+        })
     });
     let stdin = std::io::stdin();
     let mut reader = stdin.lock();
@@ -302,6 +359,9 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     while let Some(complete) = read_bounded_line(&mut reader, &mut buf, MAX_INPUT_LINE)
         .context("cannot read standard input")?
     {
+        if output_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
         line_no += 1;
         if !complete {
             eprintln!(
@@ -334,11 +394,28 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
         }
     }
     drop(tx);
-    let (refused_entries, failed) = printer
+    let Printed {
+        refused: refused_entries,
+        failed,
+        unprinted,
+    } = printer
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
     let bad = bad + refused_entries;
     let closed = ledger.map(|l| l.close());
+    if let Some(u) = unprinted {
+        let mut message = format!(
+            "acknowledgements could not be written to standard output from line {} on ({}); \
+             the records of lines {} to {} are durable nonetheless (seq {} to {}) and must not \
+             be sent again. Input after line {} was not recorded: send it again with an output \
+             that can be written",
+            u.first_line, u.cause, u.first_line, u.last_line, u.first_seq, u.last_seq, u.last_line
+        );
+        if let Some(Err(e)) = &closed {
+            message.push_str(&close_also_failed(e));
+        }
+        bail!(message);
+    }
     if let Some((first, last)) = failed {
         // Closing failed too, for the cause already shown with line {first}.
         bail!(
@@ -363,6 +440,24 @@ pub fn log_stdin(g: &Global, w: &WriteArgs) -> Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// What the output thread of `log --stdin` saw.
+struct Printed {
+    /// Lines whose entry the ledger refused (too large once stamped).
+    refused: usize,
+    /// The first and last line a storage failure cost.
+    failed: Option<(usize, usize)>,
+    unprinted: Option<Unprinted>,
+}
+
+/// Records made durable whose acknowledgements could not be printed.
+struct Unprinted {
+    cause: String,
+    first_line: usize,
+    last_line: usize,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 /// Longest input line `log --stdin` reads; longer lines are skipped without being buffered.

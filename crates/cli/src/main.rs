@@ -150,6 +150,14 @@ fn main() -> ExitCode {
     // records. The writer's own logs (its failure, and on a full disk the reserve warnings
     // before it) would say it a second time, so they stay off unless asked for.
     let reports_storage = matches!(cli.command, Command::Init { .. } | Command::Log { .. });
+    if reports_storage {
+        // A reader that goes away must not kill a writer between a durable record and its
+        // close: printing then fails with EPIPE, and the command says what became durable.
+        // SAFETY: no thread exists yet; setting a signal to be ignored installs no handler.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     init_tracing(if reports_storage {
         "warn,kling_audit_ledger::writer=off"
     } else {

@@ -814,6 +814,108 @@ fn lines_reported_as_not_recorded_after_a_failed_write_are_not_in_the_ledger() {
     assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
 }
 
+/// Runs `kling-audit --dir DIR ARGS` with `input` on stdin and stdout on `stdout`.
+fn run_with_stdout(
+    dir: &std::path::Path,
+    args: &[&str],
+    input: &str,
+    stdout: Stdio,
+) -> std::process::ExitStatus {
+    let mut child = Command::new(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("KLING_AUDIT_LOG")
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(std::fs::File::create(dir.with_extension("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The command may stop reading early; what it did not read is its to report.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_record_whose_acknowledgement_cannot_be_printed_is_named_as_durable_and_sealed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    let full = || Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    let status = run_with_stdout(&dir, &["log", "--type", "t", "--actor", "fill"], "", full());
+    assert_eq!(status.code(), Some(2));
+    let stderr = std::fs::read_to_string(dir.with_extension("stderr")).unwrap();
+    let written = std::fs::read_to_string(segment_files(&dir).pop().unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(written.lines().last().unwrap()).unwrap();
+    assert_eq!(last["actor"], "fill");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: record seq {} (hash {}) is durable and must not be written again, but its \
+             acknowledgement could not be written to standard output: No space left on device \
+             (os error 28)\n",
+            last["seq"],
+            last["hash"].as_str().unwrap()
+        )
+    );
+    // Closed all the same: its checkpoint is signed.
+    assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+}
+
+#[test]
+fn log_stdin_says_which_lines_are_durable_when_acknowledgements_cannot_be_printed() {
+    let line =
+        |i: usize| format!("{{\"type\":\"t\",\"actor\":\"fill\",\"details\":{{\"i\":{i}}}}}\n");
+    let input: String = (1..=3000).map(line).collect();
+    // stdout on /dev/full, then on a pipe nobody reads (which without care kills the writer
+    // with SIGPIPE between a durable record and its close).
+    type MakeStdout = fn() -> Stdio;
+    let outputs: [(&str, MakeStdout); 2] = [
+        ("No space left on device (os error 28)", || {
+            Stdio::from(std::fs::File::create("/dev/full").unwrap())
+        }),
+        ("Broken pipe (os error 32)", || {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            Stdio::from(writer)
+        }),
+    ];
+    for (cause, stdout) in outputs {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        init(&dir);
+        let status = run_with_stdout(&dir, &["log", "--stdin"], &input, stdout());
+        assert_eq!(status.code(), Some(2), "{cause}");
+        let stderr = std::fs::read_to_string(dir.with_extension("stderr")).unwrap();
+        let recorded = fill_records(&dir);
+        let last = *recorded.last().unwrap() as usize;
+        assert_eq!(recorded, (1..=last as u64).collect::<Vec<_>>());
+        assert!(
+            stderr.starts_with(&format!(
+                "error: acknowledgements could not be written to standard output from line 1 on \
+                 ({cause}); the records of lines 1 to {last} are durable nonetheless"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.ends_with(&format!(
+                "Input after line {last} was not recorded: send it again with an output that \
+                 can be written\n"
+            )),
+            "{stderr}"
+        );
+        assert_eq!(run(&dir, &["verify"], None).status.code(), Some(0));
+        // Following the advice records every line exactly once.
+        let again: String = (last + 1..=3000).map(line).collect();
+        assert!(run(&dir, &["log", "--stdin"], Some(&again))
+            .status
+            .success());
+        assert_eq!(fill_records(&dir), (1..=3000).collect::<Vec<_>>());
+    }
+}
+
 #[test]
 fn a_failed_close_still_acknowledges_the_durable_record_and_says_not_to_retry_it() {
     let tmp = tempfile::tempdir().unwrap();
