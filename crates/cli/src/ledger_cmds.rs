@@ -569,6 +569,10 @@ pub fn verify_options(
             .ok()
             .flatten();
     }
+    // The writer refuses a ledger shorter than what its keys signed; a verifier that can see
+    // the keys directory says the same instead of calling the ledger intact.
+    opts.signed_head = kling_audit_ledger::keys::load_signed_head(&keys_dir)
+        .with_context(|| format!("the keys directory {} is damaged", keys_dir.display()))?;
     Ok(opts)
 }
 

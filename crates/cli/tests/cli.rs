@@ -285,7 +285,19 @@ fn an_exported_checkpoint_catches_a_rollback_to_an_earlier_copy() {
         std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
     }
     let key = format!("@{}", key_file.display());
-    let alone = run(&dir, &["verify", "--key", &key], None);
+    // An auditor's copy of the directory, without the keys directory beside it.
+    let elsewhere = tmp.path().join("no.keys");
+    let alone = run(
+        &dir,
+        &[
+            "--keys-dir",
+            elsewhere.to_str().unwrap(),
+            "verify",
+            "--key",
+            &key,
+        ],
+        None,
+    );
     assert_eq!(
         alone.status.code(),
         Some(0),
@@ -446,6 +458,49 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     segs
 }
 
+/// Copies the files of `from` (no subdirectories) into a new directory `to`.
+fn copy_flat(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn verify_finds_a_rollback_behind_what_the_keys_directory_saw_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    let older = tmp.path().join("older");
+    copy_flat(&dir, &older);
+    assert!(run(&dir, &["log", "--type", "t", "--actor", "a"], None)
+        .status
+        .success());
+    // The ledger directory goes back to its older, validly signed copy; the keys stay.
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_flat(&older, &dir);
+
+    // A writer refuses it and says to run `verify`, which must then not call it intact.
+    let out = run(&dir, &["log", "--type", "t", "--actor", "b"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr, &dir).contains("rolled back"));
+    let out = run(&dir, &["verify"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout, &dir));
+    assert!(
+        text(&out.stdout, &dir).starts_with(
+            "TRUNCATED            seq=1  the ledger holds 1 records but its keys signed a checkpoint \
+             of size 3 (the keys directory's signed-head): records are gone, or the ledger was \
+             rolled back to an older copy\n"
+        ),
+        "{}",
+        text(&out.stdout, &dir)
+    );
+    assert_eq!(run(&dir, &["report"], None).status.code(), Some(2));
+}
+
 #[test]
 fn a_freshly_initialised_ledger_verifies_as_intact() {
     let tmp = tempfile::tempdir().unwrap();
@@ -523,20 +578,26 @@ fn an_initialised_ledger_emptied_by_an_attacker_is_faulty() {
             "{}",
             text(&out.stdout, &dir)
         );
-        // Everything: no checkpoint is left to say so, yet an empty directory is not a ledger.
+        // Everything: no checkpoint is left to say so, yet an empty directory is not a ledger,
+        // and the keys directory knows what its keys signed.
         for e in std::fs::read_dir(&dir).unwrap() {
             std::fs::remove_file(e.unwrap().path()).unwrap();
         }
         let out = run(&dir, &["verify", "--key", &key, "--mac-key", &mac], None);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout, &dir));
+        let signed = logged * 2 + 1;
         assert_eq!(
             text(&out.stdout, &dir),
-            "TRUNCATED             the directory holds no records and no signed checkpoint: a \
+            format!(
+                "TRUNCATED            seq=0  the ledger holds 0 records but its keys signed a \
+                 checkpoint of size {signed} (the keys directory's signed-head): records are gone, \
+                 or the ledger was rolled back to an older copy\n"
+            ) + "TRUNCATED             the directory holds no records and no signed checkpoint: a \
              ledger starts with a record (`init` writes `ledger.init`), so this one was wiped or \
              never written\n\
              FAULTY: 0 records in 0 segments (no records), 0 checkpoints up to size 0 \
              (signatures checked), MACs checked\n\
-             1 faults found\n"
+             2 faults found\n"
         );
         // Nor does the writer start a new chain in it: its keys signed the old one.
         let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);

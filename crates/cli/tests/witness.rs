@@ -227,17 +227,18 @@ fn witnessed_ledger_verifies_and_a_rollback_is_caught() {
     );
     assert_eq!(report["checkpoints"]["witnessed_size"], 7);
 
-    // A thorough attacker rolls the cosignatures back too; the directory alone then looks fine,
-    // which is why the witness keeps its own state.
+    // A thorough attacker rolls the cosignatures back too, and deletes the writer's memory of
+    // what it signed (which `verify` and every writer would otherwise hold against the
+    // rolled-back ledger); the directory alone then looks fine, which is why the witness keeps
+    // its own state.
     std::fs::write(ledger.join("cosignatures.jsonl"), &old_cosignatures).unwrap();
+    std::fs::remove_file(tmp.path().join("audit.keys/signed-head")).unwrap();
     let (code, report) = verify_json(&ledger, &key_args);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["checkpoints"]["witnessed_size"], 5);
 
     // A fresh append after the rollback: the witness has seen size 7 with another root and
-    // refuses, so the new history is never cosigned. (The intruder also deletes the writer's
-    // memory of what it signed; otherwise the writer itself refuses the rolled-back ledger.)
-    std::fs::remove_file(tmp.path().join("audit.keys/signed-head")).unwrap();
+    // refuses, so the new history is never cosigned.
     let before = cosignature_lines(&ledger);
     let out = log_witnessed(&ledger, &spec, 99);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

@@ -135,6 +135,10 @@ pub struct VerifyOptions {
     pub mac_root: Option<[u8; 32]>,
     /// A signed checkpoint the auditor kept from earlier.
     pub trusted_checkpoint: Option<String>,
+    /// The size and root of the newest checkpoint the writer's keys signed, as the keys
+    /// directory records it (`signed-head`): a writer refuses a ledger rolled back behind it,
+    /// and so does the verifier.
+    pub signed_head: Option<(u64, Hash)>,
     pub max_faults: Option<usize>,
     pub progress: Option<Progress>,
     /// Witness cosigner verifier keys, `<name>+<id>+<base64>`; each must have cosigned at least
@@ -425,6 +429,8 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         checkpoint_mismatches: 0,
         trusted: trusted.as_ref().map(|(b, _)| (b.size, b.root)),
         trusted_root_ok: None,
+        signed_head: opts.signed_head,
+        signed_head_ok: None,
         day_fault_segment: None,
         sealed: None,
         witnessed: witnessed
@@ -519,6 +525,33 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                 format!(
                     "the records up to size {} do not have the trusted checkpoint's root",
                     body.size
+                ),
+            );
+        }
+    }
+    // Said only where the checkpoints in the directory do not say it already.
+    if let Some((hsize, _)) = st.signed_head.filter(|(h, _)| !expected.contains_key(h)) {
+        if hsize > size {
+            faults.push(
+                FaultKind::Truncated,
+                None,
+                None,
+                Some(size),
+                format!(
+                    "the ledger holds {size} records but its keys signed a checkpoint of size \
+                     {hsize} (the keys directory's signed-head): records are gone, or the ledger \
+                     was rolled back to an older copy"
+                ),
+            );
+        } else if hsize > 0 && st.signed_head_ok != Some(true) {
+            faults.push(
+                FaultKind::Forked,
+                None,
+                None,
+                Some(hsize),
+                format!(
+                    "the records up to size {hsize} do not have the root its keys signed (the \
+                     keys directory's signed-head)"
                 ),
             );
         }
@@ -620,6 +653,9 @@ struct ChainState {
     /// The trusted checkpoint's size and root, and whether the records matched it.
     trusted: Option<(u64, Hash)>,
     trusted_root_ok: Option<bool>,
+    /// The keys directory's signed head, and whether the records matched it.
+    signed_head: Option<(u64, Hash)>,
+    signed_head_ok: Option<bool>,
     /// The last segment whose name's day disagreed with a record.
     day_fault_segment: Option<String>,
     /// The newest epoch whose seal has been seen.
@@ -912,6 +948,11 @@ fn check_chunk(
             if let Some((tsize, troot)) = st.trusted {
                 if tsize == size {
                     st.trusted_root_ok = Some(troot == st.frontier.root());
+                }
+            }
+            if let Some((hsize, hroot)) = st.signed_head {
+                if hsize == size {
+                    st.signed_head_ok = Some(hroot == st.frontier.root());
                 }
             }
             if let Some((root, _)) = expected.get(&size) {
