@@ -4,6 +4,51 @@
 //! exit codes: 0 success (and an intact ledger), 1 an integrity fault or a refused input,
 //! 2 the command could not run (usage, missing directory, permissions, I/O).
 
+// `println!`, `print!` and `eprintln!` for every module of this crate, in place of
+// std's, which panic when the output cannot be written (stdout on a full disk or a file size
+// limit): exit 101 with a backtrace for `verify > report.txt` on a full disk. Here a failed
+// stdout ends the command with exit 2 and says why; a failed stderr has nowhere to say it.
+macro_rules! println {
+    () => {
+        $crate::print_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::print_out(format_args!($($arg)*))
+    };
+}
+macro_rules! eprintln {
+    () => {
+        $crate::print_err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout; if that fails, says so on stderr and exits 2.
+pub fn print_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: cannot write to standard output ({e}); run the command again with an \
+             output that can be written"
+        );
+        std::process::exit(2);
+    }
+}
+
+/// Writes to stderr, ignoring a failure: there is nowhere left to report it.
+pub fn print_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
 mod client_cmds;
 mod demo;
 mod gateway_cmds;

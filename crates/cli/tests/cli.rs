@@ -502,6 +502,52 @@ fn verify_finds_a_rollback_behind_what_the_keys_directory_saw_signed() {
 }
 
 #[test]
+fn an_output_that_cannot_be_written_ends_a_command_with_exit_2_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    let full = || std::fs::File::create("/dev/full").unwrap();
+    for args in [
+        &["verify"][..],
+        &["verify", "--format", "json"],
+        &["report"],
+        &["keys", "show"],
+        &["checkpoint"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .env_remove("KLING_AUDIT_LOG")
+            .stdout(full())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(
+            text(&out.stderr, &dir),
+            "error: cannot write to standard output (No space left on device (os error 28)); \
+             run the command again with an output that can be written\n",
+            "{args:?}"
+        );
+    }
+    // Nor when stderr cannot be written either: the error is lost, the exit code is not.
+    for args in [
+        &["log", "--type", "t", "--actor", "a"][..],
+        &["verify", "--key", "x"],
+    ] {
+        let status = Command::new(BIN)
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .stdout(full())
+            .stderr(full())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
 fn a_freshly_initialised_ledger_verifies_as_intact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
