@@ -49,6 +49,8 @@ pub fn demo(args: &DemoArgs) -> Result<Exit> {
         }
         None => fresh_dir(Path::new("."))?,
     };
+    // The printed commands name the directory in full, so they work from anywhere.
+    let out = out.canonicalize().unwrap_or(out);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

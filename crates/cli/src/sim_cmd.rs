@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kling_sim::{CredentialSource, KeyPair, TEST_ACCESS_KEY};
+use kling_sim::{CredentialSource, KeyPair, TEST_ACCESS_KEY, TEST_SECRET_KEY};
 
 use crate::Exit;
 
@@ -48,8 +48,10 @@ async fn serve(a: &SimArgs) -> Result<Exit> {
         CredentialSource::Fallback => {
             eprintln!("credentials: the pair in KLING_ACCESS_KEY / KLING_SECRET_KEY")
         }
+        // The pair is public and guards nothing; shown whole so a caller can sign with it.
         CredentialSource::TestPair => eprintln!(
-            "credentials: the documented test pair (access key {TEST_ACCESS_KEY}; see kling_sim::TEST_SECRET_KEY)"
+            "credentials: the documented test pair: access key {TEST_ACCESS_KEY}, secret key \
+             {TEST_SECRET_KEY}"
         ),
     }
     eprintln!(

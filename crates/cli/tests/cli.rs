@@ -807,13 +807,18 @@ fn demo_and_the_commands_it_prints_write_nothing_outside_its_directory() {
             l.strip_prefix("kling-audit demo: everything runs on 127.0.0.1; the ledger goes to ")
         })
         .unwrap();
-    let demo_dir = std::path::Path::new(announced)
+    let announced = std::path::Path::new(announced);
+    assert!(announced.is_absolute(), "{announced:?}");
+    let demo_dir = announced
         .parent()
+        .and_then(|d| d.file_name())
         .unwrap()
         .to_string_lossy()
         .into_owned();
     assert_eq!(listing(), vec![demo_dir.clone()]);
-    // The follow-up commands, run as a user pastes them, from the same directory.
+    // The follow-up commands, run as a user pastes them, from another directory: they name
+    // the demo's directory in full and write nothing where they run.
+    let elsewhere = tempfile::tempdir().unwrap();
     let commands: Vec<&str> = stdout
         .lines()
         .skip_while(|l| *l != "Look further:")
@@ -824,7 +829,7 @@ fn demo_and_the_commands_it_prints_write_nothing_outside_its_directory() {
     for command in commands {
         let out = Command::new("sh")
             .args(["-c", command])
-            .current_dir(cwd)
+            .current_dir(elsewhere.path())
             .output()
             .unwrap();
         assert!(
@@ -835,6 +840,7 @@ fn demo_and_the_commands_it_prints_write_nothing_outside_its_directory() {
     }
     assert_eq!(listing(), vec![demo_dir.clone()]);
     assert!(cwd.join(&demo_dir).join("proof.json").is_file());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
 
 #[test]
