@@ -393,6 +393,23 @@ pub async fn handle(
     let raw_body = match axum::body::to_bytes(body, state.cfg.server.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
+            // Refused, unforwarded, and recorded like the other refusals of a known caller.
+            let mut details = base;
+            details.insert("reason".into(), json!("body-too-large"));
+            details.insert("code".into(), json!(codes::PARAMETER_ERROR));
+            details.insert("http_status".into(), json!(413));
+            details.insert(
+                "max_body_bytes".into(),
+                json!(state.cfg.server.max_body_bytes),
+            );
+            details.insert("credential".into(), caller.credential.clone());
+            source_fields(peer, &parts.headers, &mut details);
+            let seq = state
+                .auditor
+                .append("gateway.denied", &actor, &Value::Object(details))
+                .await
+                .ok()
+                .map(|r| r.seq);
             state.metrics.count_request(&route, Outcome::BadRequest);
             let message = format!(
                 "request body exceeds the gateway limit of {} bytes",
@@ -404,7 +421,7 @@ pub async fn handle(
                 &message,
                 &request_id,
             );
-            return Reply::json(status, body, None).finish(
+            return Reply::json(status, body, seq).finish(
                 &request_id,
                 started,
                 Duration::ZERO,

@@ -629,3 +629,35 @@ async fn passthrough_forwards_the_callers_own_key_and_records_its_fingerprint() 
     assert_eq!(requests[0]["details"]["credential"]["verified"], false);
     assert!(!records.iter().any(|r| r.to_string().contains(ORG_AK)));
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
+    let mut env = setup(sim_config(), |cfg| cfg.server.max_body_bytes = 1024).await;
+    let before = env.sim.stats();
+    let body = json!({"model_name": "kling-v1", "prompt": "x".repeat(4096)});
+    let (status, headers, answer) = env.post(&env.alice, "/v1/videos/text2video", &body).await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (413, Some(1201)),
+        "{answer}"
+    );
+    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    let record: u64 = headers["x-kling-audit-record"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = records.iter().find(|r| seq(r) == record).unwrap();
+    assert_eq!(denied["type"], "gateway.denied");
+    assert_eq!(denied["actor"], "alice");
+    assert_eq!(denied["details"]["reason"], "body-too-large");
+    assert_eq!(denied["details"]["http_status"], 413);
+    assert_eq!(denied["details"]["max_body_bytes"], 1024);
+    // The prompt never reaches the ledger, not even in part.
+    assert!(!std::fs::read_dir(&env.ledger_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("xxxxxxxx"))));
+}
