@@ -66,6 +66,8 @@ pub struct Auditor {
     closed: AtomicBool,
     /// API calls being served now (see [`Auditor::enter`]).
     calls: AtomicUsize,
+    /// When a refused record was last logged, and how many were not logged since.
+    refusal_log: Mutex<(Option<Instant>, u64)>,
 }
 
 /// One API call being served; counted until dropped.
@@ -106,6 +108,7 @@ impl Auditor {
             reopen_interval,
             closed: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
+            refusal_log: Mutex::new((None, 0)),
         }
     }
 
@@ -220,16 +223,42 @@ impl Auditor {
     /// has stopped taking records.
     fn refused(self: &Arc<Self>, kind: &str, e: AppendError) -> AuditError {
         self.metrics.ledger_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(
-            target: "kling_audit_gateway::audit",
-            record_type = kind,
-            error = %e,
-            "audit record not written"
-        );
+        if let Some(not_logged) = self.may_log_refusal() {
+            tracing::error!(
+                target: "kling_audit_gateway::audit",
+                record_type = kind,
+                error = %e,
+                not_logged,
+                "audit record not written"
+            );
+        }
         if matches!(e, AppendError::Poisoned { .. } | AppendError::Closed) {
             self.start_reopen();
         }
         AuditError::Append(e)
+    }
+
+    /// Whether a refused record may be logged now: at most one line a second while the ledger
+    /// refuses records (every refusal is still counted in the metrics), so that a gateway under
+    /// load does not write thousands of identical lines. Returns how many went unlogged since
+    /// the last line.
+    pub fn may_log_refusal(&self) -> Option<u64> {
+        let mut log = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match log.0 {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                log.1 += 1;
+                None
+            }
+            _ => {
+                let not_logged = std::mem::take(&mut log.1);
+                log.0 = Some(now);
+                Some(not_logged)
+            }
+        }
     }
 
     /// Counts one request forwarded without a request record (fail-open).
@@ -426,5 +455,27 @@ mod tests {
         assert_eq!(seqs, vec![first, first + 1, first + 2]);
         let head = a.ledger().close_async().await.unwrap();
         assert_eq!(head.size, first + 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_records_are_logged_at_most_once_a_second_and_all_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = auditor(tmp.path());
+        a.ledger().close_async().await.unwrap();
+        let details = serde_json::json!({"route": "test"});
+        for _ in 0..50 {
+            assert!(a.append("t.refused", "actor", &details).await.is_err());
+        }
+        assert_eq!(a.metrics.ledger_failures.load(Ordering::Relaxed), 50);
+        // The first refusal took the second's line; the other 49 wait for the next one.
+        assert_eq!(a.may_log_refusal(), None);
+        assert_eq!(
+            a.refusal_log.lock().unwrap().1,
+            50,
+            "49 refusals and this call unlogged"
+        );
+        a.refusal_log.lock().unwrap().0 = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(a.may_log_refusal(), Some(50));
+        assert_eq!(a.may_log_refusal(), None);
     }
 }

@@ -589,7 +589,8 @@ fn audit_unavailable(
     state
         .metrics
         .count_request(route, Outcome::AuditUnavailable);
-    tracing::error!(target: "kling_audit_gateway::proxy", %request_id, route, error = %error, "request refused: audit ledger unavailable (fail-closed)");
+    // The refusal of the request record was logged (at most once a second) by the auditor.
+    tracing::debug!(target: "kling_audit_gateway::proxy", %request_id, route, error = %error, "request refused: audit ledger unavailable (fail-closed)");
     let (status, body) = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         codes::SERVER_UNAVAILABLE,
