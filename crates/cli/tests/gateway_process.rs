@@ -616,3 +616,42 @@ async fn fail_open_forwards_counts_and_reports_once_the_ledger_recovers() {
     let (ok, report) = verify(&dir);
     assert!(ok, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_started_without_init_or_actors_says_so() {
+    let sim = sim().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let gw = start_gateway(&dir, &format!("http://{}", sim.addr()), None, &[]);
+    let http = client();
+    // Ready means the start-up logs are written.
+    let ready = http
+        .get(format!("{}/readyz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    // The lines were written before the address; the reader thread may lag behind.
+    let started = std::time::Instant::now();
+    while !gw.stderr().contains("no actors") && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stderr = gw.stderr();
+    gw.signal("-TERM");
+    assert!(gw.wait().success());
+    assert!(stderr.contains("created a new ledger"), "{stderr}");
+    assert!(stderr.contains("kling-audit init"), "{stderr}");
+    assert!(stderr.contains("no actors"), "{stderr}");
+    assert!(stderr.contains("kling-audit actors add NAME"), "{stderr}");
+    // The MAC root key is never logged.
+    let root = std::fs::read_to_string(
+        tmp.path()
+            .join("audit.keys")
+            .join(kling_audit_ledger::keys::MAC_ROOT_FILE),
+    )
+    .unwrap();
+    assert!(
+        !stderr.contains(root.trim()),
+        "the MAC root key is in the logs"
+    );
+}

@@ -358,7 +358,7 @@ impl Auditor {
             .await;
             match opened {
                 Ok(Ok((ledger, report))) => {
-                    log_torn_tail(&report);
+                    log_open_report(&report);
                     *self.ledger.write().unwrap_or_else(PoisonError::into_inner) = ledger;
                     self.metrics.ledger_reopens.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -404,9 +404,21 @@ impl Auditor {
     }
 }
 
-/// Logs a torn tail the ledger cut while opening. The ledger itself does not log it (it reports
-/// it to its caller), so this is the operator's one line about it.
-pub fn log_torn_tail(report: &kling_audit_ledger::OpenReport) {
+/// Logs what opening the ledger did that the operator must know: keys it created (the ledger
+/// had no `init`), a torn tail it cut. The ledger itself does not log these (it reports them to
+/// its caller), so these are the operator's lines about them.
+pub fn log_open_report(report: &kling_audit_ledger::OpenReport) {
+    if let Some(secrets) = &report.created_keys {
+        // The verifier key is public; the MAC root key is not logged.
+        tracing::warn!(
+            target: "kling_audit_gateway::audit",
+            keys_dir = %report.keys_dir.display(),
+            verifier_key = %secrets.verifier_key,
+            "created a new ledger: no keys existed, so the MAC root key is stored beside the \
+             other keys; to keep it offline, stop, delete the ledger and keys directories, run \
+             `kling-audit init` and start again"
+        );
+    }
     if let Some(t) = &report.torn_tail {
         tracing::warn!(
             target: "kling_audit_gateway::audit",

@@ -236,7 +236,7 @@ pub async fn run_with_ready(
     // Opening may append a recovery record with blocking calls, so it runs off the runtime.
     let (ledger, report) =
         tokio::task::spawn_blocking(move || Ledger::open(open_options)).await??;
-    audit::log_torn_tail(&report);
+    audit::log_open_report(&report);
     let dir = cfg.audit.dir.clone();
     let (tasks, rebuilt) = tokio::task::spawn_blocking(move || TaskBook::rebuild(&dir)).await??;
     let actors = Actors::load(cfg.auth.actors_file.clone())?;
@@ -288,6 +288,14 @@ pub async fn run_with_ready(
         }
     };
     let actor_count = actors.index().len();
+    if actor_count == 0 && cfg.auth.mode == config::AuthMode::Actors {
+        tracing::warn!(
+            target: "kling_audit_gateway",
+            actors_file = %cfg.auth.actors_file.display(),
+            "no actors: every call will be refused (Kling code 1002) until one is added with \
+             `kling-audit actors add NAME`"
+        );
+    }
     let state = Arc::new(AppState {
         callback_base: format!("{public}{}", callbacks::CALLBACK_PATH),
         cfg,
