@@ -572,7 +572,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                 segments.last().map(|s| s.name.as_str()),
                 None,
                 Some(summary.largest_size),
-                msg,
+                format!(
+                    "{msg}: no signature covers them yet. After a crash this is expected: the \
+                     next writer (`kling-audit log`, the gateway) signs them when it opens the \
+                     ledger; if none crashed, records were appended without the keys"
+                ),
             );
         } else {
             warnings.push(msg);
