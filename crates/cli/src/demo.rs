@@ -398,11 +398,11 @@ async fn run(out: &Path) -> Result<Exit> {
     let verdict = kling_audit_ledger::verify::verify(&ledger_dir, &opts)?;
     println!();
     println!(
-        "verify: {} — {} records, {} segments, {} signed checkpoints, signatures and MACs checked",
+        "verify: {} — {}, {}, {}, signatures and MACs checked",
         if verdict.intact { "INTACT" } else { "FAULTY" },
-        verdict.records,
-        verdict.segments,
-        verdict.checkpoints.count
+        crate::plural(verdict.records, "record"),
+        crate::plural(verdict.segments as u64, "segment"),
+        crate::plural(verdict.checkpoints.count as u64, "signed checkpoint")
     );
     for f in &verdict.faults {
         println!("  {} {}", f.kind.code(), f.message);

@@ -705,7 +705,7 @@ fn print_text(r: &Report) {
     } else {
         "MACs NOT checked"
     };
-    let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    use crate::plural;
     println!(
         "{}: {} in {} ({range}), {} up to size {} ({sigs}), {macs}",
         if r.intact { "INTACT" } else { "FAULTY" },
@@ -721,7 +721,7 @@ fn print_text(r: &Report) {
         println!("witnessed up to size {w}");
     }
     if !r.intact {
-        println!("{} faults found", r.faults_total);
+        println!("{} found", plural(r.faults_total, "fault"));
     }
     for w in &r.warnings {
         println!("warning: {w}");

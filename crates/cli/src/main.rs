@@ -43,6 +43,11 @@ pub fn print_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `n` and `word`, with an `s` unless `n` is 1: "1 segment", "2 segments".
+pub(crate) fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Writes to stderr, ignoring a failure: there is nowhere left to report it.
 pub fn print_err(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
