@@ -152,7 +152,15 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
         );
     }
     let origin = origin.unwrap_or_else(kling_audit_ledger::random_origin);
-    let (_, secrets) = kling_audit_ledger::KeySet::create(&keys_dir, &origin, false)?;
+    let (_, secrets) =
+        kling_audit_ledger::KeySet::create(&keys_dir, &origin, false).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}. No key was shown and no record written: fix the cause (free space, \
+                 permissions, the file size limit), delete {} if it exists, and run \
+                 `kling-audit init` again",
+                keys_dir.display()
+            )
+        })?;
     // The MAC root key exists nowhere else once this returns, so it is printed and flushed
     // before anything else can fail or be interrupted; an error of the first record follows.
     let shown = (|| -> std::io::Result<()> {

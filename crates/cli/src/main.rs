@@ -43,6 +43,21 @@ pub fn print_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// The causes of `e` worth a line of their own: many errors already end with their source's
+/// text ("cannot read X: permission denied"), which is then not repeated.
+fn cause_lines(e: &anyhow::Error) -> Vec<String> {
+    let mut shown = e.to_string();
+    let mut lines = Vec::new();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            shown.push_str(&text);
+            lines.push(text);
+        }
+    }
+    lines
+}
+
 /// `n` and `word`, with an `s` unless `n` is 1: "1 segment", "2 segments".
 pub(crate) fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
@@ -218,8 +233,8 @@ fn main() -> ExitCode {
         Ok(Exit::Fault) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            for line in cause_lines(&e) {
+                eprintln!("  caused by: {line}");
             }
             ExitCode::from(2)
         }

@@ -1212,3 +1212,30 @@ fn init_that_cannot_show_the_mac_root_key_writes_no_record_and_says_to_start_aga
     let again = run(&dir, &["init"], None);
     assert_eq!(again.status.code(), Some(0), "{again:?}");
 }
+
+#[test]
+fn init_that_cannot_write_its_keys_says_what_to_do_once_and_leaves_no_temporary_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let out = run_limited(0, &dir, &["init"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout, tmp.path()), "");
+    // The I/O error's text is in the message, and not repeated on a "caused by" line.
+    assert_eq!(
+        text(&out.stderr, tmp.path()),
+        "error: cannot access key file <DIR>/audit.keys/checkpoint.pub: File too large (os \
+         error 27). No key was shown and no record written: fix the cause (free space, \
+         permissions, the file size limit), delete <DIR>/audit.keys if it exists, and run \
+         `kling-audit init` again\n"
+    );
+    let keys = tmp.path().join("audit.keys");
+    let left: Vec<_> = std::fs::read_dir(&keys)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
+        "{left:?}"
+    );
+    std::fs::remove_dir_all(&keys).unwrap();
+    assert_eq!(run(&dir, &["init"], None).status.code(), Some(0));
+}

@@ -289,16 +289,20 @@ fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         source,
     };
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // Never leave a partial copy of a secret key behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(io(e));
     }
     fs::rename(&tmp, path).map_err(io)?;
     crate::segment::sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io)
