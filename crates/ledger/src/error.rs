@@ -40,7 +40,8 @@ pub enum EntryError {
 /// Why a ledger could not be opened for writing.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot use ledger directory {path}: {source}")]
+    /// `path` is the directory or a file in it (a segment, the lock, the quarantine).
+    #[error("cannot use {path} of the ledger: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "ledger directory {dir} is locked by another writer{}; stop that process first, \
