@@ -264,6 +264,29 @@ fn source_fields(peer: SocketAddr, headers: &HeaderMap, out: &mut Map<String, Va
     out.insert("user_agent".into(), json!(ua));
 }
 
+/// Writes a `gateway.denied` record: the request's `base` fields, the refusal's `fields` and
+/// where the request came from. Returns its seq, or `None` when it could not be written (the
+/// refusal stands either way).
+async fn record_denial<const N: usize>(
+    state: &Arc<AppState>,
+    mut details: Map<String, Value>,
+    actor: &str,
+    fields: [(&str, Value); N],
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<u64> {
+    for (key, value) in fields {
+        details.insert(key.to_owned(), value);
+    }
+    source_fields(peer, headers, &mut details);
+    state
+        .auditor
+        .append("gateway.denied", actor, &Value::Object(details))
+        .await
+        .ok()
+        .map(|r| r.seq)
+}
+
 /// Whether `actor` may query the ids a request names: every id must be the actor's own (or,
 /// under `tasks.unknown = "forward"`, unknown to the gateway). A legacy path-slot id may be
 /// either kind (5.3); a new-standard `GET /tasks` names each list's kind.
@@ -330,22 +353,17 @@ pub async fn handle(
     let caller = match authenticate(&state, parts.headers.get(AUTHORIZATION)) {
         Ok(c) => c,
         Err(denial) => {
-            let mut details = base;
-            details.insert("reason".into(), json!(denial.reason));
-            details.insert("code".into(), json!(denial.code));
-            details.insert("http_status".into(), json!(401));
-            details.insert("key_fp".into(), json!(denial.key_fp));
-            source_fields(peer, &parts.headers, &mut details);
             let actor = denial
                 .claimed_actor
                 .clone()
                 .unwrap_or_else(|| "unauthenticated".to_owned());
-            let seq = state
-                .auditor
-                .append("gateway.denied", &actor, &Value::Object(details))
-                .await
-                .ok()
-                .map(|r| r.seq);
+            let fields = [
+                ("reason", json!(denial.reason)),
+                ("code", json!(denial.code)),
+                ("http_status", json!(401)),
+                ("key_fp", json!(denial.key_fp)),
+            ];
+            let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
             state.metrics.count_request(&route, Outcome::AuthFailed);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, code = denial.code, reason = denial.reason, "caller refused");
             let (status, body) = error_response(
@@ -366,18 +384,13 @@ pub async fn handle(
 
     // 2. Ownership of the task a query names.
     if let Some(reason) = check_owner(&state, &op, &actor) {
-        let mut details = base;
-        details.insert("reason".into(), json!(reason));
-        details.insert("code".into(), json!(codes::RESOURCE_NOT_FOUND));
-        details.insert("http_status".into(), json!(404));
-        details.insert("credential".into(), caller.credential.clone());
-        source_fields(peer, &parts.headers, &mut details);
-        let seq = state
-            .auditor
-            .append("gateway.denied", &actor, &Value::Object(details))
-            .await
-            .ok()
-            .map(|r| r.seq);
+        let fields = [
+            ("reason", json!(reason)),
+            ("code", json!(codes::RESOURCE_NOT_FOUND)),
+            ("http_status", json!(404)),
+            ("credential", caller.credential.clone()),
+        ];
+        let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(&route, Outcome::NotOwner);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "task query refused");
         let (status, body) = error_response(
@@ -394,22 +407,14 @@ pub async fn handle(
         Ok(b) => b,
         Err(_) => {
             // Refused, unforwarded, and recorded like the other refusals of a known caller.
-            let mut details = base;
-            details.insert("reason".into(), json!("body-too-large"));
-            details.insert("code".into(), json!(codes::PARAMETER_ERROR));
-            details.insert("http_status".into(), json!(413));
-            details.insert(
-                "max_body_bytes".into(),
-                json!(state.cfg.server.max_body_bytes),
-            );
-            details.insert("credential".into(), caller.credential.clone());
-            source_fields(peer, &parts.headers, &mut details);
-            let seq = state
-                .auditor
-                .append("gateway.denied", &actor, &Value::Object(details))
-                .await
-                .ok()
-                .map(|r| r.seq);
+            let fields = [
+                ("reason", json!("body-too-large")),
+                ("code", json!(codes::PARAMETER_ERROR)),
+                ("http_status", json!(413)),
+                ("max_body_bytes", json!(state.cfg.server.max_body_bytes)),
+                ("credential", caller.credential.clone()),
+            ];
+            let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
             state.metrics.count_request(&route, Outcome::BadRequest);
             let message = format!(
                 "request body exceeds the gateway limit of {} bytes",

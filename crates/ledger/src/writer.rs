@@ -226,6 +226,19 @@ struct Staged {
     ack: AckTx,
 }
 
+impl Staged {
+    /// The record's acknowledgement channel and the receipt it is owed.
+    fn into_ack(self) -> (AckTx, Receipt) {
+        let receipt = Receipt {
+            seq: self.entry_seq,
+            hash: self.leaf,
+            id: self.id,
+            ts: self.ts,
+        };
+        (self.ack, receipt)
+    }
+}
+
 impl Writer {
     /// Starts the sync thread and the first epoch, before any record can be written.
     pub(crate) fn start(
@@ -641,18 +654,7 @@ impl Writer {
                 self.next_batch += 1;
                 let leaves = staged.iter().map(|s| s.leaf).collect();
                 self.pending.push_back(Written { batch, leaves });
-                let acks = staged
-                    .into_iter()
-                    .map(|s| {
-                        let receipt = Receipt {
-                            seq: s.entry_seq,
-                            hash: s.leaf,
-                            id: s.id,
-                            ts: s.ts,
-                        };
-                        (s.ack, receipt)
-                    })
-                    .collect::<Vec<_>>();
+                let acks = staged.into_iter().map(Staged::into_ack).collect::<Vec<_>>();
                 if self.needs_sync && quiet && self.pending.len() == 1 {
                     self.needs_sync = false;
                     let started = Instant::now();
@@ -723,18 +725,7 @@ impl Writer {
                 .map(|s| s.ack)
                 .chain(rest.map(|(_, a)| a))
                 .collect();
-            let durable = staged
-                .into_iter()
-                .map(|s| {
-                    let receipt = Receipt {
-                        seq: s.entry_seq,
-                        hash: s.leaf,
-                        id: s.id,
-                        ts: s.ts,
-                    };
-                    (s.ack, receipt)
-                })
-                .collect();
+            let durable = staged.into_iter().map(Staged::into_ack).collect();
             Failed {
                 cause,
                 durable,
