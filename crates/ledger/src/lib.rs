@@ -327,6 +327,7 @@ impl Ledger {
             last_meeting: 0.0,
             meet_average: 0.0,
             sync_ewma: 0.0,
+            spent: Vec::new(),
         };
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         w.start(tx.downgrade(), open_records, last_is_seal);

@@ -23,6 +23,8 @@ pub(crate) struct Job {
     pub file: Arc<File>,
     pub segment: String,
     pub acks: Vec<(AckTx, Receipt)>,
+    /// The batch's entries, dropped here once the appenders are answered.
+    pub spent: Vec<crate::Entry>,
 }
 
 /// The newest batch a sync covered, and the error text if it failed.
@@ -115,6 +117,7 @@ fn run(
                 };
                 let _ = ack.send(answer);
             }
+            drop(job.spent);
         }
         if done.send((covered, result)).is_err() {
             return;

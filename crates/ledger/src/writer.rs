@@ -63,8 +63,11 @@ pub(crate) struct Config {
 }
 
 pub(crate) struct OpenSegment {
-    /// Shared with the sync and reserve threads.
-    pub file: Arc<File>,
+    pub file: File,
+    /// The sync thread's own description of the same file, opened with it: the kernel reports
+    /// a write-back error once per file description, so a sync by the writer (when it cuts or
+    /// closes the segment) cannot take an error that the sync thread must see.
+    pub sync_file: Arc<File>,
     pub name: String,
     pub day: String,
     /// Bytes of records; the next batch is written at this offset.
@@ -210,6 +213,9 @@ pub(crate) struct Writer {
     pub meet_average: f64,
     /// Average seconds of an in-place sync.
     pub sync_ewma: f64,
+    /// Entries of the batch being written. Their memory is freed by the sync thread, after the
+    /// acknowledgements, rather than by the writer, whose time bounds the rate of appends.
+    pub spent: Vec<Entry>,
 }
 
 /// A batch handed to the sync thread: its leaves join the tree once it is durable.
@@ -555,8 +561,22 @@ impl Writer {
         if to <= from {
             return;
         }
+        // The reserve thread syncs through a file description of its own. The kernel reports
+        // a write-back error once per description: through the writer's, the sync of the
+        // records could miss an error that the zeros' sync had taken, and acknowledge records
+        // that were lost.
+        let file = match OpenOptions::new()
+            .write(true)
+            .open(self.dir.join(&seg.name))
+        {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(segment = %seg.name, error = %e, "cannot open the segment for its reserve; appending without a reserve");
+                seg.no_reserve = true;
+                return;
+            }
+        };
         seg.reserved = from;
-        let file = Arc::clone(&seg.file);
         let spawned = std::thread::Builder::new()
             .name("ledger-reserve".into())
             .spawn(move || write_zeros(&file, from, to));
@@ -638,6 +658,11 @@ impl Writer {
     /// to the acknowledgement, which on a lightly loaded gateway is most of an append's cost.
     /// `met`: the batch holds records of more than one appender.
     fn commit_batch(&mut self, batch: Vec<(Entry, AckTx)>, quiet: bool, met: bool) {
+        self.commit_batch_inner(batch, quiet, met);
+        self.spent.clear();
+    }
+
+    fn commit_batch_inner(&mut self, batch: Vec<(Entry, AckTx)>, quiet: bool, met: bool) {
         self.note_contention(met);
         if let Some(cause) = &self.poisoned {
             refuse(batch.into_iter().map(|(_, ack)| ack), cause);
@@ -668,11 +693,13 @@ impl Writer {
                     }
                 }
                 if std::mem::take(&mut self.needs_sync) {
+                    let spent = std::mem::take(&mut self.spent);
                     let job = self.seg.as_ref().map(|seg| Job {
                         batch,
-                        file: Arc::clone(&seg.file),
+                        file: Arc::clone(&seg.sync_file),
                         segment: seg.name.clone(),
                         acks,
+                        spent,
                     });
                     let submitted = match (&self.pool, job) {
                         (Some(pool), Some(job)) => pool.submit(job),
@@ -715,6 +742,7 @@ impl Writer {
         // and a new segment is opened only once the old one is synced. Those are acknowledged
         // even if a later part of the batch fails, since they stay in the ledger.
         let mut durable = 0usize;
+        let mut now: Option<(String, u64, String)> = None;
         let fail = |cause: String,
                     mut staged: Vec<Staged>,
                     durable: usize,
@@ -765,8 +793,18 @@ impl Writer {
                 self.epoch_started = Instant::now();
                 self.epoch_count = 0;
             }
-            let (ts, millis) = next_ts(&self.cfg.clock, &last_ts);
-            let id = self.ids.next_id(millis);
+            // One clock reading serves the whole batch (the records are written together);
+            // it is taken again only when a seal in the batch carries a later time.
+            if now.as_ref().is_some_and(|n| n.0 < last_ts) {
+                now = None;
+            }
+            let (batch_ts, millis, day) = now.get_or_insert_with(|| {
+                let (ts, millis) = next_ts(&self.cfg.clock, &last_ts);
+                let day = day_of(&ts);
+                (ts, millis, day)
+            });
+            let ts = batch_ts.clone();
+            let id = self.ids.next_id(*millis);
             let start = self.buf.len();
             let stamp = Stamp {
                 seq,
@@ -783,13 +821,14 @@ impl Writer {
                     continue;
                 }
             };
+            // The entry's strings are freed off this thread (see `Writer::spent`).
+            self.spent.push(entry);
             let rec_len = (self.buf.len() - start) as u64;
-            let day = day_of(&ts);
             let pending = start as u64;
             let rotate = match &self.seg {
                 None => true,
                 Some(s) => {
-                    s.day != day
+                    s.day != *day
                         || (s.len + pending > 0
                             && s.len + pending + rec_len > self.cfg.max_segment_bytes)
                 }
@@ -799,7 +838,7 @@ impl Writer {
                 if let Err(cause) = self.write_out(false) {
                     return Err(fail(cause, staged, durable, iter).map_with(ack));
                 }
-                if let Err(cause) = self.open_new_segment(seq, &day) {
+                if let Err(cause) = self.open_new_segment(seq, day) {
                     return Err(fail(cause, staged, durable, iter).map_with(ack));
                 }
                 durable = staged.len();
@@ -810,16 +849,18 @@ impl Writer {
                 self.epoch_started = Instant::now();
             }
             self.epoch_count += 1;
+            if last_ts != ts {
+                last_ts.clone_from(&ts);
+            }
             staged.push(Staged {
                 entry_seq: seq,
                 leaf,
                 id,
-                ts: ts.clone(),
+                ts,
                 ack,
             });
             seq += 1;
             prev = leaf;
-            last_ts = ts;
         }
         if let Err(cause) = self.write_out(false) {
             return Err(fail(cause, staged, durable, iter));
@@ -895,11 +936,14 @@ impl Writer {
             self.unsynced = false;
         }
         let name = segment_name(first_seq, day);
-        let file =
-            create_segment(&self.dir, &name).map_err(|e| format!("create segment {name}: {e}"))?;
+        let path = self.dir.join(&name);
+        let (file, sync_file) = create_segment(&self.dir, &name)
+            .and_then(|file| Ok((file, OpenOptions::new().write(true).open(&path)?)))
+            .map_err(|e| format!("create segment {name}: {e}"))?;
         tracing::info!(segment = %name, "opened a new segment");
         self.seg = Some(OpenSegment {
-            file: Arc::new(file),
+            file,
+            sync_file: Arc::new(sync_file),
             name,
             day: day.to_owned(),
             len: 0,
@@ -1038,7 +1082,8 @@ pub(crate) fn reopen_segment(
     // checked that nothing but zeros lies there.
     let reserved = file.metadata()?.len().max(len);
     Ok(OpenSegment {
-        file: Arc::new(file),
+        file,
+        sync_file: Arc::new(OpenOptions::new().write(true).open(path)?),
         name: name.to_owned(),
         day: day.to_owned(),
         len,
