@@ -200,6 +200,13 @@ pub struct CallbacksConfig {
 pub struct ServerConfig {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, across all requests; when unset, the larger of
+    /// 256 MiB and `max_body_bytes`.
+    pub max_buffered_bytes: Option<usize>,
+    /// Longest wait for a request's headers, and for the next request on an idle connection.
+    pub header_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
     /// Longest wait for in-flight requests and relays at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -223,6 +230,14 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     /// Bearer token guarding `/metrics`; open when `None`.
     pub admin_token: Option<SecretString>,
+}
+
+impl ServerConfig {
+    /// Bytes of request bodies the gateway holds at once.
+    pub fn buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+            .unwrap_or_else(|| self.max_body_bytes.max(256 * 1024 * 1024))
+    }
 }
 
 impl GatewayConfig {
@@ -284,6 +299,9 @@ impl GatewayConfig {
             },
             server: ServerConfig {
                 max_body_bytes: 64 * 1024 * 1024,
+                max_buffered_bytes: None,
+                header_timeout: Duration::from_secs(30),
+                max_connections: 4096,
                 shutdown_grace: Duration::from_secs(30),
             },
             admin_token: None,
@@ -364,6 +382,24 @@ impl GatewayConfig {
             return Err(ConfigError::invalid(
                 "server.max_body_bytes",
                 "must be at least 1024",
+            ));
+        }
+        if matches!(self.server.max_buffered_bytes, Some(v) if v < self.server.max_body_bytes) {
+            return Err(ConfigError::invalid(
+                "server.max_buffered_bytes",
+                "must be at least server.max_body_bytes, or one body could never be read",
+            ));
+        }
+        if self.server.header_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "server.header_timeout_ms",
+                "must be at least 1 (slow or idle clients would otherwise hold connections forever)",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be at least 1",
             ));
         }
         if self.audit.message_max_chars == 0 {
@@ -494,6 +530,9 @@ pub struct RawCallbacks {
 #[allow(missing_docs)]
 pub struct RawServer {
     pub max_body_bytes: Option<usize>,
+    pub max_buffered_bytes: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
     pub shutdown_grace_ms: Option<u64>,
 }
 
@@ -694,6 +733,15 @@ fn apply_env(raw: &mut RawConfig, env: &HashMap<String, String>) -> Result<(), C
     }
     if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_MAX_BODY_BYTES", "a byte count")? {
         raw.server.max_body_bytes = Some(v);
+    }
+    if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_MAX_BUFFERED_BYTES", "a byte count")? {
+        raw.server.max_buffered_bytes = Some(v);
+    }
+    if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_HEADER_TIMEOUT_MS", MS)? {
+        raw.server.header_timeout_ms = Some(v);
+    }
+    if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_MAX_CONNECTIONS", "a whole number")? {
+        raw.server.max_connections = Some(v);
     }
     if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_SHUTDOWN_GRACE_MS", MS)? {
         raw.server.shutdown_grace_ms = Some(v);
@@ -942,6 +990,15 @@ fn resolve(raw: RawConfig, sources: &Sources) -> Result<GatewayConfig, ConfigErr
 
     if let Some(v) = raw.server.max_body_bytes {
         cfg.server.max_body_bytes = v;
+    }
+    if let Some(v) = raw.server.max_buffered_bytes {
+        cfg.server.max_buffered_bytes = Some(v);
+    }
+    if let Some(v) = raw.server.header_timeout_ms {
+        cfg.server.header_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = raw.server.max_connections {
+        cfg.server.max_connections = v;
     }
     if let Some(v) = raw.server.shutdown_grace_ms {
         cfg.server.shutdown_grace = Duration::from_millis(v);

@@ -13,11 +13,13 @@
 
 pub mod actors;
 pub mod audit;
+mod body;
 pub mod callbacks;
 pub mod config;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
+mod serve;
 pub mod state;
 pub mod tasks;
 pub mod verified;
@@ -83,9 +85,6 @@ pub enum GatewayError {
     /// A blocking start-up task failed to run.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    /// Serving stopped with an I/O error.
-    #[error("serving failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// What a stopped gateway reports.
@@ -296,6 +295,7 @@ pub async fn run_with_ready(
              `kling-audit actors add NAME`"
         );
     }
+    let cfg_buffered = cfg.server.buffered_bytes();
     let state = Arc::new(AppState {
         callback_base: format!("{public}{}", callbacks::CALLBACK_PATH),
         cfg,
@@ -310,6 +310,7 @@ pub async fn run_with_ready(
         started,
         served: AtomicU64::new(0),
         verified: verified::VerifiedTokens::default(),
+        bodies: body::BodyBudget::new(cfg_buffered),
     });
 
     let start_details = json!({
@@ -356,17 +357,18 @@ pub async fn run_with_ready(
 
     let app = router(Arc::clone(&state));
     ready(local);
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let grace = state.cfg.server.shutdown_grace;
+    let limits = serve::Limits {
+        header_timeout: state.cfg.server.header_timeout,
+        max_connections: state.cfg.server.max_connections,
+        grace,
+    };
+    let served = serve::serve(listener, app, limits, shutdown).await;
     refresher.abort();
 
-    // In-flight requests are done; give relays the rest of the grace period.
-    let grace = state.cfg.server.shutdown_grace;
-    let _ = tokio::time::timeout(grace, state.relays.wait_idle()).await;
+    // Requests are done (or cut at the end of the grace period); give relays what is left.
+    let left = grace.saturating_sub(served.drain);
+    let _ = tokio::time::timeout(left, state.relays.wait_idle()).await;
     let relays_abandoned = state.relays.running();
     let requests_served = state.served.load(Ordering::Relaxed);
     let shutdown_details = json!({
@@ -374,7 +376,7 @@ pub async fn run_with_ready(
         "uptime_ms": started.elapsed().as_millis() as u64,
         "relays_abandoned": relays_abandoned,
         "unaudited_pending": auditor.pending_unaudited(),
-        "serve_error": served.as_ref().err().map(|e| e.kind().to_string()),
+        "connections_cut": served.connections_cut,
     });
     let shutdown_seq = auditor
         .append("gateway.shutdown", GATEWAY_ACTOR, &shutdown_details)
@@ -390,7 +392,6 @@ pub async fn run_with_ready(
         }
     };
     tracing::info!(target: "kling_audit_gateway", requests_served, sealed, "gateway stopped");
-    served.map_err(GatewayError::Serve)?;
     Ok(ShutdownReport {
         requests_served,
         shutdown_seq,
@@ -454,9 +455,12 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
     }
     let ledger = state.auditor.ledger();
     let head = ledger.head();
-    let text = state
-        .metrics
-        .render(ledger.queue_depth(), head.size, state.auditor.writable());
+    let text = state.metrics.render(&metrics::Gauges {
+        queue_depth: ledger.queue_depth(),
+        ledger_size: head.size,
+        ledger_ok: state.auditor.writable(),
+        body_bytes_held: state.bodies.held(),
+    });
     (
         StatusCode::OK,
         [(

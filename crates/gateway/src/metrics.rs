@@ -84,8 +84,10 @@ pub enum Outcome {
     NotOwner,
     /// Refused because the audit ledger could not record the request.
     AuditUnavailable,
-    /// Refused before authentication (body too large).
+    /// Refused for its body (too large, or cut short).
     BadRequest,
+    /// Refused because request bodies already held use up the gateway's buffer budget.
+    Busy,
 }
 
 impl Outcome {
@@ -99,6 +101,7 @@ impl Outcome {
             Self::NotOwner => "not_owner",
             Self::AuditUnavailable => "audit_unavailable",
             Self::BadRequest => "bad_request",
+            Self::Busy => "busy",
         }
     }
 }
@@ -145,7 +148,7 @@ impl Metrics {
     }
 
     /// The exposition text, with gauges read by the caller at scrape time.
-    pub fn render(&self, queue_depth: usize, ledger_size: u64, ledger_ok: bool) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(8192);
         out.push_str(
             "# HELP kling_gateway_requests_total Requests by route template and outcome.\n",
@@ -227,17 +230,22 @@ impl Metrics {
             (
                 "kling_gateway_ledger_queue_depth",
                 "Audit records waiting for the writer.",
-                queue_depth as u64,
+                gauges.queue_depth as u64,
             ),
             (
                 "kling_gateway_ledger_records",
                 "Durable records in the ledger.",
-                ledger_size,
+                gauges.ledger_size,
             ),
             (
                 "kling_gateway_ledger_writable",
                 "1 when the ledger accepts records.",
-                u64::from(ledger_ok),
+                u64::from(gauges.ledger_ok),
+            ),
+            (
+                "kling_gateway_body_bytes_held",
+                "Bytes of request bodies held now (limit: server.max_buffered_bytes).",
+                gauges.body_bytes_held as u64,
             ),
         ];
         for (name, help, value) in gauges {
@@ -248,6 +256,19 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Values read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Audit records waiting for the writer.
+    pub queue_depth: usize,
+    /// Durable records in the ledger.
+    pub ledger_size: u64,
+    /// The ledger accepts records.
+    pub ledger_ok: bool,
+    /// Bytes of request bodies held.
+    pub body_bytes_held: usize,
 }
 
 fn escape_label(s: &str) -> String {
@@ -282,7 +303,12 @@ mod tests {
         m.count_request("/v1/videos/text2video", Outcome::Ok);
         m.count_request("other", Outcome::AuthFailed);
         m.unaudited.fetch_add(3, Ordering::Relaxed);
-        let text = m.render(4, 10, true);
+        let text = m.render(&Gauges {
+            queue_depth: 4,
+            ledger_size: 10,
+            ledger_ok: true,
+            body_bytes_held: 2048,
+        });
         assert!(text.contains(
             "kling_gateway_requests_total{route=\"/v1/videos/text2video\",outcome=\"ok\"} 2\n"
         ));
@@ -290,6 +316,7 @@ mod tests {
         assert!(text.contains("kling_gateway_unaudited_requests_total 3\n"));
         assert!(text.contains("kling_gateway_ledger_queue_depth 4\n"));
         assert!(text.contains("kling_gateway_ledger_writable 1\n"));
+        assert!(text.contains("kling_gateway_body_bytes_held 2048\n"));
         assert_eq!(m.requests("other", Outcome::AuthFailed), 1);
     }
 

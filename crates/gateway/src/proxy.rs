@@ -29,6 +29,7 @@ use kling_api::routes::{self, ApiGeneration, Operation, OperationKind};
 use serde_json::{json, Map, Value};
 
 use crate::audit::AuditError;
+use crate::body::BodyRefusal;
 use crate::callbacks;
 use crate::config::{AuthMode, FailureMode, UnknownTaskPolicy};
 use crate::inspect::{self, cap_chars};
@@ -403,29 +404,50 @@ pub async fn handle(
     }
 
     // 3. Body and its inspection.
-    let raw_body = match axum::body::to_bytes(body, state.cfg.server.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max_body = state.cfg.server.max_body_bytes;
+    // `_held` keeps the body's share of the buffer budget until the call is answered.
+    let (raw_body, _held) = match state.bodies.read(body, declared, max_body).await {
+        Ok(read) => read,
+        Err(refusal) => {
+            let (status, code, message, outcome) = match refusal {
+                BodyRefusal::TooLarge => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PARAMETER_ERROR,
+                    format!("request body exceeds the gateway limit of {max_body} bytes"),
+                    Outcome::BadRequest,
+                ),
+                BodyRefusal::Busy => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    codes::RATE_LIMITED,
+                    "the gateway is holding as many request bodies as it may \
+                     (server.max_buffered_bytes); retry shortly"
+                        .to_owned(),
+                    Outcome::Busy,
+                ),
+                BodyRefusal::Unreadable => (
+                    StatusCode::BAD_REQUEST,
+                    codes::PARAMETER_INVALID,
+                    "the request body could not be read to its end".to_owned(),
+                    Outcome::BadRequest,
+                ),
+            };
             // Refused, unforwarded, and recorded like the other refusals of a known caller.
             let fields = [
-                ("reason", json!("body-too-large")),
-                ("code", json!(codes::PARAMETER_ERROR)),
-                ("http_status", json!(413)),
-                ("max_body_bytes", json!(state.cfg.server.max_body_bytes)),
+                ("reason", json!(refusal.reason())),
+                ("code", json!(code)),
+                ("http_status", json!(status.as_u16())),
+                ("max_body_bytes", json!(max_body)),
                 ("credential", caller.credential.clone()),
             ];
             let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
-            state.metrics.count_request(&route, Outcome::BadRequest);
-            let message = format!(
-                "request body exceeds the gateway limit of {} bytes",
-                state.cfg.server.max_body_bytes
-            );
-            let (status, body) = error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                codes::PARAMETER_ERROR,
-                &message,
-                &request_id,
-            );
+            state.metrics.count_request(&route, outcome);
+            tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason = refusal.reason(), "request body refused");
+            let (status, body) = error_response(status, code, &message, &request_id);
             return Reply::json(status, body, seq).finish(
                 &request_id,
                 started,
@@ -742,6 +764,39 @@ impl UpstreamFailure {
     }
 }
 
+/// The most the gateway reads of an upstream answer. Kling answers are small JSON (results
+/// are links, not files); this keeps a broken or hostile upstream from filling memory.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads an upstream answer whole, up to [`MAX_ANSWER_BYTES`].
+async fn read_answer(mut response: reqwest::Response) -> Result<Bytes, UpstreamFailure> {
+    let too_large = || {
+        UpstreamFailure::Other(format!(
+            "answer larger than the gateway's limit of {MAX_ANSWER_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
+        len += chunk.len();
+        if len > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        chunks.push(chunk);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
+}
+
 fn classify_reqwest(e: &reqwest::Error) -> UpstreamFailure {
     if e.is_timeout() {
         UpstreamFailure::Timeout
@@ -836,7 +891,7 @@ async fn forward(
             headers.insert(name.clone(), v.clone());
         }
     }
-    let body = response.bytes().await.map_err(|e| classify_reqwest(&e))?;
+    let body = read_answer(response).await?;
     Ok(UpstreamAnswer {
         status,
         headers,

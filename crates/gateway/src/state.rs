@@ -147,4 +147,6 @@ pub struct AppState {
     pub served: AtomicU64,
     /// Caller tokens whose signatures were checked.
     pub verified: crate::verified::VerifiedTokens,
+    /// Memory for request bodies, shared by all requests.
+    pub(crate) bodies: crate::body::BodyBudget,
 }

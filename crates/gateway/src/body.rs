@@ -1,0 +1,180 @@
+//! Request bodies read under the gateway's limits.
+//!
+//! A body is buffered whole before it is recorded and forwarded (its fields are committed in
+//! the request record), so memory is what bounds it: each body may hold at most
+//! `server.max_body_bytes`, and all bodies held at once share `server.max_buffered_bytes`.
+//! Without the second limit, a few hundred callers sending large bodies together could make
+//! the gateway hold tens of gigabytes. A body that finds the budget spent is refused at once
+//! rather than made to wait, so that half-read bodies can never wait on each other.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a request body was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BodyRefusal {
+    /// Longer than `server.max_body_bytes` (declared or read).
+    TooLarge,
+    /// The bodies already held use up `server.max_buffered_bytes`.
+    Busy,
+    /// The caller's connection failed or sent a malformed body.
+    Unreadable,
+}
+
+impl BodyRefusal {
+    /// The `reason` of the `gateway.denied` record.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "body-too-large",
+            Self::Busy => "body-budget-spent",
+            Self::Unreadable => "body-unreadable",
+        }
+    }
+}
+
+/// The bytes held for bodies, shared by every request.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+/// Bytes of the budget held by one body; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Held(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl BodyBudget {
+    pub(crate) fn new(total: usize) -> Self {
+        let total = total.min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes held by bodies now.
+    pub(crate) fn held(&self) -> usize {
+        self.total.saturating_sub(self.bytes.available_permits())
+    }
+
+    /// Reads `body` whole. `declared` is its `Content-Length`, when sent.
+    pub(crate) async fn read(
+        &self,
+        mut body: Body,
+        declared: Option<u64>,
+        max: usize,
+    ) -> Result<(Bytes, Held), BodyRefusal> {
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(BodyRefusal::TooLarge);
+        }
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(BodyRefusal::Unreadable);
+            };
+            // Trailers carry nothing the gateway records or forwards.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            len += data.len();
+            if len > max {
+                return Err(BodyRefusal::TooLarge);
+            }
+            let n = u32::try_from(data.len()).map_err(|_| BodyRefusal::TooLarge)?;
+            let permit = Arc::clone(&self.bytes)
+                .try_acquire_many_owned(n)
+                .map_err(|_| BodyRefusal::Busy)?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            chunks.push(data);
+        }
+        // Most bodies arrive in one frame: no copy then.
+        let bytes = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        };
+        Ok((bytes, Held(held)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use http_body_util::channel::Channel;
+
+    /// A body arriving in the given frames, then ending or failing.
+    async fn streamed(parts: &[&'static [u8]], fail: bool) -> Body {
+        let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(parts.len() + 1);
+        for part in parts {
+            tx.send_data(Bytes::from_static(part))
+                .await
+                .expect("room for every frame");
+        }
+        if fail {
+            tx.abort(std::io::Error::other("connection reset"));
+        }
+        Body::new(body)
+    }
+
+    #[tokio::test]
+    async fn a_body_in_several_frames_is_joined_and_holds_its_bytes_until_dropped() {
+        let budget = BodyBudget::new(100);
+        let (bytes, held) = budget
+            .read(streamed(&[b"ab", b"cd", b"e"], false).await, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"abcde");
+        assert_eq!(budget.held(), 5);
+        drop(held);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        let budget = BodyBudget::new(100);
+        let refused = budget.read(Body::from("abc"), Some(11), 10).await;
+        assert_eq!(refused.unwrap_err(), BodyRefusal::TooLarge);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_declared_is_still_cut_at_the_limit() {
+        let budget = BodyBudget::new(100);
+        let refused = budget
+            .read(streamed(&[b"0123456", b"789ab"], false).await, Some(3), 10)
+            .await;
+        assert_eq!(refused.unwrap_err(), BodyRefusal::TooLarge);
+        assert_eq!(budget.held(), 0, "a refused body gives its bytes back");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_finds_the_budget_spent_is_refused_at_once() {
+        let budget = BodyBudget::new(8);
+        let (_, first) = budget.read(Body::from("123456"), None, 10).await.unwrap();
+        let refused = budget.read(Body::from("abc"), None, 10).await;
+        assert_eq!(refused.unwrap_err(), BodyRefusal::Busy);
+        drop(first);
+        let (bytes, _) = budget.read(Body::from("abc"), None, 10).await.unwrap();
+        assert_eq!(&bytes[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_is_unreadable() {
+        let budget = BodyBudget::new(100);
+        let refused = budget.read(streamed(&[b"ab"], true).await, None, 10).await;
+        assert_eq!(refused.unwrap_err(), BodyRefusal::Unreadable);
+        assert_eq!(budget.held(), 0);
+    }
+}
