@@ -104,6 +104,9 @@ pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
         config::FailureMode::FailOpen => "fail-open",
     };
     println!("configuration OK");
+    for warning in cfg.warnings() {
+        println!("  warning: {warning}");
+    }
     println!("  listen:        {}", cfg.listen);
     println!("  upstream:      {}", cfg.upstream.url);
     println!("  ledger dir:    {}", cfg.audit.dir.display());

@@ -22,6 +22,9 @@ pub(crate) enum BodyRefusal {
     Busy,
     /// The caller's connection failed or sent a malformed body.
     Unreadable,
+    /// The JSON body repeats this key within one object: the record would commit one value
+    /// while the upstream might use the other.
+    RepeatedKey(String),
 }
 
 impl BodyRefusal {
@@ -31,6 +34,7 @@ impl BodyRefusal {
             Self::TooLarge => "body-too-large",
             Self::Busy => "body-budget-spent",
             Self::Unreadable => "body-unreadable",
+            Self::RepeatedKey(_) => "body-repeats-key",
         }
     }
 }
@@ -104,6 +108,9 @@ impl BodyBudget {
             1 => chunks.swap_remove(0),
             _ => Bytes::from(chunks.concat()),
         };
+        if let Some(key) = kling_audit_ledger::repeated_key(&bytes) {
+            return Err(BodyRefusal::RepeatedKey(key));
+        }
         Ok((bytes, Held(held)))
     }
 }

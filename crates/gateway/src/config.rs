@@ -241,6 +241,26 @@ impl ServerConfig {
 }
 
 impl GatewayConfig {
+    /// Settings that are valid but leave some calls unable to go upstream, said for the
+    /// operator (`config check` prints them, the gateway logs them at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.auth.mode != AuthMode::Actors {
+            return found;
+        }
+        // Actors mode without the organisation's key pair is refused by `load` itself.
+        match &self.upstream.credentials {
+            Some(c) if c.api_key.is_none() => found.push(
+                "KLING_API_KEY is not set (nor upstream.api_key_file): calls on the \
+                 new-standard routes (POST /text-to-video/<version>, GET /tasks, ...) are \
+                 answered 500 / 5000 and not forwarded; the classic /v1/ routes work"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
+        found
+    }
+
     /// A configuration with every default, an upstream and the organisation's key pair, for
     /// tests and the demo. The actor store sits in the ledger's keys directory.
     pub fn new(
@@ -1049,6 +1069,39 @@ mod tests {
         assert_eq!(creds.access_key, "org-ak");
         assert_eq!(creds.secret_key.expose(), "org-sk-0123456789");
         assert!(cfg.auth.actors_file.ends_with("ledger.keys/actors.json"));
+    }
+
+    #[test]
+    fn a_missing_api_key_is_a_warning_for_the_new_standard_routes() {
+        let cfg = load(&sources(None, &KEYS)).unwrap();
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("KLING_API_KEY"), "{warnings:?}");
+        let mut env = KEYS.to_vec();
+        env.push(("KLING_API_KEY", "org-api-key-0123"));
+        assert!(load(&sources(None, &env)).unwrap().warnings().is_empty());
+        let passthrough = load(&sources(None, &[("KLING_AUDIT_AUTH_MODE", "passthrough")]));
+        assert!(passthrough.unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn connection_and_body_limits_are_checked() {
+        let mut env = KEYS.to_vec();
+        env.push(("KLING_AUDIT_SERVER_MAX_BODY_BYTES", "4096"));
+        env.push(("KLING_AUDIT_SERVER_MAX_BUFFERED_BYTES", "2048"));
+        let err = load(&sources(None, &env)).unwrap_err().to_string();
+        assert!(err.contains("server.max_buffered_bytes"), "{err}");
+        let mut env = KEYS.to_vec();
+        env.push(("KLING_AUDIT_SERVER_HEADER_TIMEOUT_MS", "0"));
+        let err = load(&sources(None, &env)).unwrap_err().to_string();
+        assert!(err.contains("server.header_timeout_ms"), "{err}");
+        let mut env = KEYS.to_vec();
+        env.push(("KLING_AUDIT_SERVER_MAX_CONNECTIONS", "12"));
+        env.push(("KLING_AUDIT_SERVER_HEADER_TIMEOUT_MS", "1500"));
+        let cfg = load(&sources(None, &env)).unwrap();
+        assert_eq!(cfg.server.max_connections, 12);
+        assert_eq!(cfg.server.header_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.server.buffered_bytes(), 256 * 1024 * 1024);
     }
 
     #[test]

@@ -286,6 +286,9 @@ pub async fn run_with_ready(
             format!("http://{host}")
         }
     };
+    for warning in cfg.warnings() {
+        tracing::warn!(target: "kling_audit_gateway", "{warning}");
+    }
     let actor_count = actors.index().len();
     if actor_count == 0 && cfg.auth.mode == config::AuthMode::Actors {
         tracing::warn!(

@@ -414,7 +414,8 @@ pub async fn handle(
     let (raw_body, _held) = match state.bodies.read(body, declared, max_body).await {
         Ok(read) => read,
         Err(refusal) => {
-            let (status, code, message, outcome) = match refusal {
+            let mut base = base;
+            let (status, code, message, outcome) = match &refusal {
                 BodyRefusal::TooLarge => (
                     StatusCode::PAYLOAD_TOO_LARGE,
                     codes::PARAMETER_ERROR,
@@ -435,6 +436,29 @@ pub async fn handle(
                     "the request body could not be read to its end".to_owned(),
                     Outcome::BadRequest,
                 ),
+                BodyRefusal::RepeatedKey(key) => {
+                    // Field names of Kling's API are identifiers; anything else could be text
+                    // a caller wants kept out of the ledger, so it is not recorded.
+                    let identifier = !key.is_empty()
+                        && key.len() <= 64
+                        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    let key = if identifier {
+                        key.clone()
+                    } else {
+                        "(not an identifier)".to_owned()
+                    };
+                    let message = format!(
+                        "the request body repeats the key {key:?} within one object; send \
+                         each key once"
+                    );
+                    base.insert("repeated_key".into(), json!(key));
+                    (
+                        StatusCode::BAD_REQUEST,
+                        codes::PARAMETER_INVALID,
+                        message,
+                        Outcome::BadRequest,
+                    )
+                }
             };
             // Refused, unforwarded, and recorded like the other refusals of a known caller.
             let fields = [

@@ -840,6 +840,55 @@ async fn a_caller_beyond_the_connection_limit_waits_for_a_free_slot() {
     env.stop().await;
 }
 
+/// Kling could take either of two values for one key, while the record commits one of them:
+/// such a body is refused, and a key that is not an identifier stays out of the ledger.
+#[tokio::test]
+async fn a_body_repeating_a_key_is_refused_unforwarded_and_recorded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let secret_key = "a cat walking on the moon";
+    let mut refused = Vec::new();
+    for body in [
+        r#"{"model_name":"kling-v1","prompt":"x","prompt":"a dog on mars"}"#.to_owned(),
+        format!(r#"{{"prompt":"x","options":{{"{secret_key}":1,"{secret_key}":2}}}}"#),
+    ] {
+        let resp = env
+            .http
+            .post(env.url("/v1/videos/text2video"))
+            .bearer_auth(jwt(&env.alice))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, answer) = split(resp).await;
+        assert_eq!(
+            (status, answer["code"].as_i64()),
+            (400, Some(1200)),
+            "{answer}"
+        );
+        refused.push(
+            headers["x-kling-audit-record"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied: Vec<_> = refused
+        .iter()
+        .map(|s| records.iter().find(|r| seq(r) == *s).unwrap())
+        .collect();
+    assert_eq!(denied[0]["details"]["reason"], "body-repeats-key");
+    assert_eq!(denied[0]["details"]["repeated_key"], "prompt");
+    assert_eq!(denied[1]["details"]["repeated_key"], "(not an identifier)");
+    let text: String = records.iter().map(|r| r.to_string()).collect();
+    assert!(!text.contains("a dog on mars") && !text.contains(secret_key));
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
     let mut env = setup(sim_config(), |cfg| cfg.server.max_body_bytes = 1024).await;

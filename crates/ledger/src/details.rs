@@ -79,6 +79,20 @@ fn value_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// The first key that the JSON `text` repeats within one object, if any; `None` also for
+/// text that is not JSON. For a service that forwards JSON it does not own: parsers disagree on
+/// which of two repeated values wins, so a record of one may not be what the receiver used.
+pub fn repeated_key(text: &[u8]) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    match StrictValue.deserialize(&mut de) {
+        Err(e) => match map_json_error(&e) {
+            EntryError::DuplicateKey { key } => Some(key),
+            _ => None,
+        },
+        Ok(_) => None,
+    }
+}
+
 const DUPLICATE_PREFIX: &str = "duplicate key ";
 
 fn map_json_error(e: &serde_json::Error) -> EntryError {
@@ -224,6 +238,21 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn repeated_keys_are_found_in_any_json_and_nothing_else_is() {
+        assert_eq!(
+            repeated_key(br#"{"prompt":"x","prompt":"y"}"#).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            repeated_key(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(repeated_key(br#"{"a":1,"b":{"a":2}}"#), None);
+        assert_eq!(repeated_key(b"{not json"), None);
+        assert_eq!(repeated_key(b""), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 pub use commit::Commitments;
-pub use details::Details;
+pub use details::{repeated_key, Details};
 pub use error::{AppendError, EntryError, OpenError};
 pub use keys::{InitSecrets, KeySet};
 pub use open::TornTail;
