@@ -34,13 +34,19 @@ macro_rules! eprintln {
 pub fn print_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     if let Err(e) = std::io::stdout().lock().write_fmt(args) {
-        let _ = writeln!(
-            std::io::stderr(),
-            "error: cannot write to standard output ({e}); run the command again with an \
-             output that can be written"
-        );
-        std::process::exit(2);
+        stdout_failed(&e);
     }
+}
+
+/// Says on stderr that standard output could not be written, and exits 2.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: cannot write to standard output ({e}); run the command again with an output \
+         that can be written"
+    );
+    std::process::exit(2);
 }
 
 /// The causes of `e` worth a line of their own: many errors already end with their source's
@@ -210,7 +216,23 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     restore_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version text go to standard output; unlike clap's own exit, a failed
+            // write of them is an error (exit 2), as for every other output.
+            let printed = e
+                .print()
+                .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
+            if e.use_stderr() {
+                return ExitCode::from(2);
+            }
+            if let Err(io) = printed {
+                stdout_failed(&io);
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
     // `init` and `log` report a storage failure themselves, with what it means for their
     // records. The writer's own logs (its failure, and on a full disk the reserve warnings
     // before it) would say it a second time, so they stay off unless asked for.

@@ -502,6 +502,26 @@ fn verify_finds_a_rollback_behind_what_the_keys_directory_saw_signed() {
 }
 
 #[test]
+fn help_or_version_that_cannot_be_written_exits_2() {
+    for args in [&["--help"][..], &["--version"], &["verify", "--help"]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .starts_with("error: cannot write to standard output"),
+            "{args:?}: {out:?}"
+        );
+        let shown = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(shown.status.code(), Some(0), "{args:?}: {shown:?}");
+        assert!(!shown.stdout.is_empty());
+    }
+}
+
+#[test]
 fn an_output_that_cannot_be_written_ends_a_command_with_exit_2_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");

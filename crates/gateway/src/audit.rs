@@ -67,7 +67,9 @@ pub struct Auditor {
     /// API calls being served now (see [`Auditor::enter`]).
     calls: AtomicUsize,
     /// When a refused record was last logged, and how many were not logged since.
-    refusal_log: Mutex<(Option<Instant>, u64)>,
+    refusal_log: LogGate,
+    /// Lines about requests forwarded unrecorded (fail-open), at most one a second.
+    unaudited_log: LogGate,
 }
 
 /// One API call being served; counted until dropped.
@@ -108,7 +110,8 @@ impl Auditor {
             reopen_interval,
             closed: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
-            refusal_log: Mutex::new((None, 0)),
+            refusal_log: LogGate::default(),
+            unaudited_log: LogGate::default(),
         }
     }
 
@@ -243,22 +246,14 @@ impl Auditor {
     /// load does not write thousands of identical lines. Returns how many went unlogged since
     /// the last line.
     pub fn may_log_refusal(&self) -> Option<u64> {
-        let mut log = self
-            .refusal_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        match log.0 {
-            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
-                log.1 += 1;
-                None
-            }
-            _ => {
-                let not_logged = std::mem::take(&mut log.1);
-                log.0 = Some(now);
-                Some(not_logged)
-            }
-        }
+        self.refusal_log.admit()
+    }
+
+    /// Whether to log a request forwarded unrecorded (fail-open): at most one line a second,
+    /// like [`Auditor::may_log_refusal`]; each one is counted in the metrics and in the
+    /// `gateway.unaudited` record anyway.
+    pub fn may_log_unaudited(&self) -> Option<u64> {
+        self.unaudited_log.admit()
     }
 
     /// Counts one request forwarded without a request record (fail-open).
@@ -428,6 +423,29 @@ pub fn log_open_report(report: &kling_audit_ledger::OpenReport) {
     }
 }
 
+/// Lets one log line through a second and counts the ones held back.
+#[derive(Debug, Default)]
+struct LogGate(Mutex<(Option<Instant>, u64)>);
+
+impl LogGate {
+    /// `Some(held back since the last line)` when a line may be written now.
+    fn admit(&self) -> Option<u64> {
+        let mut gate = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match gate.0 {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                gate.1 += 1;
+                None
+            }
+            _ => {
+                let held_back = std::mem::take(&mut gate.1);
+                gate.0 = Some(now);
+                Some(held_back)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,12 +500,23 @@ mod tests {
         // The first refusal took the second's line; the other 49 wait for the next one.
         assert_eq!(a.may_log_refusal(), None);
         assert_eq!(
-            a.refusal_log.lock().unwrap().1,
+            a.refusal_log.0.lock().unwrap().1,
             50,
             "49 refusals and this call unlogged"
         );
-        a.refusal_log.lock().unwrap().0 = Some(Instant::now() - Duration::from_secs(2));
+        a.refusal_log.0.lock().unwrap().0 = Some(Instant::now() - Duration::from_secs(2));
         assert_eq!(a.may_log_refusal(), Some(50));
         assert_eq!(a.may_log_refusal(), None);
+    }
+
+    #[test]
+    fn unrecorded_forwards_are_logged_at_most_once_a_second() {
+        let gate = LogGate::default();
+        assert_eq!(gate.admit(), Some(0));
+        for _ in 0..10 {
+            assert_eq!(gate.admit(), None);
+        }
+        gate.0.lock().unwrap().0 = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(gate.admit(), Some(10));
     }
 }

@@ -546,7 +546,9 @@ pub async fn handle(
             }
             FailureMode::FailOpen => {
                 state.auditor.note_unaudited();
-                tracing::warn!(target: "kling_audit_gateway::proxy", %request_id, route, "forwarding unrecorded (fail-open)");
+                if let Some(not_logged) = state.auditor.may_log_unaudited() {
+                    tracing::warn!(target: "kling_audit_gateway::proxy", %request_id, route, not_logged, "forwarding unrecorded (fail-open)");
+                }
                 None
             }
         },

@@ -225,6 +225,34 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
         )
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1301)));
+    // Body refusals: a repeated key (once with the prompt as the key), a body cut short.
+    for body in [
+        format!(r#"{{"prompt":"x","prompt":"{prompt}"}}"#),
+        format!(r#"{{"prompt":"x","o":{{"{prompt}":1,"{prompt}":2}}}}"#),
+    ] {
+        let resp = env
+            .http
+            .post(env.url("/v1/videos/text2video"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+    }
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = env.gw.as_ref().unwrap().addr;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer \
+             {token}\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n\
+             {{\"prompt\":\"{prompt}"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+    }
     // Metrics with the admin token.
     let metrics = env
         .http
