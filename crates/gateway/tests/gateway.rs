@@ -23,11 +23,7 @@ async fn create_poll_succeed_is_recorded_in_order_and_resigned_upstream() {
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["code"], 0);
     let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
-    let request_seq: u64 = headers["x-kling-audit-record"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let request_seq: u64 = record_header(&headers);
     let overhead: u64 = headers["x-kling-audit-overhead-us"]
         .to_str()
         .unwrap()
@@ -690,11 +686,7 @@ async fn bodies_beyond_the_buffer_budget_are_refused_with_429_and_recorded() {
             .contains("max_buffered_bytes"),
         "{answer}"
     );
-    let refused: u64 = headers["x-kling-audit-record"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let refused: u64 = record_header(&headers);
     assert_eq!(env.sim.stats().requests_total, before.requests_total);
 
     slow.write_all(&slow_body.as_bytes()[3000..]).await.unwrap();
@@ -867,13 +859,7 @@ async fn a_body_repeating_a_key_is_refused_unforwarded_and_recorded() {
             (400, Some(1200)),
             "{answer}"
         );
-        refused.push(
-            headers["x-kling-audit-record"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap(),
-        );
+        refused.push(record_header(&headers));
     }
     assert_eq!(env.sim.stats().requests_total, before.requests_total);
     env.stop().await;
@@ -901,11 +887,7 @@ async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
         "{answer}"
     );
     assert_eq!(env.sim.stats().requests_total, before.requests_total);
-    let record: u64 = headers["x-kling-audit-record"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let record: u64 = record_header(&headers);
     env.stop().await;
     let records = records(&env.ledger_dir);
     let denied = records.iter().find(|r| seq(r) == record).unwrap();

@@ -173,6 +173,15 @@ pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == kind).collect()
 }
 
+/// The seq of the audit record an answer names in its `x-kling-audit-record` header.
+pub fn record_header(headers: &reqwest::header::HeaderMap) -> u64 {
+    headers["x-kling-audit-record"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub fn seq(record: &Value) -> u64 {
     record["seq"].as_u64().unwrap()
 }
