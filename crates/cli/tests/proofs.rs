@@ -271,3 +271,104 @@ fn proving_consistency_from_an_unsigned_size_names_where_sizes_are() {
         )
     );
 }
+
+/// Writes `bundle` with `mutate` applied to `path` and runs `verify-proof` on it.
+fn verify_mutated(
+    dir: &std::path::Path,
+    key: &str,
+    bundle: &serde_json::Value,
+    path: &std::path::Path,
+    mutate: impl Fn(&mut serde_json::Value),
+) -> std::process::Output {
+    let mut b = bundle.clone();
+    mutate(&mut b);
+    std::fs::write(path, serde_json::to_vec(&b).unwrap()).unwrap();
+    kling(dir, &["verify-proof", path.to_str().unwrap(), "--key", key])
+}
+
+#[test]
+fn verify_proof_refuses_a_bundle_whose_origin_or_verifier_key_differs_from_the_signed_ones() {
+    let (tmp, dir, key) = setup();
+    let other = tmp.path().join("other");
+    let out = kling(&other, &["init", "--origin", "example.test/kling-audit"]);
+    assert!(out.status.success());
+    let other_key = std::fs::read_to_string(tmp.path().join("other.keys/checkpoint.pub"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let inclusion = tmp.path().join("i.json");
+    assert!(kling(
+        &dir,
+        &["prove", "--seq", "3", "--out", inclusion.to_str().unwrap()]
+    )
+    .status
+    .success());
+    let consistency = tmp.path().join("c.json");
+    let out = kling(
+        &dir,
+        &[
+            "prove",
+            "--consistency",
+            "1",
+            "--out",
+            consistency.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = tmp.path().join("bad.json");
+    for original in [&inclusion, &consistency] {
+        let bundle: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(original).unwrap()).unwrap();
+        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, String)> = vec![
+            (
+                Box::new(|b| b["origin"] = "x/y".into()),
+                "INVALID: the bundle's origin \"x/y\" differs from the signed checkpoint's \
+                 \"example.test/kling-audit\""
+                    .to_owned(),
+            ),
+            (
+                Box::new(|b| b["verifier_key"] = other_key.clone().into()),
+                format!(
+                    "INVALID: the bundle's verifier_key \"{other_key}\" differs from the pinned \
+                     verifier key's \"{key}\""
+                ),
+            ),
+            (
+                Box::new(|b| b["verifier_key"] = "garbage".into()),
+                format!(
+                    "INVALID: the bundle's verifier_key \"garbage\" differs from the pinned \
+                     verifier key's \"{key}\""
+                ),
+            ),
+        ];
+        for (mutate, expected) in cases {
+            let out = verify_mutated(&dir, &key, &bundle, &bad, mutate);
+            assert_eq!(out.status.code(), Some(1), "{expected}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            // The consistency bundle's origin is compared with its new checkpoint's.
+            let expected = if bundle["format"] == "kling-audit-consistency/1" {
+                expected.replace("the signed checkpoint", "the new signed checkpoint")
+            } else {
+                expected
+            };
+            assert_eq!(stdout.trim_end(), expected);
+        }
+        // The same key spelled with an upper-case key ID is the same key.
+        let (name, rest) = key.split_once('+').unwrap();
+        let (id, b64) = rest.split_once('+').unwrap();
+        let respelled = format!("{name}+{}+{b64}", id.to_uppercase());
+        let out = verify_mutated(&dir, &key, &bundle, &bad, |b| {
+            b["verifier_key"] = respelled.clone().into()
+        });
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -10,10 +10,16 @@
 //! ```
 //!
 //! Checking goes in the order the known verifier bugs teach: the checkpoint signature under
-//! the *pinned* key (never the key the bundle carries), then origin and size, then the leaf
-//! hash recomputed from the record's bytes, and only then the inclusion proof against the
-//! signed root. Consistency bundles (`kling-audit-consistency/1`) carry two signed checkpoints
-//! and the RFC 6962 consistency proof between them.
+//! the *pinned* key (never the key the bundle carries), then every field the bundle repeats
+//! from a signed source (`origin` and `tree_size` from the checkpoint, `verifier_key` from the
+//! pinned key), then the leaf hash recomputed from the record's bytes, and only then the
+//! inclusion proof against the signed root. Consistency bundles (`kling-audit-consistency/1`)
+//! carry two signed checkpoints and the RFC 6962 consistency proof between them; their
+//! `origin` and `verifier_key` are checked the same way.
+//!
+//! A bundle whose copied field disagrees with its signed source is refused even when the proof
+//! itself holds: a reader of the bundle (a person, or a tool that shows its fields) must never
+//! be shown an unsigned value as if it were evidence.
 
 use std::path::{Path, PathBuf};
 
@@ -72,8 +78,18 @@ pub enum ProofBundleError {
     UnknownFormat(String),
     #[error("the checkpoint does not verify under the pinned key: {0}")]
     Checkpoint(String),
-    #[error("the bundle's tree size {bundle} differs from its checkpoint's {checkpoint}")]
-    SizeMismatch { bundle: u64, checkpoint: u64 },
+    /// A field the bundle repeats from a signed source says something else than that source.
+    #[error("the bundle's {field} {bundle} differs from {source_name}'s {signed}")]
+    FieldMismatch {
+        /// The bundle's JSON field.
+        field: &'static str,
+        /// Its value in the bundle, as JSON.
+        bundle: String,
+        /// The signed value, as JSON.
+        signed: String,
+        /// Where the signed value comes from.
+        source_name: &'static str,
+    },
     #[error("the record line is not a well-formed record: {0}")]
     Record(String),
     #[error("the record's stored hash {stored} does not match its bytes ({computed})")]
@@ -307,18 +323,58 @@ pub fn verify_bundle(bytes: &[u8], pinned_key: &str) -> Result<Verdict, ProofBun
     }
 }
 
+/// Where the signed values a bundle repeats come from, for [`ProofBundleError::FieldMismatch`].
+const FROM_CHECKPOINT: &str = "the signed checkpoint";
+const FROM_NEW_CHECKPOINT: &str = "the new signed checkpoint";
+const FROM_PINNED_KEY: &str = "the pinned verifier key";
+
+/// `Err(FieldMismatch)` unless the bundle's `field` equals the signed value.
+fn same_as_signed<T: PartialEq + Serialize>(
+    field: &'static str,
+    bundle: &T,
+    signed: &T,
+    source_name: &'static str,
+) -> Result<(), ProofBundleError> {
+    if bundle == signed {
+        return Ok(());
+    }
+    // JSON, so that a string shows quoted and escaped, as it stands in the bundle.
+    let json = |v: &T| serde_json::to_string(v).unwrap_or_default();
+    Err(ProofBundleError::FieldMismatch {
+        field,
+        bundle: json(bundle),
+        signed: json(signed),
+        source_name,
+    })
+}
+
+/// The bundle's `verifier_key` must name the pinned key: the same text, or another spelling of
+/// the same key (Go accepts key IDs in either letter case).
+fn same_verifier_key(bundle: &str, pinned: &str) -> Result<(), ProofBundleError> {
+    let pinned = pinned.trim();
+    let parse = kling_audit_note::Verifier::from_encoded;
+    let same =
+        bundle == pinned || matches!((parse(bundle), parse(pinned)), (Ok(a), Ok(b)) if a == b);
+    if same {
+        return Ok(());
+    }
+    same_as_signed(
+        "verifier_key",
+        &bundle.to_owned(),
+        &pinned.to_owned(),
+        FROM_PINNED_KEY,
+    )
+}
+
 fn verify_inclusion_bundle(
     b: &InclusionBundle,
     pinned_key: &str,
 ) -> Result<InclusionVerdict, ProofBundleError> {
     let cp = open_checkpoint(&b.checkpoint, Some(pinned_key))
         .map_err(|p| ProofBundleError::Checkpoint(p.message))?;
-    if cp.size != b.tree_size {
-        return Err(ProofBundleError::SizeMismatch {
-            bundle: b.tree_size,
-            checkpoint: cp.size,
-        });
-    }
+    same_as_signed("origin", &b.origin, &cp.origin, FROM_CHECKPOINT)?;
+    same_as_signed("tree_size", &b.tree_size, &cp.size, FROM_CHECKPOINT)?;
+    same_verifier_key(&b.verifier_key, pinned_key)?;
     let v = parse_line(b.record.as_bytes()).map_err(|e| ProofBundleError::Record(e.to_string()))?;
     if !v.hash_ok() {
         return Err(ProofBundleError::RecordHash {
@@ -353,6 +409,10 @@ fn verify_consistency_bundle(
         .map_err(|p| ProofBundleError::Checkpoint(p.message))?;
     let new = open_checkpoint(&b.new_checkpoint, Some(pinned_key))
         .map_err(|p| ProofBundleError::Checkpoint(p.message))?;
+    // Both checkpoints verified under the pinned key, whose name is their origin, so the new
+    // one's origin stands for both.
+    same_as_signed("origin", &b.origin, &new.origin, FROM_NEW_CHECKPOINT)?;
+    same_verifier_key(&b.verifier_key, pinned_key)?;
     let proof = decode_proof(&b.consistency_proof)?;
     verify_consistency(old.size, new.size, &old.root, &new.root, &proof)?;
     Ok(ConsistencyVerdict {
