@@ -130,6 +130,7 @@ pub fn init(g: &Global, origin: Option<String>) -> Result<Exit> {
         .keys_dir
         .clone()
         .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
+    kling_audit_ledger::check_keys_outside(&g.dir, &keys_dir)?;
     if kling_audit_ledger::keys::exists(&keys_dir) {
         bail!(
             "keys already exist in {}; a ledger is initialised once. Use `kling-audit keys show` to see its public key",

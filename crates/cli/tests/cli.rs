@@ -1259,3 +1259,100 @@ fn init_that_cannot_write_its_keys_says_what_to_do_once_and_leaves_no_temporary_
     std::fs::remove_dir_all(&keys).unwrap();
     assert_eq!(run(&dir, &["init"], None).status.code(), Some(0));
 }
+
+#[test]
+fn golden_error_for_keys_in_or_inside_the_ledger_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let keys_inside = dir.join("keys");
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["init"], dir.to_str().unwrap(), "is"),
+        (&["init"], keys_inside.to_str().unwrap(), "is inside"),
+        (
+            &["log", "--type", "t", "--actor", "a"],
+            dir.to_str().unwrap(),
+            "is",
+        ),
+        (
+            &["log", "--type", "t", "--actor", "a"],
+            keys_inside.to_str().unwrap(),
+            "is inside",
+        ),
+    ];
+    for (args, keys_dir, verb) in cases {
+        let mut all = vec!["--keys-dir", keys_dir];
+        all.extend_from_slice(args);
+        let out = run(&dir, &all, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {keys_dir}");
+        let shown_keys = keys_dir.replace(&dir.display().to_string(), "<DIR>");
+        assert_eq!(
+            text(&out.stderr, &dir),
+            format!(
+                "error: the keys directory {shown_keys} {verb} the ledger directory <DIR>: keys \
+                 there would be copied and shipped with the ledger, and whoever can change the \
+                 ledger could sign it anew. Nothing was written; pass a --keys-dir outside the \
+                 ledger directory (by default the keys go beside it, in <DIR>.keys)\n"
+            )
+        );
+        assert!(out.stdout.is_empty(), "no key may be shown");
+        assert!(!dir.exists(), "{args:?} {keys_dir}: nothing may be created");
+    }
+}
+
+#[test]
+fn relative_keys_directories_inside_the_ledger_directory_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (dir, keys_dir) in [
+        ("same", "same"),
+        ("in1", "in1/keys"),
+        ("in2", "./x/../in2/k"),
+    ] {
+        let out = Command::new(BIN)
+            .current_dir(tmp.path())
+            .args(["--dir", dir, "--keys-dir", keys_dir, "init"])
+            .env_remove("KLING_AUDIT_DIR")
+            .env_remove("KLING_AUDIT_KEYS_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{dir} {keys_dir}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!("error: the keys directory {keys_dir} is")),
+            "{err}"
+        );
+        assert!(!tmp.path().join(dir).exists());
+    }
+}
+
+#[test]
+fn config_check_and_the_gateway_refuse_an_actors_file_inside_the_ledger_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["config", "check"][..],
+        &["gateway", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let out = Command::new(BIN)
+            .current_dir(tmp.path())
+            .args(args)
+            .env_remove("KLING_AUDIT_DIR")
+            .env_remove("KLING_AUDIT_KEYS_DIR")
+            .env_remove("KLING_AUDIT_CONFIG")
+            .env("KLING_ACCESS_KEY", "org-ak")
+            .env("KLING_SECRET_KEY", "org-sk-0123456789")
+            .env("KLING_AUDIT_AUTH_ACTORS_FILE", "audit/actors.json")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "error: gateway configuration (flags and environment)\n  caused by: \
+         auth.actors_file (KLING_AUDIT_AUTH_ACTORS_FILE): audit/actors.json is inside the ledger \
+         directory ./audit: the actor store holds the actors' secret keys, which would be copied \
+         and shipped with the ledger. Name a file outside the ledger directory, or leave the \
+         setting out to keep the store in the keys directory\n",
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} must not start");
+        assert!(!tmp.path().join("audit").exists());
+    }
+}

@@ -434,8 +434,29 @@ impl GatewayConfig {
                 "must be at least 16 characters (or leave it out to serve /metrics openly)",
             ));
         }
-        Ok(())
+        kling_audit_ledger::check_keys_outside(&self.audit.dir, &self.keys_dir()).map_err(|e| {
+            ConfigError::invalid("--keys-dir (KLING_AUDIT_KEYS_DIR)", e.to_string())
+        })?;
+        check_actors_file(&self.audit.dir, &self.auth.actors_file)
     }
+}
+
+/// Refuses an actor store inside the ledger directory (docs/gateway.md): it holds the actors'
+/// secret keys, which would be copied and shipped with the ledger.
+fn check_actors_file(ledger_dir: &Path, actors_file: &Path) -> Result<(), ConfigError> {
+    if !kling_audit_ledger::paths::is_within(ledger_dir, actors_file) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        "auth.actors_file (KLING_AUDIT_AUTH_ACTORS_FILE)",
+        format!(
+            "{} is inside the ledger directory {}: the actor store holds the actors' secret \
+             keys, which would be copied and shipped with the ledger. Name a file outside the \
+             ledger directory, or leave the setting out to keep the store in the keys directory",
+            actors_file.display(),
+            ledger_dir.display()
+        ),
+    ))
 }
 
 fn check_base_url(key: &str, url: &Url) -> Result<(), ConfigError> {
@@ -635,13 +656,16 @@ pub fn actors_file(sources: &Sources) -> Result<PathBuf, ConfigError> {
         None => RawConfig::default(),
     };
     apply_env(&mut raw, &sources.env)?;
-    Ok(raw.auth.actors_file.unwrap_or_else(|| {
+    let path = raw.auth.actors_file.unwrap_or_else(|| {
         sources
             .keys_dir
             .clone()
             .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&sources.dir))
             .join(ACTORS_FILE_NAME)
-    }))
+    });
+    // `actors add` writes secret keys there: refused as the gateway would refuse it.
+    check_actors_file(&sources.dir, &path)?;
+    Ok(path)
 }
 
 /// Parses TOML text (errors name `path`).
@@ -1102,6 +1126,37 @@ mod tests {
         assert_eq!(cfg.server.max_connections, 12);
         assert_eq!(cfg.server.header_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.server.buffered_bytes(), 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn an_actor_store_or_keys_directory_inside_the_ledger_directory_is_refused() {
+        let mut env = KEYS.to_vec();
+        env.push(("KLING_AUDIT_AUTH_ACTORS_FILE", "ledger/actors.json"));
+        let err = load(&sources(None, &env)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "auth.actors_file (KLING_AUDIT_AUTH_ACTORS_FILE): ledger/actors.json is inside \
+                 the ledger directory ledger: "
+            ),
+            "{err}"
+        );
+        let err = actors_file(&sources(None, &env)).unwrap_err().to_string();
+        assert!(err.contains("is inside the ledger directory"), "{err}");
+        // Beside the ledger is fine.
+        env.pop();
+        env.push(("KLING_AUDIT_AUTH_ACTORS_FILE", "ledger.actors.json"));
+        load(&sources(None, &env)).unwrap();
+        // Keys inside the ledger directory: refused before anything is opened.
+        let mut s = sources(None, &KEYS);
+        s.keys_dir = Some(PathBuf::from("ledger/./keys"));
+        let err = load(&s).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "--keys-dir (KLING_AUDIT_KEYS_DIR): the keys directory ledger/./keys is inside \
+                 the ledger directory ledger"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

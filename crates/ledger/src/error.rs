@@ -56,6 +56,20 @@ pub enum OpenError {
     Damaged { dir: PathBuf, detail: String },
     #[error("keys for ledger {dir} are unusable: {detail}")]
     Keys { dir: PathBuf, detail: String },
+    #[error(
+        "the keys directory {keys_dir} {} the ledger directory {dir}: keys there would be \
+         copied and shipped with the ledger, and whoever can change the ledger could sign it \
+         anew. Nothing was written; pass a --keys-dir outside the ledger directory (by \
+         default the keys go beside it, in {})",
+        if *same { "is" } else { "is inside" },
+        crate::default_keys_dir(dir).display()
+    )]
+    KeysInsideLedger {
+        dir: PathBuf,
+        keys_dir: PathBuf,
+        /// The keys directory is the ledger directory itself.
+        same: bool,
+    },
 }
 
 /// Why an append was not acknowledged.

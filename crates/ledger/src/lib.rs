@@ -15,6 +15,7 @@ mod fastline;
 pub mod keys;
 pub mod lock;
 pub mod open;
+pub mod paths;
 pub mod proof;
 mod readbuf;
 pub mod record;
@@ -143,6 +144,19 @@ pub fn default_keys_dir(dir: &Path) -> PathBuf {
     abs.with_file_name(format!("{name}.keys"))
 }
 
+/// Refuses a keys directory that is the ledger directory or lies inside it (docs/keys.md),
+/// judging both by where they really lead, whether or not they exist yet.
+pub fn check_keys_outside(dir: &Path, keys_dir: &Path) -> Result<(), OpenError> {
+    if !paths::is_within(dir, keys_dir) {
+        return Ok(());
+    }
+    Err(OpenError::KeysInsideLedger {
+        dir: dir.to_path_buf(),
+        keys_dir: keys_dir.to_path_buf(),
+        same: paths::resolved(dir) == paths::resolved(keys_dir),
+    })
+}
+
 /// A new random origin.
 pub fn random_origin() -> String {
     format!(
@@ -225,6 +239,8 @@ impl Ledger {
             let path = path.to_path_buf();
             move |source| OpenError::Io { path, source }
         };
+        // Before anything is created: a refused open leaves no directory behind.
+        check_keys_outside(&dir, &opts.keys_dir())?;
         if !dir.exists() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             if let Some(parent) = std::path::absolute(&dir)

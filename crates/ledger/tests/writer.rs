@@ -865,3 +865,26 @@ fn fill_past_a_file_size_limit(root: &std::path::Path) {
         .collect();
     assert_eq!(in_ledger, acked);
 }
+
+#[test]
+fn a_writer_refuses_keys_in_or_inside_its_ledger_directory_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ledger_dir(tmp.path());
+    for (keys_dir, same) in [
+        (dir.clone(), true),
+        (dir.join("keys"), false),
+        (tmp.path().join("elsewhere/../ledger/./keys"), false),
+    ] {
+        let mut o = options(tmp.path());
+        o.keys_dir = Some(keys_dir.clone());
+        match Ledger::open(o) {
+            Err(OpenError::KeysInsideLedger { same: s, .. }) => assert_eq!(s, same, "{keys_dir:?}"),
+            Err(e) => panic!("{keys_dir:?}: {e}"),
+            Ok(_) => panic!("{keys_dir:?} was accepted"),
+        }
+        assert!(!dir.exists(), "a refused open must create nothing");
+    }
+    // Beside the ledger, as by default, is fine.
+    let l = open(options(tmp.path()));
+    l.close().unwrap();
+}
