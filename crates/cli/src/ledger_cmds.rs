@@ -230,10 +230,22 @@ pub fn keys_show(g: &Global) -> Result<Exit> {
         .unwrap_or_else(|| kling_audit_ledger::default_keys_dir(&g.dir));
     let path = keys_dir.join(kling_audit_ledger::keys::VERIFIER_FILE);
     let key = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "no verifier key at {}; run `kling-audit init` first",
-            path.display()
-        )
+        // `init` refuses a directory that holds records: its keys are elsewhere, or lost.
+        let has_records = kling_audit_ledger::segment::list_segments(&g.dir)
+            .is_ok_and(|(segments, _)| !segments.is_empty());
+        if has_records {
+            format!(
+                "no verifier key at {}, but {} holds a ledger: pass the keys directory it was \
+                 written with via --keys-dir",
+                path.display(),
+                g.dir.display()
+            )
+        } else {
+            format!(
+                "no verifier key at {}; run `kling-audit init` first",
+                path.display()
+            )
+        }
     })?;
     println!("keys directory: {}", keys_dir.display());
     println!("verifier key:   {}", key.trim());

@@ -1356,3 +1356,60 @@ fn config_check_and_the_gateway_refuse_an_actors_file_inside_the_ledger_director
         assert!(!tmp.path().join("audit").exists());
     }
 }
+
+#[test]
+fn log_and_the_gateway_on_a_ledger_without_its_keys_say_to_pass_them_not_to_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    let elsewhere = tmp.path().join("elsewhere.keys");
+    let expected = format!(
+        "error: ledger <DIR> already holds records, but there are no keys in {}: pass the keys \
+         directory it was written with via --keys-dir (or KLING_AUDIT_KEYS_DIR). If those keys \
+         are lost, the ledger can still be verified with its verifier key but not written any \
+         more; start a new ledger with another --dir\n",
+        elsewhere.display()
+    );
+    let keys = elsewhere.to_str().unwrap();
+    let out = run(
+        &dir,
+        &["--keys-dir", keys, "log", "--type", "t", "--actor", "a"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr, &dir), expected);
+    assert!(
+        !elsewhere.exists(),
+        "no keys may be made for a ledger with records"
+    );
+    let out = Command::new(BIN)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--keys-dir", keys, "gateway", "--listen", "127.0.0.1:0"])
+        .args(["--upstream", "http://127.0.0.1:9"])
+        .env("KLING_ACCESS_KEY", "ak")
+        .env("KLING_SECRET_KEY", "sk")
+        .env_remove("KLING_AUDIT_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "a gateway that cannot audit never starts"
+    );
+    assert_eq!(
+        text(&out.stderr, &dir),
+        expected.replace("error: ", "error: cannot open the audit ledger: ")
+    );
+    let out = run(&dir, &["--keys-dir", keys, "keys", "show"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr, &dir).starts_with(&format!(
+            "error: no verifier key at {}, but <DIR> holds a ledger: pass the keys directory it \
+             was written with via --keys-dir\n",
+            elsewhere.join("checkpoint.pub").display()
+        )),
+        "{}",
+        text(&out.stderr, &dir)
+    );
+}

@@ -56,6 +56,15 @@ pub enum OpenError {
     Damaged { dir: PathBuf, detail: String },
     #[error("keys for ledger {dir} are unusable: {detail}")]
     Keys { dir: PathBuf, detail: String },
+    /// The ledger holds records but the keys directory has no keys: `init` would refuse it,
+    /// and new keys would mix two origins in one ledger.
+    #[error(
+        "ledger {dir} already holds records, but there are no keys in {keys_dir}: pass the \
+         keys directory it was written with via --keys-dir (or KLING_AUDIT_KEYS_DIR). If those \
+         keys are lost, the ledger can still be verified with its verifier key but not written \
+         any more; start a new ledger with another --dir"
+    )]
+    NoKeysForLedger { dir: PathBuf, keys_dir: PathBuf },
     #[error(
         "the keys directory {keys_dir} {} the ledger directory {dir}: keys there would be \
          copied and shipped with the ledger, and whoever can change the ledger could sign it \

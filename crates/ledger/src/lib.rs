@@ -258,13 +258,12 @@ impl Ledger {
         };
         let (keys, created) = if keys::exists(&keys_dir) {
             (KeySet::load(&keys_dir).map_err(key_err)?, None)
+        } else if !segment::list_segments(&dir).map_err(io(&dir))?.0.is_empty() {
+            return Err(OpenError::NoKeysForLedger {
+                dir: dir.clone(),
+                keys_dir: keys_dir.clone(),
+            });
         } else if opts.create_keys {
-            let (segs, _) = segment::list_segments(&dir).map_err(io(&dir))?;
-            if !segs.is_empty() {
-                return Err(key_err(keys::KeyError::Missing {
-                    dir: keys_dir.clone(),
-                }));
-            }
             let origin = opts.origin.clone().unwrap_or_else(random_origin);
             let (k, s) = KeySet::create(&keys_dir, &origin, true).map_err(key_err)?;
             (k, Some(s))
