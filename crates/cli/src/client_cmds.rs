@@ -179,12 +179,7 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
     let candidate = read_candidate(a)?;
     let key = commit_key(g, a)?;
     let commitment = Commitments::new(key).text(&candidate);
-    if !g.dir.is_dir() {
-        bail!(
-            "no ledger directory at {}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`",
-            g.dir.display()
-        );
-    }
+    kling_audit_ledger::verify::check_ledger_dir(&g.dir)?;
     let result = scan(&g.dir, &commitment)?;
     if result.skipped > 0 {
         eprintln!(

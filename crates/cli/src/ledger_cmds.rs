@@ -613,12 +613,7 @@ pub struct ReportArgs {
 /// `kling-audit checkpoint`: the newest signed checkpoint, for an auditor to keep and later
 /// pass to `verify --trusted-checkpoint`.
 pub fn checkpoint(g: &Global, out: Option<&Path>) -> Result<Exit> {
-    if !g.dir.is_dir() {
-        bail!(
-            "no ledger directory at {}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`",
-            g.dir.display()
-        );
-    }
+    kling_audit_ledger::verify::check_ledger_dir(&g.dir)?;
     let (cps, _) = kling_audit_ledger::cpstore::read_checkpoints(&g.dir)
         .with_context(|| format!("cannot read the checkpoints of {}", g.dir.display()))?;
     let newest = cps
@@ -790,12 +785,7 @@ fn own_verifier_key(g: &Global) -> Result<String> {
 
 pub fn prove(g: &Global, a: &ProveArgs) -> Result<Exit> {
     use kling_audit_ledger::proof;
-    if !g.dir.is_dir() {
-        bail!(
-            "no ledger directory at {}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`",
-            g.dir.display()
-        );
-    }
+    kling_audit_ledger::verify::check_ledger_dir(&g.dir)?;
     let key = own_verifier_key(g)?;
     let json = match (a.seq, a.consistency) {
         (Some(seq), _) => {

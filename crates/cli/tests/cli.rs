@@ -1413,3 +1413,28 @@ fn log_and_the_gateway_on_a_ledger_without_its_keys_say_to_pass_them_not_to_init
         text(&out.stderr, &dir)
     );
 }
+
+#[test]
+fn golden_error_for_a_dir_that_is_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, "not a ledger\n").unwrap();
+    let commands: [&[&str]; 5] = [
+        &["verify"],
+        &["log", "--type", "t", "--actor", "a"],
+        &["checkpoint"],
+        &["prove", "--seq", "0"],
+        &["report"],
+    ];
+    for args in commands {
+        let out = run(&file, args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            text(&out.stderr, &file),
+            "error: <DIR> is a file, not a directory; check --dir (or KLING_AUDIT_DIR): it must \
+             name the ledger directory\n",
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a ledger\n");
+}

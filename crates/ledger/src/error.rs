@@ -44,6 +44,11 @@ pub enum OpenError {
     #[error("cannot use {path} of the ledger: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
+        "{dir} is a file, not a directory; check --dir (or KLING_AUDIT_DIR): it must name the \
+         ledger directory"
+    )]
+    NotADirectory { dir: PathBuf },
+    #[error(
         "ledger directory {dir} is locked by another writer{}; stop that process first, \
          or use a different --dir",
         holder.map(|p| format!(" (pid {p})")).unwrap_or_default()

@@ -241,6 +241,9 @@ impl Ledger {
         };
         // Before anything is created: a refused open leaves no directory behind.
         check_keys_outside(&dir, &opts.keys_dir())?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(OpenError::NotADirectory { dir });
+        }
         if !dir.exists() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             if let Some(parent) = std::path::absolute(&dir)

@@ -170,6 +170,8 @@ pub struct StoredCosignature {
 pub enum VerifyError {
     #[error("no ledger directory at {0}; check --dir (or KLING_AUDIT_DIR), or create a ledger with `kling-audit init`")]
     NoDirectory(PathBuf),
+    #[error("{0} is a file, not a directory; check --dir (or KLING_AUDIT_DIR): it must name the ledger directory")]
+    NotADirectory(PathBuf),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -280,11 +282,19 @@ fn ts_str(t: &Ts) -> &str {
     std::str::from_utf8(t).unwrap_or("?")
 }
 
+/// Whether `dir` can be a ledger directory: it exists and is a directory. Commands that read a
+/// ledger check this first, so that a mistyped --dir is named as such.
+pub fn check_ledger_dir(dir: &Path) -> Result<(), VerifyError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(VerifyError::NotADirectory(dir.to_path_buf())),
+        Err(_) => Err(VerifyError::NoDirectory(dir.to_path_buf())),
+    }
+}
+
 /// Verifies the ledger in `dir`.
 pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
-    if !dir.is_dir() {
-        return Err(VerifyError::NoDirectory(dir.to_path_buf()));
-    }
+    check_ledger_dir(dir)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| VerifyError::Io { path, source }
