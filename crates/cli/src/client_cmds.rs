@@ -64,14 +64,14 @@ fn read_candidate(a: &MatchPromptArgs) -> Result<String> {
 
 fn commit_key(g: &Global, a: &MatchPromptArgs) -> Result<[u8; 32]> {
     let (origin, text) = match &a.commit_key {
-        Some(value) => match value.strip_prefix('@') {
-            Some(file) => (
-                PathBuf::from(file),
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read the commit key file {file}"))?,
-            ),
-            None => (PathBuf::from("--commit-key"), value.clone()),
-        },
+        Some(value) => {
+            return crate::ledger_cmds::key_arg(
+                "--commit-key",
+                value,
+                "commit key",
+                "as the keys directory's commit.key holds it",
+            )
+        }
         None => {
             let keys = g
                 .keys_dir

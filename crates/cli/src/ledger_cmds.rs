@@ -559,6 +559,33 @@ pub fn arg_or_file(value: &str) -> Result<String> {
     }
 }
 
+/// A 32-byte key given on the command line as 64 hex digits, or as `@FILE` holding them;
+/// `like` says where such a key is seen ("as `kling-audit init` printed it"). Errors say what
+/// form the value must take and what it was like, never the value itself, which is a secret.
+pub fn key_arg(flag: &str, value: &str, what: &str, like: &str) -> Result<[u8; 32]> {
+    let text = arg_or_file(value)?;
+    let mut key = [0u8; 32];
+    if hex::decode_to_slice(&text, &mut key).is_ok() {
+        return Ok(key);
+    }
+    let n = text.chars().count();
+    let found = if text.chars().all(|c| c.is_ascii_hexdigit()) {
+        format!("found {n} hex digits")
+    } else {
+        format!("found {n} characters, not all of them hex digits")
+    };
+    match value.strip_prefix('@') {
+        Some(file) => bail!(
+            "the {what} in {file} (from {flag}) is malformed: it must be 64 hex digits, \
+             {like}; {found}"
+        ),
+        None => bail!(
+            "the value of {flag} is malformed: give the {what} as 64 hex digits, {like}, or as \
+             @FILE naming a file that holds them; {found}"
+        ),
+    }
+}
+
 /// Verification options from `--key` and `--mac-key`; with `from_keys_dir`, keys not given
 /// are taken from the ledger's keys directory when it has them (the operator's own view).
 pub fn verify_options(
@@ -581,10 +608,12 @@ pub fn verify_options(
             .map(|k| k.trim().to_owned());
     }
     if let Some(k) = mac_key {
-        let text = arg_or_file(k)?;
-        let key = kling_audit_ledger::keys::parse_key_hex(Path::new("--mac-key"), &text)
-            .context("--mac-key must be the 64 hex digits printed by `kling-audit init`")?;
-        opts.mac_root = Some(key);
+        opts.mac_root = Some(key_arg(
+            "--mac-key",
+            k,
+            "MAC root key",
+            "as `kling-audit init` printed it",
+        )?);
     } else if from_keys_dir {
         opts.mac_root = kling_audit_ledger::keys::load_mac_root(&keys_dir)
             .ok()

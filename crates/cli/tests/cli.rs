@@ -1438,3 +1438,40 @@ fn golden_error_for_a_dir_that_is_a_file() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"not a ledger\n");
 }
+
+#[test]
+fn golden_error_for_a_malformed_mac_key_or_commit_key_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    let out = run(&dir, &["verify", "--mac-key", "zz"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr, &dir),
+        "error: the value of --mac-key is malformed: give the MAC root key as 64 hex digits, as \
+         `kling-audit init` printed it, or as @FILE naming a file that holds them; found 2 \
+         characters, not all of them hex digits\n"
+    );
+    let file = tmp.path().join("mac.hex");
+    std::fs::write(&file, "abcd\n").unwrap();
+    let arg = format!("@{}", file.display());
+    let out = run(&dir, &["report", "--mac-key", &arg], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr, &dir).replace(&file.display().to_string(), "<FILE>"),
+        "error: the MAC root key in <FILE> (from --mac-key) is malformed: it must be 64 hex \
+         digits, as `kling-audit init` printed it; found 4 hex digits\n"
+    );
+    let out = run(
+        &dir,
+        &["match-prompt", "--commit-key", "12", "--prompt", "x"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr, &dir),
+        "error: the value of --commit-key is malformed: give the commit key as 64 hex digits, as \
+         the keys directory's commit.key holds it, or as @FILE naming a file that holds them; \
+         found 2 hex digits\n"
+    );
+}
