@@ -1475,3 +1475,51 @@ fn golden_error_for_a_malformed_mac_key_or_commit_key_value() {
          found 2 hex digits\n"
     );
 }
+
+/// Clears the immutable attribute it set, even when the test fails, so the directory can be
+/// removed.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    /// `chattr +i path`, or `None` where that is not possible (not root, a file system without
+    /// attributes).
+    fn set(path: &std::path::Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(path.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn log_on_a_ledger_it_cannot_write_says_what_to_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    let Some(_immutable) = Immutable::set(&dir.join("LOCK")) else {
+        eprintln!("skipped: cannot set the immutable attribute here");
+        return;
+    };
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr, &dir);
+    assert!(
+        err.starts_with("error: cannot use <DIR>/LOCK of the ledger: ")
+            && err.ends_with(
+                ". Writing needs a ledger directory this user can write: run the command as a \
+                 user that can, or check the permissions of the directory and its files, their \
+                 immutable or append-only attributes (lsattr) and whether the file system is \
+                 mounted read-only\n"
+            ),
+        "{err}"
+    );
+}

@@ -41,7 +41,7 @@ pub enum EntryError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// `path` is the directory or a file in it (a segment, the lock, the quarantine).
-    #[error("cannot use {path} of the ledger: {source}")]
+    #[error("cannot use {path} of the ledger: {source}{}", access_advice(source))]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "{dir} is a file, not a directory; check --dir (or KLING_AUDIT_DIR): it must name the \
@@ -86,6 +86,19 @@ pub enum OpenError {
     },
 }
 
+/// What to do about an I/O error that refused access, as the end of a message: a writer
+/// needs to create and write files in the ledger directory.
+fn access_advice(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            ". Writing needs a ledger directory this user can write: run the command as a user \
+             that can, or check the permissions of the directory and its files, their immutable \
+             or append-only attributes (lsattr) and whether the file system is mounted read-only"
+        }
+        _ => "",
+    }
+}
+
 /// Why an append was not acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
@@ -103,5 +116,40 @@ pub enum AppendError {
 impl From<EntryError> for AppendError {
     fn from(e: EntryError) -> Self {
         AppendError::Entry(std::sync::Arc::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_access_to_the_ledger_says_what_to_check() {
+        for kind in [
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let e = OpenError::Io {
+                path: PathBuf::from("audit/LOCK"),
+                source: io::Error::from(kind),
+            };
+            let text = e.to_string();
+            assert!(
+                text.starts_with("cannot use audit/LOCK of the ledger: ")
+                    && text.ends_with(
+                        ". Writing needs a ledger directory this user can write: run the \
+                         command as a user that can, or check the permissions of the directory \
+                         and its files, their immutable or append-only attributes (lsattr) and \
+                         whether the file system is mounted read-only"
+                    ),
+                "{text}"
+            );
+        }
+        // Other failures carry no advice about access.
+        let e = OpenError::Io {
+            path: PathBuf::from("audit/LOCK"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(!e.to_string().contains("lsattr"));
     }
 }
