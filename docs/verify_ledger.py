@@ -43,7 +43,7 @@ def verify(directory, mac_root=None):
             prev, seq = leaf, seq + 1
     if not seq:  # a ledger starts with a record (`init` writes one): an empty one was wiped
         return "no records: the ledger was wiped, or never written"
-    print(f"intact: {seq} records, head {prev.hex()}")
+    print(f"intact: {seq} record{'' if seq == 1 else 's'}, head {prev.hex()}")
     return None
 
 if __name__ == "__main__":

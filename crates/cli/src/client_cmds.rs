@@ -182,10 +182,15 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
     kling_audit_ledger::verify::check_ledger_dir(&g.dir)?;
     let result = scan(&g.dir, &commitment)?;
     if result.skipped > 0 {
-        eprintln!(
-            "warning: {} lines could not be read as records and were skipped; run `kling-audit verify`",
-            result.skipped
-        );
+        let what = if result.skipped == 1 {
+            "1 line could not be read as a record and was".to_owned()
+        } else {
+            format!(
+                "{} lines could not be read as records and were",
+                result.skipped
+            )
+        };
+        eprintln!("warning: {what} skipped; run `kling-audit verify`");
     }
     match a.format {
         Format::Json => {
@@ -221,14 +226,14 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
             }
             if result.matches.is_empty() {
                 println!(
-                    "no record holds this text's commitment ({} records scanned)",
-                    result.records
+                    "no record holds this text's commitment ({} scanned)",
+                    crate::plural(result.records, "record")
                 );
             } else {
                 println!(
-                    "{} matches in {} records scanned",
-                    result.matches.len(),
-                    result.records
+                    "{} in {} scanned",
+                    crate::plural_of(result.matches.len() as u64, "match", "matches"),
+                    crate::plural(result.records, "record")
                 );
             }
         }

@@ -379,8 +379,8 @@ async fn run(out: &Path) -> Result<Exit> {
     step(
         started,
         &format!(
-            "gateway drained and sealed the ledger ({} records)",
-            report.ledger_size
+            "gateway drained and sealed the ledger ({})",
+            crate::plural(report.ledger_size, "record")
         ),
     );
 

@@ -162,14 +162,14 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
         // A full disk must not turn a clean stop into a panic: the report is best effort.
         let _ = writeln!(
             std::io::stderr(),
-            "gateway stopped: {} requests served, ledger {} ({} records)",
-            report.requests_served,
+            "gateway stopped: {} served, ledger {} ({})",
+            crate::plural(report.requests_served, "request"),
             if report.sealed {
                 "sealed"
             } else {
                 "NOT sealed cleanly"
             },
-            report.ledger_size
+            crate::plural(report.ledger_size, "record")
         );
         Ok(if report.sealed { Exit::Ok } else { Exit::Fault })
     })

@@ -118,8 +118,8 @@ pub fn open_ledger(opts: LedgerOptions) -> Result<Ledger> {
     }
     if let Some(t) = &report.torn_tail {
         eprintln!(
-            "warning: cut a torn tail of {} bytes from {} at offset {} into {} (recorded as a ledger.recovery record)",
-            t.len, t.segment, t.offset, t.quarantine
+            "warning: cut a torn tail of {} from {} at offset {} into {} (recorded as a ledger.recovery record)",
+            crate::plural(t.len, "byte"), t.segment, t.offset, t.quarantine
         );
     }
     Ok(ledger)
@@ -570,9 +570,12 @@ pub fn key_arg(flag: &str, value: &str, what: &str, like: &str) -> Result<[u8; 3
     }
     let n = text.chars().count();
     let found = if text.chars().all(|c| c.is_ascii_hexdigit()) {
-        format!("found {n} hex digits")
+        format!("found {}", crate::plural(n as u64, "hex digit"))
     } else {
-        format!("found {n} characters, not all of them hex digits")
+        format!(
+            "found {}, not all of them hex digits",
+            crate::plural(n as u64, "character")
+        )
     };
     match value.strip_prefix('@') {
         Some(file) => bail!(
@@ -732,8 +735,8 @@ fn print_text(r: &Report) {
     }
     if r.faults_total > r.faults.len() as u64 {
         println!(
-            "... and {} more faults not listed",
-            r.faults_total - r.faults.len() as u64
+            "... and {} more not listed",
+            plural(r.faults_total - r.faults.len() as u64, "fault")
         );
     }
     let range = match (r.first_seq, r.last_seq) {

@@ -69,6 +69,11 @@ pub(crate) fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
+/// `n` and `one` if `n` is 1, else `n` and `many`: "1 match", "2 matches".
+pub(crate) fn plural_of(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Writes to stderr, ignoring a failure: there is nowhere left to report it.
 pub fn print_err(args: std::fmt::Arguments<'_>) {
     use std::io::Write;

@@ -166,9 +166,8 @@ pub fn report_cmd(g: &crate::Global, a: &crate::ledger_cmds::ReportArgs) -> Resu
     let report = kling_audit_ledger::verify::verify(&g.dir, &opts)?;
     if !report.intact {
         bail!(
-            "the ledger did not verify ({} fault{}, {checked}); run `kling-audit verify` and resolve them before reporting",
-            report.faults_total,
-            if report.faults_total == 1 { "" } else { "s" }
+            "the ledger did not verify ({}, {checked}); run `kling-audit verify` and resolve them before reporting",
+            crate::plural(report.faults_total, "fault")
         );
     }
     let s = summarize(&g.dir)?;
@@ -180,7 +179,10 @@ pub fn report_cmd(g: &crate::Global, a: &crate::ledger_cmds::ReportArgs) -> Resu
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         crate::ledger_cmds::Format::Text => {
-            println!("verified: {} records, {checked}", report.records);
+            println!(
+                "verified: {}, {checked}",
+                crate::plural(report.records, "record")
+            );
             print(&s);
         }
     }

@@ -189,8 +189,8 @@ fn serve(listen: SocketAddr, config: &Path) -> Result<Exit> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("no local address")?;
         eprintln!(
-            "witness {cosigner} cosigning for {} logs at http://{addr}{}/add-checkpoint; stop with Ctrl-C",
-            cfg.logs.len(),
+            "witness {cosigner} cosigning for {} at http://{addr}{}/add-checkpoint; stop with Ctrl-C",
+            crate::plural(cfg.logs.len() as u64, "log"),
             cfg.prefix
         );
         {

@@ -491,7 +491,7 @@ fn verify_finds_a_rollback_behind_what_the_keys_directory_saw_signed() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout, &dir));
     assert!(
         text(&out.stdout, &dir).starts_with(
-            "TRUNCATED            seq=1  the ledger holds 1 records but its keys signed a checkpoint \
+            "TRUNCATED            seq=1  the ledger holds 1 record but its keys signed a checkpoint \
              of size 3 (the keys directory's signed-head): records are gone, or the ledger was \
              rolled back to an older copy\n"
         ),
@@ -1521,5 +1521,43 @@ fn log_on_a_ledger_it_cannot_write_says_what_to_check() {
                  mounted read-only\n"
             ),
         "{err}"
+    );
+}
+
+#[test]
+fn counts_of_one_are_singular_in_command_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    init(&dir);
+    // The freshly initialised ledger holds one record.
+    let out = run(&dir, &["report"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr, &dir));
+    let stdout = text(&out.stdout, &dir);
+    assert!(stdout.starts_with("verified: 1 record, "), "{stdout}");
+    let out = run(&dir, &["match-prompt", "--prompt", "never said"], None);
+    assert_eq!(
+        text(&out.stdout, &dir),
+        "no record holds this text's commitment (1 record scanned)\n"
+    );
+    // A torn tail of one byte.
+    let seg = segment_files(&dir).pop().unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let offset = std::fs::metadata(&seg).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(b"{").unwrap();
+    drop(f);
+    let out = run(&dir, &["verify"], None);
+    let stdout = text(&out.stdout, &dir);
+    assert!(
+        stdout.contains("  1 byte without a final newline\n"),
+        "{stdout}"
+    );
+    let out = run(&dir, &["log", "--type", "t", "--actor", "a"], None);
+    assert_eq!(
+        text(&out.stderr, &dir),
+        format!(
+            "warning: cut a torn tail of 1 byte from {name} at offset {offset} into \
+             quarantine/{name}.{offset}.bin (recorded as a ledger.recovery record)\n"
+        )
     );
 }

@@ -122,7 +122,7 @@ fn python_verifier_accepts_an_initialised_ledger_and_refuses_an_emptied_one() {
         .trim();
     let (code, stdout) = python(&dir, Some(mac));
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("intact: 1 records"), "{stdout}");
+    assert!(stdout.contains("intact: 1 record,"), "{stdout}");
 
     for e in std::fs::read_dir(&dir).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();

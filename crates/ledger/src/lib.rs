@@ -157,6 +157,11 @@ pub fn check_keys_outside(dir: &Path, keys_dir: &Path) -> Result<(), OpenError> 
     })
 }
 
+/// `n` and `word`, with an `s` unless `n` is 1: "1 record", "2 records".
+pub(crate) fn count(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A new random origin.
 pub fn random_origin() -> String {
     format!(

@@ -208,8 +208,16 @@ pub fn scan_and_recover(
     }
     if checkpointed > scan.next_seq {
         return Err(damaged(format!(
-            "segment {} offset {}: {}; a checkpoint covers {} records but only {} are intact",
-            seg.name, d.offset, d.reason, checkpointed, scan.next_seq
+            "segment {} offset {}: {}; a checkpoint covers {} but only {} intact",
+            seg.name,
+            d.offset,
+            d.reason,
+            crate::count(checkpointed, "record"),
+            if scan.next_seq == 1 {
+                "1 is".to_owned()
+            } else {
+                format!("{} are", scan.next_seq)
+            }
         )));
     }
     // Not logged here: the cut is returned in `OpenReport::torn_tail` for the caller to report

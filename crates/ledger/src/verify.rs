@@ -478,7 +478,8 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             None,
             Some(size),
             format!(
-                "the ledger holds {size} records but a signed checkpoint covers {}",
+                "the ledger holds {} but a signed checkpoint covers {}",
+                crate::count(size, "record"),
                 summary.largest_size
             ),
         );
@@ -491,8 +492,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                 None,
                 Some(size),
                 format!(
-                    "the ledger holds {size} records but witness {} cosigned a checkpoint of size \
+                    "the ledger holds {} but witness {} cosigned a checkpoint of size \
                      {wsize}: records the witness saw are gone (a rollback)",
+                    crate::count(size, "record"),
                     w.witness
                 ),
             );
@@ -506,7 +508,8 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                 None,
                 Some(size),
                 format!(
-                    "the ledger holds {size} records but the trusted checkpoint covers {}",
+                    "the ledger holds {} but the trusted checkpoint covers {}",
+                    crate::count(size, "record"),
                     body.size
                 ),
             );
@@ -548,9 +551,10 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
                 None,
                 Some(size),
                 format!(
-                    "the ledger holds {size} records but its keys signed a checkpoint of size \
+                    "the ledger holds {} but its keys signed a checkpoint of size \
                      {hsize} (the keys directory's signed-head): records are gone, or the ledger \
-                     was rolled back to an older copy"
+                     was rolled back to an older copy",
+                    crate::count(size, "record")
                 ),
             );
         } else if hsize > 0 && st.signed_head_ok != Some(true) {
@@ -569,7 +573,8 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     if size > summary.largest_size {
         let unsealed = size - summary.largest_size;
         let msg = format!(
-            "{unsealed} records after the last signed checkpoint (size {})",
+            "{} after the last signed checkpoint (size {})",
+            crate::count(unsealed, "record"),
             summary.largest_size
         );
         if live || writer_active(dir) {
@@ -763,7 +768,10 @@ fn check_segment(
             name,
             Some(line_no + 1),
             None,
-            format!("{} bytes without a final newline", tail.len()),
+            format!(
+                "{} without a final newline",
+                crate::count(tail.len() as u64, "byte")
+            ),
         );
     }
 }
