@@ -1561,3 +1561,54 @@ fn counts_of_one_are_singular_in_command_outputs() {
         )
     );
 }
+
+/// The seqs acknowledged on `stdout`, one `{"seq":N,...}` line each.
+fn acked_seqs(stdout: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| l.starts_with("{\"seq\":"))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn readme_example_proves_a_seq_that_its_own_commands_acknowledged() {
+    let readme = include_str!("../../../README.md");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let mut acked = Vec::new();
+    let mut proved = None;
+    for line in readme.lines() {
+        let out = if line == "kling-audit init" {
+            run(&dir, &["init"], None)
+        } else if line.starts_with("kling-audit log --type ") {
+            let words = shlex::split(line).unwrap();
+            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            run(&dir, &args, None)
+        } else if let Some(input) = line
+            .strip_prefix("printf '%s\\n' ")
+            .and_then(|l| l.strip_suffix(" | kling-audit log --stdin"))
+        {
+            let input = shlex::split(input).unwrap().join("\n") + "\n";
+            run(&dir, &["log", "--stdin"], Some(&input))
+        } else {
+            if let Some(rest) = line.strip_prefix("kling-audit prove --seq ") {
+                proved = rest.split_whitespace().next().map(str::to_owned);
+            }
+            continue;
+        };
+        assert!(out.status.success(), "{line}: {}", text(&out.stderr, &dir));
+        acked.extend(acked_seqs(&out.stdout));
+    }
+    // What the README's comments say these commands print.
+    assert_eq!(acked, [0, 2, 4]);
+    let proved = proved.expect("the README proves a record");
+    assert!(
+        acked.contains(&proved.parse().unwrap()),
+        "the README proves seq {proved}, which none of its acknowledgements printed"
+    );
+}
