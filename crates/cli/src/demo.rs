@@ -21,7 +21,9 @@ use crate::Exit;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Where to leave the ledger (default: a new `kling-audit-demo-<time>` directory here).
+    /// The directory to create for the demo's ledger, keys and proof (default: a new
+    /// `kling-audit-demo-<time>` directory in the current directory). --dir and --keys-dir are
+    /// refused.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

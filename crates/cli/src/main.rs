@@ -158,7 +158,8 @@ enum Command {
     /// Check every record, link, segment and checkpoint. Exit 0 intact, 1 faults, 2 could not run.
     Verify(ledger_cmds::VerifyArgs),
     /// Run the simulator and the gateway on loopback with a realistic workload, then verify the
-    /// ledger and print a summary. Needs nothing configured.
+    /// ledger and print a summary. Needs nothing configured. Writes into a new directory of its
+    /// own (see --out), never into --dir.
     Demo(demo::DemoArgs),
     /// Summarize a ledger that verifies intact.
     Report(ledger_cmds::ReportArgs),
@@ -213,6 +214,21 @@ pub enum Exit {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Prints clap's help, version or usage error. Help and version text go to standard output;
+/// unlike clap's own exit, a failed write of them is an error (exit 2), as for every output.
+fn help_or_usage(e: &clap::Error) -> ExitCode {
+    let printed = e
+        .print()
+        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
+    if e.use_stderr() {
+        return ExitCode::from(2);
+    }
+    if let Err(io) = printed {
+        stdout_failed(&io);
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     // A write past the file size limit (`ulimit -f`) then fails with EFBIG, which the ledger
     // reports and stops on, instead of the process being killed without a word.
@@ -221,23 +237,42 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     restore_sigpipe();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            // Help and version text go to standard output; unlike clap's own exit, a failed
-            // write of them is an error (exit 2), as for every other output.
-            let printed = e
-                .print()
-                .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
-            if e.use_stderr() {
-                return ExitCode::from(2);
-            }
-            if let Err(io) = printed {
-                stdout_failed(&io);
-            }
-            return ExitCode::SUCCESS;
-        }
+    let matches = match <Cli as clap::CommandFactory>::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return help_or_usage(&e),
     };
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return help_or_usage(&e),
+    };
+    // The demo makes a directory of its own: a ledger directory named for it on the command
+    // line would otherwise be ignored without a word.
+    if let Some(demo) = matches.subcommand_matches("demo") {
+        if let Some(flag) = ["dir", "keys_dir"]
+            .into_iter()
+            .find(|id| demo.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        {
+            eprintln!(
+                "error: demo does not take --{}: it writes its ledger and keys into a new \
+                 directory of its own, kling-audit-demo-<time> in the current directory; \
+                 pass --out DIR to choose that directory instead",
+                flag.replace('_', "-")
+            );
+            return ExitCode::from(2);
+        }
+        // From the environment they name the operator's real ledger, set for other commands:
+        // not a mistake to refuse, but worth a word.
+        for (id, var) in [
+            ("dir", "KLING_AUDIT_DIR"),
+            ("keys_dir", "KLING_AUDIT_KEYS_DIR"),
+        ] {
+            if demo.value_source(id) == Some(clap::parser::ValueSource::EnvVariable) {
+                eprintln!(
+                    "note: the demo does not use {var}; it writes into a directory of its own"
+                );
+            }
+        }
+    }
     // `init` and `log` report a storage failure themselves, with what it means for their
     // records. The writer's own logs (its failure, and on a full disk the reserve warnings
     // before it) would say it a second time, so they stay off unless asked for.

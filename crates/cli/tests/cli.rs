@@ -1612,3 +1612,42 @@ fn readme_example_proves_a_seq_that_its_own_commands_acknowledged() {
         "the README proves seq {proved}, which none of its acknowledgements printed"
     );
 }
+
+#[test]
+fn demo_refuses_dir_and_keys_dir_and_points_at_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["--dir", "mine", "demo"][..],
+        &["demo", "--dir=mine"][..],
+        &["demo", "--keys-dir", "k"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(tmp.path())
+            .env_remove("KLING_AUDIT_DIR")
+            .env_remove("KLING_AUDIT_KEYS_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let flag = if args.contains(&"--keys-dir") {
+            "--keys-dir"
+        } else {
+            "--dir"
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "error: demo does not take {flag}: it writes its ledger and keys into a new \
+                 directory of its own, kling-audit-demo-<time> in the current directory; pass \
+                 --out DIR to choose that directory instead\n"
+            ),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "{args:?}"
+        );
+    }
+}
