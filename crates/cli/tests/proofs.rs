@@ -323,7 +323,8 @@ fn verify_proof_refuses_a_bundle_whose_origin_or_verifier_key_differs_from_the_s
     for original in [&inclusion, &consistency] {
         let bundle: serde_json::Value =
             serde_json::from_slice(&std::fs::read(original).unwrap()).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, String)> = vec![
+        type Mutation<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
+        let cases: Vec<(Mutation<'_>, String)> = vec![
             (
                 Box::new(|b| b["origin"] = "x/y".into()),
                 "INVALID: the bundle's origin \"x/y\" differs from the signed checkpoint's \
