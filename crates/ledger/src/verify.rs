@@ -97,13 +97,14 @@ pub struct CheckpointSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub intact: bool,
+    /// Records of the chain as rebuilt: a repeated or stray line is reported, not counted.
     pub records: u64,
     pub segments: usize,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     /// Hash of the last record, hex.
     pub head: Option<String>,
-    /// RFC 6962 root over all well-formed records, hex.
+    /// RFC 6962 root over the well-formed records of the rebuilt chain, in `seq` order, hex.
     pub root: String,
     pub checkpoints: CheckpointSummary,
     pub macs_checked: bool,
@@ -824,176 +825,389 @@ fn check_chunk(
     first_in_segment: &mut bool,
 ) {
     let name = Some(seg.name.as_str());
-    {
-        let mut parsed = parsed;
-        if st.mac_key.is_some() {
-            check_macs(chunk, &mut parsed, st, faults, name, *line_no);
+    let mut parsed = parsed;
+    if st.mac_key.is_some() {
+        check_macs(chunk, &mut parsed, st, faults, name, *line_no);
+    }
+    let mut at = Cursor {
+        seg,
+        expected,
+        first_in_segment,
+    };
+    let base = *line_no;
+    let line_of = |i: usize| base + i as u64 + 1;
+    let mut i = 0;
+    while i < parsed.len() {
+        let line = line_of(i);
+        let p = match &parsed[i] {
+            Ok(p) => p,
+            Err(reason) => {
+                faults.push(
+                    FaultKind::MalformedLine,
+                    name,
+                    Some(line),
+                    None,
+                    reason.clone(),
+                );
+                i += 1;
+                continue;
+            }
+        };
+        // Records that only trade places are one finding, and the chain is checked in seq
+        // order through them: reading them in file order would report each as a gap.
+        if p.seq > st.expected_seq {
+            if let Some(window) = swapped_window(&parsed, i, st.expected_seq) {
+                faults.push(
+                    FaultKind::Reordered,
+                    name,
+                    Some(line),
+                    Some(p.seq),
+                    describe_window(&parsed, i, window, base),
+                );
+                let mut order: Vec<usize> = (i..i + window).collect();
+                order.sort_by_key(|&j| parsed[j].as_ref().map_or(u64::MAX, |q| q.seq));
+                for j in order {
+                    if let Ok(q) = &parsed[j] {
+                        line_checks(q, line_of(j), &at, st, faults);
+                        settle(q, line_of(j), Place::Next, &mut at, st, faults);
+                    }
+                }
+                i += window;
+                continue;
+            }
         }
-        for p in parsed {
-            *line_no += 1;
-            let line = Some(*line_no);
-            let p = match p {
-                Ok(p) => p,
-                Err(reason) => {
-                    faults.push(FaultKind::MalformedLine, name, line, None, reason);
-                    continue;
-                }
+        line_checks(p, line, &at, st, faults);
+        let place = place_of(p, &parsed, i, st, base);
+        settle(p, line, place, &mut at, st, faults);
+        i += 1;
+    }
+    *line_no = base + parsed.len() as u64;
+}
+
+/// What [`settle`] needs to know about the segment being read.
+struct Cursor<'a> {
+    seg: &'a SegmentFile,
+    expected: &'a BTreeMap<u64, (Hash, String)>,
+    first_in_segment: &'a mut bool,
+}
+
+/// Where a record stands relative to the chain read so far.
+enum Place {
+    /// Its `seq` is the one expected next (its `prev` is still to be checked).
+    Next,
+    /// Records are missing before it.
+    Gap,
+    /// A repeat of the record just before it.
+    Repeat,
+    /// A line out of place: the line after it continues the chain as if it were not there.
+    /// `copy_of` is the line nearby that holds the same record, if one does.
+    Stray {
+        copy_of: Option<u64>,
+    },
+    SecondGenesis,
+    /// An earlier `seq`, and the chain goes on from it.
+    Back,
+}
+
+/// How far the verifier looks around a line for the records it trades places with or copies.
+const LOOK_AROUND: usize = 1024;
+
+/// The place of `p`, the record on line `i` of the batch.
+fn place_of(
+    p: &Parsed,
+    parsed: &[Result<Parsed, String>],
+    i: usize,
+    st: &ChainState,
+    base: u64,
+) -> Place {
+    if p.seq == st.expected_seq {
+        return Place::Next;
+    }
+    // A stray line is only recognised within its batch; at a batch's end it is reported as
+    // if the chain went on from it, which is still a fault.
+    let next_continues = parsed
+        .get(i + 1)
+        .and_then(|r| r.as_ref().ok())
+        .is_some_and(|q| q.seq == st.expected_seq && q.prev == st.expected_prev);
+    let same = |j: &usize| {
+        parsed[*j]
+            .as_ref()
+            .is_ok_and(|q| q.seq == p.seq && q.hash == p.hash)
+    };
+    if p.seq > st.expected_seq {
+        if !next_continues {
+            return Place::Gap;
+        }
+        let later = (i + 1..parsed.len().min(i + 1 + LOOK_AROUND)).find(same);
+        return Place::Stray {
+            copy_of: later.map(|j| base + j as u64 + 1),
+        };
+    }
+    if st.last_seq == Some(p.seq) && p.hash == st.expected_prev {
+        return Place::Repeat;
+    }
+    if next_continues {
+        let earlier = (i.saturating_sub(LOOK_AROUND)..i).rev().find(same);
+        return Place::Stray {
+            copy_of: earlier.map(|j| base + j as u64 + 1),
+        };
+    }
+    if p.seq == 0 && p.prev == GENESIS_PREV {
+        return Place::SecondGenesis;
+    }
+    Place::Back
+}
+
+/// The number of lines from `i` that hold exactly the records `expected..expected + n` in
+/// another order (the smallest such `n >= 2`), when line `i` holds a later record than the
+/// one expected. `None` when those lines also miss, repeat or add a record, or when the line
+/// at `i` is a copy of a record that follows them (a copied line, not a reordering).
+fn swapped_window(parsed: &[Result<Parsed, String>], i: usize, expected: u64) -> Option<usize> {
+    let mut seen = vec![false; LOOK_AROUND];
+    let mut filled = 0usize;
+    for (n, r) in parsed.iter().skip(i).take(LOOK_AROUND).enumerate() {
+        let offset = r.as_ref().ok()?.seq.checked_sub(expected)?;
+        let offset = usize::try_from(offset).ok().filter(|o| *o < LOOK_AROUND)?;
+        if std::mem::replace(&mut seen[offset], true) {
+            return None;
+        }
+        while filled < LOOK_AROUND && seen[filled] {
+            filled += 1;
+        }
+        let len = n + 1;
+        if len >= 2 && filled == len {
+            let first = parsed[i].as_ref().ok()?;
+            let copied_later = parsed
+                .get(i + len)
+                .and_then(|r| r.as_ref().ok())
+                .is_some_and(|q| q.seq == first.seq && q.hash == first.hash);
+            return (!copied_later).then_some(len);
+        }
+    }
+    None
+}
+
+/// The message of a [`swapped_window`] finding: which line holds which record.
+fn describe_window(parsed: &[Result<Parsed, String>], i: usize, len: usize, base: u64) -> String {
+    let seq_at = |j: usize| parsed[j].as_ref().map_or(0, |q| q.seq);
+    let line_at = |j: usize| base + j as u64 + 1;
+    if len == 2 {
+        return format!(
+            "seq {} (line {}) and seq {} (line {}) are in swapped order",
+            seq_at(i),
+            line_at(i),
+            seq_at(i + 1),
+            line_at(i + 1)
+        );
+    }
+    let first = (i..i + len).map(seq_at).min().unwrap_or(0);
+    let misplaced: Vec<String> = (i..i + len)
+        .filter(|&j| seq_at(j) != first + (j - i) as u64)
+        .map(|j| format!("seq {} at line {}", seq_at(j), line_at(j)))
+        .collect();
+    const SHOWN: usize = 8;
+    let more = match misplaced.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "lines {}..={} hold seqs {}..={} out of order: {}{more}",
+        line_at(i),
+        line_at(i + len - 1),
+        first,
+        first + len as u64 - 1,
+        misplaced[..misplaced.len().min(SHOWN)].join(", ")
+    )
+}
+
+/// Checks of one line that do not depend on its place in the chain.
+fn line_checks(p: &Parsed, line: u64, at: &Cursor<'_>, st: &mut ChainState, faults: &mut Faults) {
+    let seg = at.seg;
+    let name = Some(seg.name.as_str());
+    let (line, seq) = (Some(line), Some(p.seq));
+    if p.hash != p.leaf {
+        faults.push(
+            FaultKind::AlteredRecord,
+            name,
+            line,
+            seq,
+            format!(
+                "stored hash {} but the bytes hash to {}",
+                short(&p.hash),
+                short(&p.leaf)
+            ),
+        );
+    }
+    let day_differs = p.ts[..4] != seg.day.as_bytes()[..4]
+        || p.ts[5..7] != seg.day.as_bytes()[4..6]
+        || p.ts[8..10] != seg.day.as_bytes()[6..8];
+    // One finding per segment is enough to name it.
+    if day_differs && st.day_fault_segment.as_deref() != Some(seg.name.as_str()) {
+        st.day_fault_segment = Some(seg.name.clone());
+        faults.push(
+            FaultKind::ForeignSegment,
+            name,
+            line,
+            seq,
+            format!(
+                "the record's day {} is not the day {} in the segment's name",
+                &ts_str(&p.ts)[..10],
+                seg.day
+            ),
+        );
+    }
+}
+
+/// Reports a record's place in the chain and, unless it is a repeat or a stray line, takes
+/// it into the chain: links, time, epochs, and the roots of checkpoints.
+fn settle(
+    p: &Parsed,
+    line: u64,
+    place: Place,
+    at: &mut Cursor<'_>,
+    st: &mut ChainState,
+    faults: &mut Faults,
+) {
+    let seg = at.seg;
+    let name = Some(seg.name.as_str());
+    let (line, seq) = (Some(line), Some(p.seq));
+    let previous = st.expected_seq.saturating_sub(1);
+    // A repeated or stray line is reported alone and left out of the chain, so the records
+    // around it are checked as if it were not there: it causes no gap, no unsealed tail, no
+    // second count.
+    match place {
+        Place::Repeat => {
+            let msg = "the previous record is repeated".to_owned();
+            faults.push(FaultKind::Duplicate, name, line, seq, msg);
+            return;
+        }
+        Place::Stray { copy_of } => {
+            let (kind, what) = match copy_of {
+                Some(l) => (
+                    FaultKind::Duplicate,
+                    format!("a copy of the record at line {l}"),
+                ),
+                None => (FaultKind::Reordered, "out of place".to_owned()),
             };
-            let seq = Some(p.seq);
-            if p.hash != p.leaf {
-                faults.push(
-                    FaultKind::AlteredRecord,
-                    name,
-                    line,
-                    seq,
-                    format!(
-                        "stored hash {} but the bytes hash to {}",
-                        short(&p.hash),
-                        short(&p.leaf)
-                    ),
-                );
-            }
-            let day_differs = p.ts[..4] != seg.day.as_bytes()[..4]
-                || p.ts[5..7] != seg.day.as_bytes()[4..6]
-                || p.ts[8..10] != seg.day.as_bytes()[6..8];
-            // One finding per segment is enough to name it.
-            if day_differs && st.day_fault_segment.as_deref() != Some(seg.name.as_str()) {
-                st.day_fault_segment = Some(seg.name.clone());
-                faults.push(
-                    FaultKind::ForeignSegment,
-                    name,
-                    line,
-                    seq,
-                    format!(
-                        "the record's day {} is not the day {} in the segment's name",
-                        &ts_str(&p.ts)[..10],
-                        seg.day
-                    ),
-                );
-            }
-            if *first_in_segment && p.seq != seg.first_seq {
-                faults.push(
-                    FaultKind::ForeignSegment,
-                    name,
-                    line,
-                    seq,
-                    format!(
-                        "the name says the segment starts at seq {} but its first record is seq {}",
-                        seg.first_seq, p.seq
-                    ),
-                );
-            }
-            if p.seq == st.expected_seq {
-                if p.prev != st.expected_prev {
-                    let kind = if *first_in_segment && st.records > 0 {
-                        FaultKind::ForeignSegment
-                    } else {
-                        FaultKind::BrokenLink
-                    };
-                    faults.push(
-                        kind,
-                        name,
-                        line,
-                        seq,
-                        format!(
-                            "prev is {} but the previous record's hash is {}",
-                            short(&p.prev),
-                            short(&st.expected_prev)
-                        ),
-                    );
-                }
-            } else if p.seq > st.expected_seq {
-                let kind = if *first_in_segment {
-                    FaultKind::MissingSegment
+            let order = if p.seq > st.expected_seq {
+                format!("appears where seq {} belongs", st.expected_seq)
+            } else {
+                format!("appears after seq {previous}")
+            };
+            let msg = format!(
+                "seq {} {order}, {what}: the next line continues the chain without it",
+                p.seq
+            );
+            faults.push(kind, name, line, seq, msg);
+            return;
+        }
+        _ => {}
+    }
+    if *at.first_in_segment && p.seq != seg.first_seq {
+        faults.push(
+            FaultKind::ForeignSegment,
+            name,
+            line,
+            seq,
+            format!(
+                "the name says the segment starts at seq {} but its first record is seq {}",
+                seg.first_seq, p.seq
+            ),
+        );
+    }
+    match place {
+        Place::Next => {
+            if p.prev != st.expected_prev {
+                let kind = if *at.first_in_segment && st.records > 0 {
+                    FaultKind::ForeignSegment
                 } else {
-                    FaultKind::Gap
+                    FaultKind::BrokenLink
                 };
                 faults.push(
                     kind,
                     name,
                     line,
                     seq,
-                    format!("records {}..={} are missing", st.expected_seq, p.seq - 1),
+                    format!(
+                        "prev is {} but the previous record's hash is {}",
+                        short(&p.prev),
+                        short(&st.expected_prev)
+                    ),
                 );
-            } else if p.seq == 0 && p.prev == GENESIS_PREV {
-                faults.push(
-                    FaultKind::SecondGenesis,
-                    name,
-                    line,
-                    seq,
-                    "a second chain starts here".into(),
-                );
-            } else if st.last_seq == Some(p.seq) && p.hash == st.expected_prev {
-                faults.push(
-                    FaultKind::Duplicate,
-                    name,
-                    line,
-                    seq,
-                    "the previous record is repeated".into(),
-                );
+            }
+        }
+        Place::Gap => {
+            let kind = if *at.first_in_segment {
+                FaultKind::MissingSegment
             } else {
-                faults.push(
-                    FaultKind::Reordered,
-                    name,
-                    line,
-                    seq,
-                    format!(
-                        "seq {} appears after seq {}",
-                        p.seq,
-                        st.expected_seq.saturating_sub(1)
-                    ),
-                );
+                FaultKind::Gap
+            };
+            faults.push(
+                kind,
+                name,
+                line,
+                seq,
+                format!("records {}..={} are missing", st.expected_seq, p.seq - 1),
+            );
+        }
+        Place::SecondGenesis => {
+            let msg = "a second chain starts here".to_owned();
+            faults.push(FaultKind::SecondGenesis, name, line, seq, msg);
+        }
+        Place::Back => {
+            let msg = format!("seq {} appears after seq {previous}", p.seq);
+            faults.push(FaultKind::Reordered, name, line, seq, msg);
+        }
+        Place::Repeat | Place::Stray { .. } => {}
+    }
+    if p.ts < st.last_ts {
+        faults.push(
+            FaultKind::ClockRegression,
+            name,
+            line,
+            seq,
+            format!(
+                "ts {} is earlier than the previous record's {}",
+                ts_str(&p.ts),
+                ts_str(&st.last_ts)
+            ),
+        );
+    }
+    check_epoch(p, st, faults, name, line);
+    *at.first_in_segment = false;
+    st.records += 1;
+    st.first_seq.get_or_insert(p.seq);
+    st.last_seq = Some(p.seq);
+    st.expected_seq = p.seq.saturating_add(1);
+    st.expected_prev = p.hash;
+    st.last_ts = p.ts;
+    st.frontier.push(p.leaf);
+    let size = st.frontier.size();
+    if let Some((tsize, troot)) = st.trusted {
+        if tsize == size {
+            st.trusted_root_ok = Some(troot == st.frontier.root());
+        }
+    }
+    if let Some((hsize, hroot)) = st.signed_head {
+        if hsize == size {
+            st.signed_head_ok = Some(hroot == st.frontier.root());
+        }
+    }
+    if let Some((root, _)) = at.expected.get(&size) {
+        if *root != st.frontier.root() {
+            st.checkpoint_mismatches += 1;
+            if st.checkpoint_mismatches == 1 {
+                faults.push(FaultKind::CheckpointMismatch, name, line, seq, format!("the records up to seq {} do not have the root of the signed checkpoint of size {size}", p.seq));
             }
-            if p.ts < st.last_ts {
-                faults.push(
-                    FaultKind::ClockRegression,
-                    name,
-                    line,
-                    seq,
-                    format!(
-                        "ts {} is earlier than the previous record's {}",
-                        ts_str(&p.ts),
-                        ts_str(&st.last_ts)
-                    ),
-                );
-            }
-            check_epoch(&p, st, faults, name, line);
-            *first_in_segment = false;
-            st.records += 1;
-            st.first_seq.get_or_insert(p.seq);
-            st.last_seq = Some(p.seq);
-            st.expected_seq = p.seq.saturating_add(1);
-            st.expected_prev = p.hash;
-            st.last_ts = p.ts;
-            st.frontier.push(p.leaf);
-            let size = st.frontier.size();
-            if let Some((tsize, troot)) = st.trusted {
-                if tsize == size {
-                    st.trusted_root_ok = Some(troot == st.frontier.root());
-                }
-            }
-            if let Some((hsize, hroot)) = st.signed_head {
-                if hsize == size {
-                    st.signed_head_ok = Some(hroot == st.frontier.root());
-                }
-            }
-            if let Some((root, _)) = expected.get(&size) {
-                if *root != st.frontier.root() {
-                    st.checkpoint_mismatches += 1;
-                    if st.checkpoint_mismatches == 1 {
-                        faults.push(FaultKind::CheckpointMismatch, name, line, seq, format!("the records up to seq {} do not have the root of the signed checkpoint of size {size}", p.seq));
-                    }
-                }
-            }
-            if let Some((root, witness)) = st.witnessed.get(&size) {
-                if *root != st.frontier.root() {
-                    st.witness_mismatches += 1;
-                    // One finding per ledger: every later cosigned size differs too.
-                    if st.witness_mismatches == 1 {
-                        let msg = format!("the records up to seq {} do not have the root witness {witness} cosigned at size {size}: the history was rewritten after the witness saw it", p.seq);
-                        faults.push(FaultKind::Forked, name, line, seq, msg);
-                    }
-                }
+        }
+    }
+    if let Some((root, witness)) = st.witnessed.get(&size) {
+        if *root != st.frontier.root() {
+            st.witness_mismatches += 1;
+            // One finding per ledger: every later cosigned size differs too.
+            if st.witness_mismatches == 1 {
+                let msg = format!("the records up to seq {} do not have the root witness {witness} cosigned at size {size}: the history was rewritten after the witness saw it", p.seq);
+                faults.push(FaultKind::Forked, name, line, seq, msg);
             }
         }
     }
