@@ -205,16 +205,93 @@ impl Faults {
         seq: Option<u64>,
         message: String,
     ) {
+        self.push_at(None, kind, seg, line, seq, message);
+    }
+
+    /// Counts a fault and keeps it right after the kept fault `after` (else at the end), when
+    /// it falls within the first `max` kept; returns where it was kept.
+    fn push_at(
+        &mut self,
+        after: Option<usize>,
+        kind: FaultKind,
+        seg: Option<&str>,
+        line: Option<u64>,
+        seq: Option<u64>,
+        message: String,
+    ) -> Option<usize> {
         self.total += 1;
-        if self.list.len() < self.max {
-            self.list.push(Fault {
+        let at = after
+            .map_or(self.list.len(), |i| i + 1)
+            .min(self.list.len());
+        if at >= self.max {
+            return None;
+        }
+        self.list.insert(
+            at,
+            Fault {
                 kind,
                 segment: seg.map(str::to_owned),
                 line,
                 seq,
                 message,
-            });
+            },
+        );
+        // The fault it displaced from the list is still counted in `total`.
+        self.list.truncate(self.max);
+        Some(at)
+    }
+}
+
+/// A run of consecutive records whose MAC fails. Rewriting one record without the key and
+/// rehashing the chain after it changes every later record's `prev`, so every later MAC fails
+/// too: the run is reported as its first record, the likely point of tampering, and one fault
+/// that sums up the rest.
+struct BadMacRun {
+    /// Where the first record's fault was kept in the list, if it was.
+    first_fault: Option<usize>,
+    first_seq: u64,
+    records: u64,
+    /// The second record of the run, where the summing-up fault points.
+    second: Option<(String, u64, u64)>,
+    /// The last record of the run: segment, line and seq.
+    last: (String, u64, u64),
+}
+
+impl BadMacRun {
+    /// Rewords the first record's fault and adds the summing-up one, when the run has more
+    /// than one record.
+    fn report(self, faults: &mut Faults) {
+        let Some((seg, line, seq)) = &self.second else {
+            return;
+        };
+        let later = self.records - 1;
+        if let Some(f) = self.first_fault.and_then(|i| faults.list.get_mut(i)) {
+            f.message.push_str(&format!(
+                "; the first of {} records in a row whose MAC fails: the likely point of \
+                 tampering",
+                self.records
+            ));
         }
+        let (last_seg, last_line, last_seq) = &self.last;
+        let to = if last_seg == seg {
+            format!("line {last_line}")
+        } else {
+            format!("segment {last_seg} line {last_line}")
+        };
+        let msg = format!(
+            "and {later} later records (seq {seq}..={last_seq}, to {to}) fail their MAC too. \
+             A record rewritten without the key, with the hash chain recomputed after it, makes \
+             every later MAC fail: seq {} is where to look",
+            self.first_seq
+        );
+        faults.push_at(
+            self.first_fault,
+            FaultKind::BadMac,
+            Some(seg),
+            Some(*line),
+            Some(*seq),
+            msg,
+        );
     }
 }
 
@@ -449,6 +526,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
             .map(|(size, w)| (*size, (w.root, w.witness.clone())))
             .collect(),
         witness_mismatches: 0,
+        bad_macs: None,
     };
     // Segments are read one at a time into one buffer. Refilling pages already mapped costs a
     // third of filling new ones (the kernel's page faults), which is more than reading the
@@ -469,6 +547,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         if let Some(p) = &opts.progress {
             p(done_bytes, total_bytes);
         }
+    }
+    if let Some(run) = st.bad_macs.take() {
+        run.report(&mut faults);
     }
 
     let size = st.frontier.size();
@@ -683,6 +764,8 @@ struct ChainState {
     /// Roots cosigned by a given witness, by size, with the witness's name.
     witnessed: BTreeMap<u64, (Hash, String)>,
     witness_mismatches: u64,
+    /// The run of failing MACs that the last checked record belongs to.
+    bad_macs: Option<BadMacRun>,
 }
 
 /// Lines of one batch parsed in parallel.
@@ -1535,18 +1618,45 @@ fn check_macs(
             Some(mac_matches(k, input, &p.stored_mac))
         })
         .collect();
+    let seg = name.unwrap_or_default();
     for (i, (p, ok)) in parsed.iter_mut().zip(verdicts).enumerate() {
-        if let Ok(p) = p {
-            p.mac = ok;
-            if ok == Some(false) {
-                faults.push(
+        let Ok(p) = p else { continue };
+        p.mac = ok;
+        let line = line_base + i as u64 + 1;
+        match (ok, st.bad_macs.as_mut()) {
+            (Some(true), _) => {
+                if let Some(run) = st.bad_macs.take() {
+                    run.report(faults);
+                }
+            }
+            (Some(false), None) => {
+                let first_fault = faults.push_at(
+                    None,
                     FaultKind::BadMac,
                     name,
-                    Some(line_base + i as u64 + 1),
+                    Some(line),
                     Some(p.seq),
                     format!("MAC does not verify under the key of epoch {}", p.epoch),
                 );
+                st.bad_macs = Some(BadMacRun {
+                    first_fault,
+                    first_seq: p.seq,
+                    records: 1,
+                    second: None,
+                    last: (seg.to_owned(), line, p.seq),
+                });
             }
+            (Some(false), Some(run)) => {
+                run.records += 1;
+                run.second
+                    .get_or_insert_with(|| (seg.to_owned(), line, p.seq));
+                if run.last.0 != seg {
+                    run.last.0 = seg.to_owned();
+                }
+                (run.last.1, run.last.2) = (line, p.seq);
+            }
+            // No key for its epoch (reported as an epoch fault): neither ends nor extends a run.
+            (None, _) => {}
         }
     }
 }

@@ -95,6 +95,23 @@ fn check(dir: &Path, opts: &VerifyOptions) -> Report {
     r
 }
 
+/// The stored hash of a line recomputed from its bytes, as an attacker without keys can.
+fn rehash(line: &str) -> String {
+    let body = &line[..line.rfind(",\"hash\":\"").unwrap()];
+    let h = kling_audit_merkle::leaf_hash(body.as_bytes());
+    format!("{body},\"hash\":\"{}\"}}", hex::encode(h))
+}
+
+fn hash_of(line: &str) -> String {
+    let at = line.rfind(",\"hash\":\"").unwrap() + 9;
+    line[at..at + 64].to_owned()
+}
+
+fn with_prev(line: &str, prev: &str) -> String {
+    let at = line.find("\"prev\":\"").unwrap() + 8;
+    format!("{}{prev}{}", &line[..at], &line[at + 64..])
+}
+
 // 2. A duplicated line is one fault, and the records are counted once.
 
 #[test]
@@ -168,4 +185,49 @@ fn two_swapped_lines_further_apart_are_one_reordering() {
         r.faults[0].message,
         "lines 3..=10 hold seqs 2..=9 out of order: seq 9 at line 3, seq 2 at line 10"
     );
+}
+
+// 4. A record rewritten with the chain rehashed after it: the first bad MAC leads.
+
+#[test]
+fn an_edit_with_the_chain_rehashed_after_it_names_the_edited_record_first() {
+    let b = build(40);
+    let mut lines = b.lines();
+    let mut prev = hash_of(&lines[11]);
+    for (i, line) in lines.iter_mut().enumerate().skip(12) {
+        let mut l = with_prev(line, &prev);
+        if i == 12 {
+            l = l.replacen("\"actor\":\"actor-", "\"actor\":\"mallory-", 1);
+            assert_ne!(&l, line);
+        }
+        *line = rehash(&l);
+        prev = hash_of(line);
+    }
+    b.store(&lines);
+    let r = check(&b.dir, &b.operator());
+    assert_eq!(
+        kinds(&r),
+        [
+            FaultKind::BadMac,
+            FaultKind::BadMac,
+            FaultKind::CheckpointMismatch
+        ]
+    );
+    let (first, rest) = (&r.faults[0], &r.faults[1]);
+    assert_eq!((first.line, first.seq), (Some(13), Some(12)));
+    assert!(
+        first.message.contains(
+            "the first of 28 records in a row whose MAC fails: the likely point of tampering"
+        ),
+        "{}",
+        first.message
+    );
+    assert_eq!((rest.line, rest.seq), (Some(14), Some(13)));
+    assert!(
+        rest.message
+            .starts_with("and 27 later records (seq 13..=39, to line 40) fail their MAC too"),
+        "{}",
+        rest.message
+    );
+    assert!(rest.message.contains("seq 12 is where to look"));
 }
