@@ -279,9 +279,10 @@ impl BadMacRun {
             format!("segment {last_seg} line {last_line}")
         };
         let msg = format!(
-            "and {later} later records (seq {seq}..={last_seq}, to {to}) fail their MAC too. \
-             A record rewritten without the key, with the hash chain recomputed after it, makes \
-             every later MAC fail: seq {} is where to look",
+            "and {} (seq {seq}..={last_seq}, to {to}) fail their MAC too. A record rewritten \
+             without the key, with the hash chain recomputed after it, makes every later MAC \
+             fail: seq {} is where to look",
+            crate::count(later, "later record"),
             self.first_seq
         );
         faults.push_at(
@@ -403,7 +404,13 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     }
 
     // Checkpoints: signatures first, so only trusted roots are compared with records.
+    let checkpoints_path = dir.join(crate::cpstore::CHECKPOINTS_FILE);
+    let checkpoints_missing = matches!(
+        fs::symlink_metadata(&checkpoints_path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
     let (stored, bad_lines) = read_checkpoints(dir).map_err(io(dir))?;
+    let checkpoint_lines = stored.len() + bad_lines.len();
     for b in bad_lines {
         faults.push(
             FaultKind::BadCheckpoint,
@@ -653,27 +660,81 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         }
     }
     if size > summary.largest_size {
-        let unsealed = size - summary.largest_size;
+        let largest = summary.largest_size;
+        let unsealed = size - largest;
         let msg = format!(
-            "{} after the last signed checkpoint (size {})",
-            crate::count(unsealed, "record"),
-            summary.largest_size
+            "{} after the last signed checkpoint (size {largest})",
+            crate::count(unsealed, "record")
         );
-        if live || writer_active(dir) {
+        let tail_segment = segments.last().map(|s| s.name.as_str());
+        let file = crate::cpstore::CHECKPOINTS_FILE;
+        // The writer creates the checkpoint file before its first record, and appends and
+        // syncs each checkpoint before it records it as the keys directory's signed-head: so
+        // a missing file, or a signed-head beyond every checkpoint in it, is never what a
+        // crash leaves.
+        let signed_beyond = opts.signed_head.map(|(h, _)| h).filter(|h| *h > largest);
+        let lost = if checkpoints_missing {
+            let head = signed_beyond.map_or(String::new(), |h| {
+                format!(
+                    "; the keys directory's signed-head shows that a checkpoint of size {h} was \
+                     signed"
+                )
+            });
+            Some(format!(
+                "{file} is missing{head}. No crash explains this: a writer creates that file \
+                 before it writes its first record and never removes it, so it was deleted (or \
+                 left behind when the ledger was copied)"
+            ))
+        } else {
+            signed_beyond.map(|h| {
+                format!(
+                    "the keys directory's signed-head shows that a checkpoint of size {h} was \
+                     signed, but {file} holds none beyond size {largest}. No crash explains \
+                     this: a writer syncs each checkpoint into that file before it records the \
+                     signed-head, so signed checkpoints were removed from it"
+                )
+            })
+        };
+        if let Some(why) = lost {
+            let msg = format!("{msg}: {why}");
+            // The signed-head is the operator's own record, so it counts without --key, as it
+            // does for truncation.
+            if opts.verifier_key.is_some() || signed_beyond.is_some() {
+                faults.push(
+                    FaultKind::UnsealedTail,
+                    tail_segment,
+                    None,
+                    Some(largest),
+                    msg,
+                );
+            } else {
+                warnings.push(msg);
+            }
+        } else if live || writer_active(dir) {
             warnings.push(format!(
                 "{msg}; a writer holds the ledger, and seals within a second"
             ));
         } else if opts.verifier_key.is_some() {
+            let why = if checkpoint_lines == 0 {
+                format!(
+                    "{file} holds no checkpoint at all. A crash explains this only if every \
+                     writer of this ledger stopped before it signed its first checkpoint (about \
+                     half a second after it starts, by default); the next writer (`kling-audit \
+                     log`, the gateway) then signs them when it opens the ledger. A crash never \
+                     removes a checkpoint that was signed: if any was, {file} was emptied"
+                )
+            } else {
+                "no signature covers them yet. After a crash this is expected: the next writer \
+                 (`kling-audit log`, the gateway) signs them when it opens the ledger; if none \
+                 crashed, records were appended without the keys"
+                    .to_owned()
+            };
             faults.push(
                 FaultKind::UnsealedTail,
-                segments.last().map(|s| s.name.as_str()),
+                tail_segment,
                 None,
-                Some(summary.largest_size),
-                format!(
-                    "{msg}: no signature covers them yet. After a crash this is expected: the \
-                     next writer (`kling-audit log`, the gateway) signs them when it opens the \
-                     ledger; if none crashed, records were appended without the keys"
-                ),
+                Some(largest),
+                format!("{msg}: {why}"),
             );
         } else {
             warnings.push(msg);

@@ -58,6 +58,19 @@ impl Built {
         text.push('\n');
         std::fs::write(self.segment(), text).unwrap();
     }
+
+    /// One more writer session of `records` records; it signs its own checkpoints.
+    fn append_session(&self, records: usize) {
+        let ledger = open(options(self._tmp.path()));
+        for i in 0..records {
+            ledger.append(entry(i)).unwrap();
+        }
+        ledger.close().unwrap();
+    }
+
+    fn checkpoints(&self) -> PathBuf {
+        self.dir.join("checkpoints.jsonl")
+    }
 }
 
 fn build(records: usize) -> Built {
@@ -110,6 +123,134 @@ fn hash_of(line: &str) -> String {
 fn with_prev(line: &str, prev: &str) -> String {
     let at = line.find("\"prev\":\"").unwrap() + 8;
     format!("{}{prev}{}", &line[..at], &line[at + 64..])
+}
+
+// 1. Checkpoints that are gone are not passed off as a crash.
+
+#[test]
+fn a_deleted_checkpoint_file_is_reported_as_deleted_not_as_a_crash() {
+    let b = build(20);
+    std::fs::remove_file(b.checkpoints()).unwrap();
+    for opts in [b.auditor(), b.operator()] {
+        let r = check(&b.dir, &opts);
+        assert_eq!(kinds(&r), [FaultKind::UnsealedTail]);
+        let msg = &r.faults[0].message;
+        assert!(msg.contains("checkpoints.jsonl is missing"), "{msg}");
+        assert!(msg.contains("No crash explains this"), "{msg}");
+        assert!(!msg.contains("After a crash this is expected"), "{msg}");
+    }
+}
+
+#[test]
+fn an_emptied_checkpoint_file_is_not_passed_off_as_a_crash_when_the_keys_directory_signed_more() {
+    let b = build(20);
+    std::fs::write(b.checkpoints(), b"").unwrap();
+    let r = check(&b.dir, &b.operator());
+    assert_eq!(kinds(&r), [FaultKind::UnsealedTail]);
+    let msg = &r.faults[0].message;
+    assert!(
+        msg.contains("a checkpoint of size 20 was signed") && msg.contains("No crash explains"),
+        "{msg}"
+    );
+    // The keys directory is the operator's own record: it counts without --key too.
+    let opts = VerifyOptions {
+        verifier_key: None,
+        ..b.operator()
+    };
+    assert_eq!(kinds(&check(&b.dir, &opts)), [FaultKind::UnsealedTail]);
+}
+
+#[test]
+fn an_emptied_checkpoint_file_says_that_only_a_crash_of_every_writer_before_its_first_checkpoint_explains_it(
+) {
+    let b = build(20);
+    std::fs::write(b.checkpoints(), b"").unwrap();
+    let r = check(&b.dir, &b.auditor());
+    assert_eq!(kinds(&r), [FaultKind::UnsealedTail]);
+    let msg = &r.faults[0].message;
+    assert!(msg.contains("holds no checkpoint at all"), "{msg}");
+    assert!(msg.contains("only if every writer"), "{msg}");
+    assert!(msg.contains("checkpoints.jsonl was emptied"), "{msg}");
+    assert!(!msg.contains("After a crash this is expected"), "{msg}");
+}
+
+#[test]
+fn checkpoints_cut_from_the_file_are_named_when_the_keys_directory_signed_them() {
+    let b = build(20);
+    b.append_session(5);
+    // Keep the first session's checkpoints only.
+    let text = std::fs::read_to_string(b.checkpoints()).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| l.starts_with("{\"size\":20,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < text.len());
+    std::fs::write(b.checkpoints(), kept).unwrap();
+    let r = check(&b.dir, &b.operator());
+    assert_eq!(kinds(&r), [FaultKind::UnsealedTail]);
+    let msg = &r.faults[0].message;
+    assert!(
+        msg.starts_with(
+            "6 records after the last signed checkpoint (size 20): the keys \
+             directory's signed-head shows that a checkpoint of size 26 was signed, but \
+             checkpoints.jsonl holds none beyond size 20. No crash explains this"
+        ),
+        "{msg}"
+    );
+    // Without the keys directory nothing shows that more was signed: a crash could leave this.
+    let r = check(&b.dir, &b.auditor());
+    assert_eq!(kinds(&r), [FaultKind::UnsealedTail]);
+    assert!(r.faults[0]
+        .message
+        .contains("After a crash this is expected"));
+}
+
+/// A crash leaves records after the last checkpoint: the copy taken while the writer still
+/// runs, with its keys directory as it was then, is what the next writer would find.
+#[test]
+fn a_tail_a_crash_left_keeps_the_crash_explanation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(tmp.path());
+    opts.checkpoint_interval = std::time::Duration::from_secs(3600);
+    let keys = opts.keys_dir.clone().unwrap();
+    let (ledger, report) = Ledger::open(opts).unwrap();
+    let secrets = report.created_keys.unwrap();
+    for i in 0..5 {
+        ledger.append(entry(i)).unwrap();
+    }
+    ledger.flush().unwrap();
+    for i in 5..9 {
+        ledger.append(entry(i)).unwrap();
+    }
+    let crashed = tmp.path().join("crashed");
+    let crashed_keys = tmp.path().join("crashed.keys");
+    for (from, to) in [(ledger_dir(tmp.path()), &crashed), (keys, &crashed_keys)] {
+        std::fs::create_dir(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    ledger.close().unwrap();
+    let mut mac_root = [0u8; 32];
+    hex::decode_to_slice(&*secrets.mac_root_hex, &mut mac_root).unwrap();
+    let opts = VerifyOptions {
+        verifier_key: Some(secrets.verifier_key.clone()),
+        mac_root: Some(mac_root),
+        signed_head: load_signed_head(&crashed_keys).unwrap(),
+        ..Default::default()
+    };
+    let r = check(&crashed, &opts);
+    assert_eq!(kinds(&r), [FaultKind::UnsealedTail]);
+    let msg = &r.faults[0].message;
+    assert!(
+        msg.starts_with("4 records after the last signed checkpoint (size 5)"),
+        "{msg}"
+    );
+    assert!(msg.contains("After a crash this is expected"), "{msg}");
 }
 
 // 2. A duplicated line is one fault, and the records are counted once.
