@@ -472,6 +472,43 @@ async fn sigterm_drains_in_flight_requests_then_records_shutdown() {
     assert!(ok, "{report}");
 }
 
+/// The ledger shares the open-file limit with the connections; `config check` says when the
+/// limit lowers how many connections the gateway serves.
+#[test]
+fn config_check_warns_when_the_open_file_limit_lowers_the_connection_cap() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--dir")
+        .arg(tmp.path().join("audit"))
+        .args(["config", "check"])
+        .env("KLING_ACCESS_KEY", "ak")
+        .env("KLING_SECRET_KEY", "sk")
+        .env("KLING_API_KEY", "api-key");
+    // SAFETY: only setrlimit runs between fork and exec, with a valid rlimit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: server.max_connections is 4096 but the open-file limit")
+            && text.contains("serves at most 256 connections"),
+        "{text}"
+    );
+}
+
 #[test]
 fn config_check_names_what_to_fix() {
     let tmp = tempfile::tempdir().unwrap();

@@ -8,9 +8,11 @@
 //! rather than made to wait, so that half-read bodies can never wait on each other.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
+use kling_audit_ledger::UnfaithfulJson;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a request body was not accepted.
@@ -25,6 +27,11 @@ pub(crate) enum BodyRefusal {
     /// The JSON body repeats this key within one object: the record would commit one value
     /// while the upstream might use the other.
     RepeatedKey(String),
+    /// The JSON body nests deeper than the record's parser reads, so its fields (the prompt
+    /// among them) could not be committed.
+    TooDeep,
+    /// The body did not arrive within `server.body_timeout_ms`.
+    TimedOut,
 }
 
 impl BodyRefusal {
@@ -35,6 +42,8 @@ impl BodyRefusal {
             Self::Busy => "body-budget-spent",
             Self::Unreadable => "body-unreadable",
             Self::RepeatedKey(_) => "body-repeats-key",
+            Self::TooDeep => "body-too-deep",
+            Self::TimedOut => "body-timeout",
         }
     }
 }
@@ -64,20 +73,26 @@ impl BodyBudget {
         self.total.saturating_sub(self.bytes.available_permits())
     }
 
-    /// Reads `body` whole. `declared` is its `Content-Length`, when sent.
+    /// Reads `body` whole, within `timeout`. `declared` is its `Content-Length`, when sent.
     pub(crate) async fn read(
         &self,
         mut body: Body,
         declared: Option<u64>,
         max: usize,
+        timeout: Duration,
     ) -> Result<(Bytes, Held), BodyRefusal> {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(BodyRefusal::TooLarge);
         }
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut len = 0usize;
         let mut held: Option<OwnedSemaphorePermit> = None;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
+                return Err(BodyRefusal::TimedOut);
+            };
+            let Some(frame) = next else { break };
             let Ok(frame) = frame else {
                 return Err(BodyRefusal::Unreadable);
             };
@@ -108,10 +123,11 @@ impl BodyBudget {
             1 => chunks.swap_remove(0),
             _ => Bytes::from(chunks.concat()),
         };
-        if let Some(key) = kling_audit_ledger::repeated_key(&bytes) {
-            return Err(BodyRefusal::RepeatedKey(key));
+        match kling_audit_ledger::unfaithful_json(&bytes) {
+            Some(UnfaithfulJson::RepeatedKey(key)) => Err(BodyRefusal::RepeatedKey(key)),
+            Some(UnfaithfulJson::TooDeep) => Err(BodyRefusal::TooDeep),
+            None => Ok((bytes, Held(held))),
         }
-        Ok((bytes, Held(held)))
     }
 }
 
@@ -120,6 +136,8 @@ mod tests {
     use super::*;
 
     use http_body_util::channel::Channel;
+
+    const SECOND: Duration = Duration::from_secs(1);
 
     /// A body arriving in the given frames, then ending or failing.
     async fn streamed(parts: &[&'static [u8]], fail: bool) -> Body {
@@ -139,7 +157,12 @@ mod tests {
     async fn a_body_in_several_frames_is_joined_and_holds_its_bytes_until_dropped() {
         let budget = BodyBudget::new(100);
         let (bytes, held) = budget
-            .read(streamed(&[b"ab", b"cd", b"e"], false).await, None, 10)
+            .read(
+                streamed(&[b"ab", b"cd", b"e"], false).await,
+                None,
+                10,
+                SECOND,
+            )
             .await
             .unwrap();
         assert_eq!(&bytes[..], b"abcde");
@@ -151,7 +174,7 @@ mod tests {
     #[tokio::test]
     async fn a_declared_length_over_the_limit_is_refused_before_reading() {
         let budget = BodyBudget::new(100);
-        let refused = budget.read(Body::from("abc"), Some(11), 10).await;
+        let refused = budget.read(Body::from("abc"), Some(11), 10, SECOND).await;
         assert_eq!(refused.unwrap_err(), BodyRefusal::TooLarge);
         assert_eq!(budget.held(), 0);
     }
@@ -160,7 +183,12 @@ mod tests {
     async fn a_body_longer_than_declared_is_still_cut_at_the_limit() {
         let budget = BodyBudget::new(100);
         let refused = budget
-            .read(streamed(&[b"0123456", b"789ab"], false).await, Some(3), 10)
+            .read(
+                streamed(&[b"0123456", b"789ab"], false).await,
+                Some(3),
+                10,
+                SECOND,
+            )
             .await;
         assert_eq!(refused.unwrap_err(), BodyRefusal::TooLarge);
         assert_eq!(budget.held(), 0, "a refused body gives its bytes back");
@@ -169,18 +197,39 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_finds_the_budget_spent_is_refused_at_once() {
         let budget = BodyBudget::new(8);
-        let (_, first) = budget.read(Body::from("123456"), None, 10).await.unwrap();
-        let refused = budget.read(Body::from("abc"), None, 10).await;
+        let (_, first) = budget
+            .read(Body::from("123456"), None, 10, SECOND)
+            .await
+            .unwrap();
+        let refused = budget.read(Body::from("abc"), None, 10, SECOND).await;
         assert_eq!(refused.unwrap_err(), BodyRefusal::Busy);
         drop(first);
-        let (bytes, _) = budget.read(Body::from("abc"), None, 10).await.unwrap();
+        let (bytes, _) = budget
+            .read(Body::from("abc"), None, 10, SECOND)
+            .await
+            .unwrap();
         assert_eq!(&bytes[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_times_out_and_gives_its_bytes_back() {
+        let budget = BodyBudget::new(100);
+        let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(4);
+        tx.send_data(Bytes::from_static(b"ab")).await.unwrap();
+        let refused = budget
+            .read(Body::new(body), Some(50), 60, Duration::from_millis(50))
+            .await;
+        assert_eq!(refused.unwrap_err(), BodyRefusal::TimedOut);
+        assert_eq!(budget.held(), 0);
+        drop(tx);
     }
 
     #[tokio::test]
     async fn a_broken_body_is_unreadable() {
         let budget = BodyBudget::new(100);
-        let refused = budget.read(streamed(&[b"ab"], true).await, None, 10).await;
+        let refused = budget
+            .read(streamed(&[b"ab"], true).await, None, 10, SECOND)
+            .await;
         assert_eq!(refused.unwrap_err(), BodyRefusal::Unreadable);
         assert_eq!(budget.held(), 0);
     }

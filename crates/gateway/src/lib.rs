@@ -363,7 +363,7 @@ pub async fn run_with_ready(
     let grace = state.cfg.server.shutdown_grace;
     let limits = serve::Limits {
         header_timeout: state.cfg.server.header_timeout,
-        max_connections: state.cfg.server.max_connections,
+        max_connections: state.cfg.server.connection_cap(),
         grace,
     };
     let served = serve::serve(listener, app, limits, shutdown).await;

@@ -411,7 +411,9 @@ pub async fn handle(
         .and_then(|v| v.parse::<u64>().ok());
     let max_body = state.cfg.server.max_body_bytes;
     // `_held` keeps the body's share of the buffer budget until the call is answered.
-    let (raw_body, _held) = match state.bodies.read(body, declared, max_body).await {
+    let body_timeout = state.cfg.server.body_timeout;
+    let read = state.bodies.read(body, declared, max_body, body_timeout);
+    let (raw_body, _held) = match read.await {
         Ok(read) => read,
         Err(refusal) => {
             let mut base = base;
@@ -434,6 +436,24 @@ pub async fn handle(
                     StatusCode::BAD_REQUEST,
                     codes::PARAMETER_INVALID,
                     "the request body could not be read to its end".to_owned(),
+                    Outcome::BadRequest,
+                ),
+                BodyRefusal::TooDeep => (
+                    StatusCode::BAD_REQUEST,
+                    codes::PARAMETER_INVALID,
+                    "the request body nests JSON deeper than 128 levels, which the gateway \
+                     cannot record"
+                        .to_owned(),
+                    Outcome::BadRequest,
+                ),
+                BodyRefusal::TimedOut => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    codes::PARAMETER_INVALID,
+                    format!(
+                        "the request body did not arrive within {} ms \
+                         (server.body_timeout_ms)",
+                        body_timeout.as_millis()
+                    ),
                     Outcome::BadRequest,
                 ),
                 BodyRefusal::RepeatedKey(key) => {

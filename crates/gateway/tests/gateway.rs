@@ -875,6 +875,76 @@ async fn a_body_repeating_a_key_is_refused_unforwarded_and_recorded() {
     assert!(!text.contains("a dog on mars") && !text.contains(secret_key));
 }
 
+/// JSON nested deeper than the record's parser reads could carry a prompt the record never
+/// commits: refused, unforwarded and recorded.
+#[tokio::test]
+async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let body = format!(
+        r#"{{"model_name":"kling-v1","prompt":"hidden moon cat","j":{}{}}}"#,
+        "[".repeat(130),
+        "]".repeat(130)
+    );
+    let resp = env
+        .http
+        .post(env.url("/v1/videos/text2video"))
+        .bearer_auth(jwt(&env.alice))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, answer) = split(resp).await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (400, Some(1200)),
+        "{answer}"
+    );
+    let refused = record_header(&headers);
+    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = records.iter().find(|r| seq(r) == refused).unwrap();
+    assert_eq!(denied["details"]["reason"], "body-too-deep");
+    assert!(!records
+        .iter()
+        .any(|r| r.to_string().contains("hidden moon cat")));
+}
+
+/// A body that stops arriving is answered 408 and recorded once `server.body_timeout_ms`
+/// has passed, so that slow senders cannot hold connections.
+#[tokio::test]
+async fn a_body_that_stops_arriving_times_out_and_is_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.server.body_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let addr = env.gw.as_ref().unwrap().addr;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"prompt\":",
+        jwt(&env.alice),
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), read_to_close(&mut conn))
+        .await
+        .expect("answered and closed within 10 s");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["details"]["reason"], "body-timeout");
+    assert_eq!(denied[0]["details"]["http_status"], 408);
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
     let mut env = setup(sim_config(), |cfg| cfg.server.max_body_bytes = 1024).await;

@@ -79,17 +79,29 @@ fn value_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// The first key that the JSON `text` repeats within one object, if any; `None` also for
-/// text that is not JSON. For a service that forwards JSON it does not own: parsers disagree on
-/// which of two repeated values wins, so a record of one may not be what the receiver used.
-pub fn repeated_key(text: &[u8]) -> Option<String> {
+/// Why JSON that a service forwards could be read otherwise by its receiver than by the
+/// service's own record of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnfaithfulJson {
+    /// A key repeated within one object: parsers disagree on which value wins.
+    RepeatedKey(String),
+    /// Nesting deeper than 128 levels: the record cannot read it, while the receiver may.
+    TooDeep,
+}
+
+/// Checks JSON that a service forwards but does not own. Text that is not JSON at all passes:
+/// no receiver reads it as JSON either.
+pub fn unfaithful_json(text: &[u8]) -> Option<UnfaithfulJson> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    match StrictValue.deserialize(&mut de) {
-        Err(e) => match map_json_error(&e) {
-            EntryError::DuplicateKey { key } => Some(key),
-            _ => None,
-        },
-        Ok(_) => None,
+    let Err(e) = StrictValue.deserialize(&mut de) else {
+        return None;
+    };
+    match map_json_error(&e) {
+        EntryError::DuplicateKey { key } => Some(UnfaithfulJson::RepeatedKey(key)),
+        EntryError::DetailsNotJson { reason, .. } if reason.starts_with("recursion limit") => {
+            Some(UnfaithfulJson::TooDeep)
+        }
+        _ => None,
     }
 }
 
@@ -241,18 +253,27 @@ mod tests {
     }
 
     #[test]
-    fn repeated_keys_are_found_in_any_json_and_nothing_else_is() {
+    fn repeated_keys_and_deep_nesting_are_found_in_any_json_and_nothing_else_is() {
+        let repeated = |k: &str| Some(UnfaithfulJson::RepeatedKey(k.to_owned()));
         assert_eq!(
-            repeated_key(br#"{"prompt":"x","prompt":"y"}"#).as_deref(),
-            Some("prompt")
+            unfaithful_json(br#"{"prompt":"x","prompt":"y"}"#),
+            repeated("prompt")
+        );
+        assert_eq!(unfaithful_json(br#"[{"a":{"b":1,"b":2}}]"#), repeated("b"));
+        assert_eq!(unfaithful_json(br#"{"a":1,"b":{"a":2}}"#), None);
+        let deep = format!(
+            r#"{{"prompt":"x","j":{}{}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
         );
         assert_eq!(
-            repeated_key(br#"[{"a":{"b":1,"b":2}}]"#).as_deref(),
-            Some("b")
+            unfaithful_json(deep.as_bytes()),
+            Some(UnfaithfulJson::TooDeep)
         );
-        assert_eq!(repeated_key(br#"{"a":1,"b":{"a":2}}"#), None);
-        assert_eq!(repeated_key(b"{not json"), None);
-        assert_eq!(repeated_key(b""), None);
+        let fine = format!(r#"{{"j":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+        assert_eq!(unfaithful_json(fine.as_bytes()), None);
+        assert_eq!(unfaithful_json(b"{not json"), None);
+        assert_eq!(unfaithful_json(b""), None);
     }
 
     #[test]

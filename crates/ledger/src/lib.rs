@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 pub use commit::Commitments;
-pub use details::{repeated_key, Details};
+pub use details::{unfaithful_json, Details, UnfaithfulJson};
 pub use error::{AppendError, EntryError, OpenError};
 pub use keys::{InitSecrets, KeySet};
 pub use open::TornTail;
