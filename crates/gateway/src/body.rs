@@ -117,17 +117,21 @@ impl BodyBudget {
             }
             chunks.push(data);
         }
-        // Most bodies arrive in one frame: no copy then.
-        let bytes = match chunks.len() {
-            0 => Bytes::new(),
-            1 => chunks.swap_remove(0),
-            _ => Bytes::from(chunks.concat()),
-        };
+        let bytes = join(chunks);
         match kling_audit_ledger::unfaithful_json(&bytes) {
             Some(UnfaithfulJson::RepeatedKey(key)) => Err(BodyRefusal::RepeatedKey(key)),
             Some(UnfaithfulJson::TooDeep) => Err(BodyRefusal::TooDeep),
             None => Ok((bytes, Held(held))),
         }
+    }
+}
+
+/// The chunks of a body as one buffer; most bodies arrive in one chunk, which is not copied.
+pub(crate) fn join(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
     }
 }
 

@@ -836,11 +836,7 @@ async fn read_answer(mut response: reqwest::Response) -> Result<Bytes, UpstreamF
         }
         chunks.push(chunk);
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => Bytes::from(chunks.concat()),
-    })
+    Ok(crate::body::join(chunks))
 }
 
 fn classify_reqwest(e: &reqwest::Error) -> UpstreamFailure {

@@ -644,17 +644,7 @@ async fn bodies_beyond_the_buffer_budget_are_refused_with_429_and_recorded() {
         "negative_prompt": "n".repeat(1100),
     })
     .to_string();
-    let addr = env.gw.as_ref().unwrap().addr;
-    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        jwt(&env.alice),
-        slow_body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&slow_body.as_bytes()[..3000]).await.unwrap();
-    slow.flush().await.unwrap();
+    let mut slow = partial_create(&env, slow_body.len(), &slow_body.as_bytes()[..3000]).await;
     // Wait until the gateway holds the first part.
     let mut held = 0;
     for _ in 0..200 {
@@ -722,14 +712,7 @@ async fn a_body_cut_short_is_recorded_as_unreadable() {
     use tokio::io::AsyncWriteExt;
     let mut env = setup(sim_config(), |_| {}).await;
     let before = env.sim.stats();
-    let addr = env.gw.as_ref().unwrap().addr;
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"model_name\":",
-        jwt(&env.alice),
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut conn = partial_create(&env, 500, br#"{"model_name":"#).await;
     conn.shutdown().await.unwrap();
     drop(conn);
     // The live ledger ends in its zero-filled reserve; wait for the refusal through metrics.
@@ -765,6 +748,23 @@ async fn read_to_close(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let _ = conn.read_to_end(&mut got).await;
     got
+}
+
+/// Opens a connection and sends an authenticated create from alice declaring `len` body bytes,
+/// with only `start` of the body.
+async fn partial_create(env: &Env, len: usize, start: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = env.gw.as_ref().unwrap().addr;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+        jwt(&env.alice),
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(start).await.unwrap();
+    conn.flush().await.unwrap();
+    conn
 }
 
 /// Sends the start of a request and never finishes its headers.
@@ -844,16 +844,9 @@ async fn a_body_repeating_a_key_is_refused_unforwarded_and_recorded() {
         r#"{"model_name":"kling-v1","prompt":"x","prompt":"a dog on mars"}"#.to_owned(),
         format!(r#"{{"prompt":"x","options":{{"{secret_key}":1,"{secret_key}":2}}}}"#),
     ] {
-        let resp = env
-            .http
-            .post(env.url("/v1/videos/text2video"))
-            .bearer_auth(jwt(&env.alice))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let (status, headers, answer) = split(resp).await;
+        let (status, headers, answer) = env
+            .post_raw(&env.alice, "/v1/videos/text2video", body)
+            .await;
         assert_eq!(
             (status, answer["code"].as_i64()),
             (400, Some(1200)),
@@ -886,16 +879,9 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
         "[".repeat(130),
         "]".repeat(130)
     );
-    let resp = env
-        .http
-        .post(env.url("/v1/videos/text2video"))
-        .bearer_auth(jwt(&env.alice))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, answer) = split(resp).await;
+    let (status, headers, answer) = env
+        .post_raw(&env.alice, "/v1/videos/text2video", body)
+        .await;
     assert_eq!(
         (status, answer["code"].as_i64()),
         (400, Some(1200)),
@@ -916,19 +902,11 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
 /// has passed, so that slow senders cannot hold connections.
 #[tokio::test]
 async fn a_body_that_stops_arriving_times_out_and_is_recorded() {
-    use tokio::io::AsyncWriteExt;
     let mut env = setup(sim_config(), |cfg| {
         cfg.server.body_timeout = std::time::Duration::from_millis(300);
     })
     .await;
-    let addr = env.gw.as_ref().unwrap().addr;
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"prompt\":",
-        jwt(&env.alice),
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut conn = partial_create(&env, 500, br#"{"prompt":"#).await;
     let answer = tokio::time::timeout(std::time::Duration::from_secs(10), read_to_close(&mut conn))
         .await
         .expect("answered and closed within 10 s");

@@ -96,6 +96,25 @@ impl Env {
         split(resp).await
     }
 
+    /// Posts `body` exactly as given, labelled as JSON.
+    pub async fn post_raw(
+        &self,
+        actor: &NewActor,
+        path: &str,
+        body: String,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(jwt(actor))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        split(resp).await
+    }
+
     pub async fn get(
         &self,
         actor: &NewActor,
