@@ -145,6 +145,7 @@ pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
 pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
     let cfg = load(g, args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.server.worker_threads())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

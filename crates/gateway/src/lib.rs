@@ -22,6 +22,7 @@ pub mod proxy;
 mod serve;
 pub mod state;
 pub mod tasks;
+mod upstream;
 pub mod verified;
 
 use std::future::Future;
@@ -247,16 +248,11 @@ pub async fn run_with_ready(
         Arc::clone(&metrics),
         cfg.audit.reopen_interval,
     ));
-    let upstream = reqwest::Client::builder()
-        .timeout(cfg.upstream.timeout)
-        .connect_timeout(cfg.upstream.connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|source| GatewayError::Client {
-            which: "upstream",
-            source,
-        })?;
+    let upstream = upstream::Upstream::new(
+        cfg.upstream.url.as_str(),
+        cfg.upstream.timeout,
+        cfg.upstream.connect_timeout,
+    );
     let relay = reqwest::Client::builder()
         .timeout(cfg.callbacks.relay_timeout)
         .redirect(reqwest::redirect::Policy::none())

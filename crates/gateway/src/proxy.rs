@@ -36,6 +36,7 @@ use crate::inspect::{self, cap_chars};
 use crate::metrics::Outcome;
 use crate::state::AppState;
 use crate::tasks::Observed;
+use crate::upstream::ExchangeError;
 
 /// Header carrying the seq of the request record.
 pub const HEADER_RECORD: &str = "x-kling-audit-record";
@@ -814,60 +815,6 @@ impl UpstreamFailure {
 /// are links, not files); this keeps a broken or hostile upstream from filling memory.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
-/// Reads an upstream answer whole, up to [`MAX_ANSWER_BYTES`].
-async fn read_answer(mut response: reqwest::Response) -> Result<Bytes, UpstreamFailure> {
-    let too_large = || {
-        UpstreamFailure::Other(format!(
-            "answer larger than the gateway's limit of {MAX_ANSWER_BYTES} bytes"
-        ))
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
-        len += chunk.len();
-        if len > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        chunks.push(chunk);
-    }
-    Ok(crate::body::join(chunks))
-}
-
-fn classify_reqwest(e: &reqwest::Error) -> UpstreamFailure {
-    if e.is_timeout() {
-        UpstreamFailure::Timeout
-    } else if e.is_connect() {
-        UpstreamFailure::Connect
-    } else {
-        UpstreamFailure::Other(e.without_url_string())
-    }
-}
-
-trait WithoutUrl {
-    fn without_url_string(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_string(&self) -> String {
-        // The URL may carry a caller's ids; the error kind is enough for logs.
-        if self.is_body() {
-            "body".to_owned()
-        } else if self.is_decode() {
-            "decode".to_owned()
-        } else if self.is_request() {
-            "request".to_owned()
-        } else {
-            "other".to_owned()
-        }
-    }
-}
-
 async fn forward(
     state: &AppState,
     method: &Method,
@@ -876,16 +823,14 @@ async fn forward(
     body: Bytes,
     auth: &UpstreamAuth,
 ) -> Result<UpstreamAnswer, UpstreamFailure> {
-    let base = state.cfg.upstream.url.as_str().trim_end_matches('/');
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let url = format!("{base}{path_and_query}");
-    let mut request = state.upstream.request(method.clone(), url);
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let mut headers = HeaderMap::with_capacity(FORWARD_REQUEST_HEADERS.len() + 1);
     for name in FORWARD_REQUEST_HEADERS {
         for value in parts.headers.get_all(name) {
-            request = request.header(name, value);
+            headers.append(name, value.clone());
         }
     }
     let authorization = match auth {
@@ -921,23 +866,35 @@ async fn forward(
             value
         }
     };
-    request = request.header(AUTHORIZATION, authorization);
-    if !body.is_empty() {
-        request = request.body(body);
-    }
-    let response = request.send().await.map_err(|e| classify_reqwest(&e))?;
-    let status = response.status();
+    headers.insert(AUTHORIZATION, authorization);
+    let answer = state
+        .upstream
+        .exchange(
+            method.clone(),
+            path_and_query,
+            headers,
+            body,
+            MAX_ANSWER_BYTES,
+        )
+        .await
+        .map_err(|e| match e {
+            ExchangeError::Timeout => UpstreamFailure::Timeout,
+            ExchangeError::Connect => UpstreamFailure::Connect,
+            ExchangeError::TooLarge => UpstreamFailure::Other(format!(
+                "answer larger than the gateway's limit of {MAX_ANSWER_BYTES} bytes"
+            )),
+            ExchangeError::Broken(stage) => UpstreamFailure::Other(stage.to_owned()),
+        })?;
     let mut headers = HeaderMap::new();
     for name in FORWARD_RESPONSE_HEADERS {
-        if let Some(v) = response.headers().get(name) {
+        if let Some(v) = answer.headers.get(name) {
             headers.insert(name.clone(), v.clone());
         }
     }
-    let body = read_answer(response).await?;
     Ok(UpstreamAnswer {
-        status,
+        status: answer.status,
         headers,
-        body,
+        body: answer.body,
     })
 }
 

@@ -132,7 +132,7 @@ pub struct AppState {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Upstream client (one connection pool for the process).
-    pub upstream: reqwest::Client,
+    pub(crate) upstream: crate::upstream::Upstream,
     /// Callback relay client.
     pub relay: reqwest::Client,
     /// The organisation's JWTs, renewed before expiry.

@@ -1,0 +1,246 @@
+//! The connection pool to the Kling API.
+//!
+//! Every forwarded call goes through here, so this is hyper's pooled client used directly:
+//! reqwest, which the gateway uses for callback relays, parses a URL and wraps the request in
+//! several layers on each call, which cost about a tenth of the gateway's CPU per call at
+//! saturation.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Why no usable answer came from the Kling API.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// No answer within the upstream timeout.
+    Timeout,
+    /// No connection could be made; nothing was sent.
+    Connect,
+    /// The answer's declared or actual size is over the limit.
+    TooLarge,
+    /// The request was sent but the exchange broke; the detail names the stage, never the URL.
+    Broken(&'static str),
+}
+
+/// An upstream answer, read whole.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The pooled client and the base URL every call is forwarded to.
+pub(crate) struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The configured URL without its trailing `/`; the caller's path and query follow it.
+    base: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `base`, with a connect timeout and a timeout on each whole exchange.
+    pub(crate) fn new(base: &str, timeout: Duration, connect_timeout: Duration) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Upstream {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            base: base.trim_end_matches('/').to_owned(),
+            timeout,
+        }
+    }
+
+    /// Sends one request and reads its answer whole, up to `max_answer` bytes, all within the
+    /// upstream timeout.
+    pub(crate) async fn exchange(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        max_answer: usize,
+    ) -> Result<Answer, ExchangeError> {
+        let uri: Uri = format!("{}{path_and_query}", self.base)
+            .parse()
+            .map_err(|_| ExchangeError::Broken("request"))?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    ExchangeError::Connect
+                } else {
+                    ExchangeError::Broken("request")
+                }
+            })?;
+            let (parts, mut incoming) = response.into_parts();
+            let declared = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max_answer as u64) {
+                return Err(ExchangeError::TooLarge);
+            }
+            let mut chunks: Vec<Bytes> = Vec::new();
+            let mut len = 0usize;
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|_| ExchangeError::Broken("body"))?;
+                if let Ok(chunk) = frame.into_data() {
+                    len += chunk.len();
+                    if len > max_answer {
+                        return Err(ExchangeError::TooLarge);
+                    }
+                    chunks.push(chunk);
+                }
+            }
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: crate::body::join(chunks),
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ExchangeError::Timeout)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-shot HTTP server: reads one request head, answers with `reply`, and hands back
+    /// the head it read.
+    async fn serve_once(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(reply).await.unwrap();
+            let _ = socket.shutdown().await;
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    fn client(base: &str, timeout_ms: u64) -> Upstream {
+        Upstream::new(
+            base,
+            Duration::from_millis(timeout_ms),
+            Duration::from_millis(timeout_ms),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_callers_path_follows_the_base_path_and_the_answer_is_read_whole() {
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"code\":0}\n";
+        let (base, server) = serve_once(reply).await;
+        let answer = client(&format!("{base}/prefix/"), 5000)
+            .exchange(
+                Method::GET,
+                "/v1/videos/text2video?x=1",
+                HeaderMap::new(),
+                Bytes::new(),
+                64,
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.body[..], b"{\"code\":0}\n");
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("GET /prefix/v1/videos/text2video?x=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_declared_or_sent_over_the_limit_is_refused() {
+        let declared = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
+        let (base, _server) = serve_once(declared).await;
+        let err = client(&base, 5000)
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(matches!(err, Some(ExchangeError::TooLarge)), "{err:?}");
+
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n28\r\n0123456789012345678901234567890123456789\r\n28\r\n0123456789012345678901234567890123456789\r\n0\r\n\r\n";
+        let (base, _server) = serve_once(chunked).await;
+        let err = client(&base, 5000)
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(matches!(err, Some(ExchangeError::TooLarge)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_failure() {
+        // Bind and drop: the port is then (almost certainly) closed.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = client(&format!("http://{addr}"), 5000)
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_never_answers_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _hold = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let err = client(&format!("http://{addr}"), 200)
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(matches!(err, Some(ExchangeError::Timeout)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_short_is_a_broken_exchange() {
+        let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{\"code\":";
+        let (base, _server) = serve_once(cut).await;
+        let err = client(&base, 5000)
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(ExchangeError::Broken("body"))),
+            "{err:?}"
+        );
+    }
+}
