@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kling_audit_ledger::{
-    AppendError, Commitments, Details, Entry, Head, Ledger, LedgerOptions, Receipt,
+    AppendError, Commitments, Details, Entry, EntryError, Head, Ledger, LedgerOptions, Receipt,
 };
 use serde_json::{json, Value};
 
@@ -183,18 +183,20 @@ impl Auditor {
     /// ledger fails the records it covers and starts the reopen loop.
     pub async fn append_group(
         self: &Arc<Self>,
-        records: Vec<(&str, &str, Value)>,
+        records: Vec<(&str, &str, Result<Details, EntryError>)>,
     ) -> Vec<Result<Receipt, AuditError>> {
+        let mut kinds = Vec::with_capacity(records.len());
         let mut results: Vec<Option<Result<Receipt, AuditError>>> = Vec::new();
         let mut entries = Vec::new();
-        for (kind, actor, details) in &records {
-            match Details::from_value(details).and_then(|d| Entry::new(*kind, *actor, d)) {
+        for (kind, actor, details) in records {
+            kinds.push(kind);
+            match details.and_then(|d| Entry::new(kind, actor, d)) {
                 Ok(entry) => {
                     entries.push(entry);
                     results.push(None);
                 }
                 Err(e) => results.push(Some(Err(AuditError::Entry {
-                    kind: (*kind).to_owned(),
+                    kind: kind.to_owned(),
                     reason: e.to_string(),
                 }))),
             }
@@ -208,10 +210,10 @@ impl Auditor {
         };
         self.metrics.ledger_append.observe(started.elapsed());
         let mut written = written.into_iter();
-        records
-            .iter()
+        kinds
+            .into_iter()
             .zip(results)
-            .map(|((kind, _, _), slot)| match slot {
+            .map(|(kind, slot)| match slot {
                 Some(refused) => refused,
                 None => match written.next() {
                     Some(Ok(receipt)) => Ok(receipt),

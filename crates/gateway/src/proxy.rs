@@ -26,6 +26,7 @@ use kling_api::auth::{self, TokenRejection};
 use kling_api::clock::{Clock as _, SystemClock};
 use kling_api::codes;
 use kling_api::routes::{self, ApiGeneration, Operation, OperationKind};
+use kling_audit_ledger::Details;
 use serde_json::{json, Map, Value};
 
 use crate::audit::AuditError;
@@ -582,25 +583,24 @@ pub async fn handle(
     let upstream_elapsed = upstream_started.elapsed();
     state.metrics.upstream_latency.observe(upstream_elapsed);
 
-    let mut resp = Map::new();
-    resp.insert("request_id".into(), json!(request_id));
-    resp.insert("request_seq".into(), json!(request_seq));
-    resp.insert("route".into(), json!(route));
-    resp.insert("operation".into(), json!(op.kind.as_str()));
-    resp.insert("family".into(), json!(op.family.map(|f| f.as_str())));
-    resp.insert(
-        "upstream_ms".into(),
-        json!(upstream_elapsed.as_secs_f64() * 1000.0),
-    );
+    let mut resp = ResponseRecord {
+        request_id: &request_id,
+        request_seq,
+        route: &route,
+        operation: op.kind.as_str(),
+        family: op.family.map(|f| f.as_str()),
+        upstream_ms: upstream_elapsed.as_secs_f64() * 1000.0,
+        ..ResponseRecord::default()
+    };
 
     let (mut reply, outcome, status_changes) = match result {
         Err(failure) => {
             tracing::warn!(target: "kling_audit_gateway::proxy", %request_id, route, kind = failure.kind(), detail = failure.detail(), "no usable upstream answer");
-            resp.insert("outcome".into(), json!(failure.kind()));
-            resp.insert("error".into(), json!(failure.kind()));
+            resp.outcome = failure.kind();
+            resp.error = Some(failure.kind());
             let (status, code, message) = failure.answer(state.cfg.upstream.timeout);
-            resp.insert("http_status".into(), json!(status.as_u16()));
-            resp.insert("code".into(), json!(code));
+            resp.http_status = status.as_u16();
+            resp.code = Some(code);
             let (status, body) = error_response(status, code, &message, &request_id);
             (
                 Reply::json(status, body, request_seq),
@@ -626,10 +626,18 @@ pub async fn handle(
     // 7. The response record and the status changes it shows, in one group commit: one sync
     // instead of one per record. A status change cannot name the response's seq, which is
     // stamped in the same write; the two share the request id.
-    let mut records = vec![("gateway.response", actor.as_str(), Value::Object(resp))];
+    let mut records = vec![(
+        "gateway.response",
+        actor.as_str(),
+        Details::from_serialize(&resp),
+    )];
     for change in &status_changes {
         let details = status_details(&state, change, &request_id, request_seq, None, "poll");
-        records.push(("task.status", change.owner.as_str(), details));
+        records.push((
+            "task.status",
+            change.owner.as_str(),
+            Details::from_value(&details),
+        ));
     }
     let mut results = state.auditor.append_group(records).await.into_iter();
     if results.next().is_none_or(|r| r.is_err()) {
@@ -746,6 +754,46 @@ fn status_details(
         ));
     }
     Value::Object(details)
+}
+
+/// The details of a `gateway.response` record, made on every call.
+///
+/// Fields are declared in byte order of their names, so the text is the same as that of the
+/// same fields gathered in a `serde_json::Map`. `Option<Option<_>>` fields are absent when the
+/// outer value is `None` and `null` when the inner one is.
+#[derive(Debug, Default, serde::Serialize)]
+struct ResponseRecord<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_json: Option<bool>,
+    code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_task_id: Option<Option<String>>,
+    family: Option<&'static str>,
+    http_status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    narrowed_out: Option<usize>,
+    operation: &'static str,
+    outcome: &'static str,
+    request_id: &'a str,
+    request_seq: Option<u64>,
+    route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_status: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    units_deducted: Option<String>,
+    upstream_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_request_id: Option<Option<String>>,
 }
 
 /// An upstream answer as received.
@@ -909,22 +957,19 @@ fn digest_answer(
     request_external_id: Option<&str>,
     upstream: UpstreamAnswer,
     request_seq: Option<u64>,
-    resp: &mut Map<String, Value>,
+    resp: &mut ResponseRecord<'_>,
 ) -> (Reply, Outcome, Vec<StatusChange>) {
     let max_chars = state.cfg.audit.message_max_chars;
     let answer = inspect::parse_answer(&upstream.body, max_chars);
-    resp.insert("http_status".into(), json!(upstream.status.as_u16()));
-    resp.insert("code".into(), json!(answer.code));
-    resp.insert("message".into(), json!(answer.message));
-    resp.insert("upstream_request_id".into(), json!(answer.request_id));
-    resp.insert("body_bytes".into(), json!(upstream.body.len()));
-    resp.insert("body_json".into(), json!(answer.body.is_some()));
+    resp.http_status = upstream.status.as_u16();
+    resp.code = answer.code;
+    resp.message = Some(answer.message);
+    resp.upstream_request_id = Some(answer.request_id);
+    resp.body_bytes = Some(upstream.body.len());
+    resp.body_json = Some(answer.body.is_some());
     let ok = upstream.status.is_success() && answer.code == Some(codes::SUCCESS);
     let outcome = if ok { Outcome::Ok } else { Outcome::KlingError };
-    resp.insert(
-        "outcome".into(),
-        json!(if ok { "success" } else { "kling-error" }),
-    );
+    resp.outcome = if ok { "success" } else { "kling-error" };
     if matches!(auth, UpstreamAuth::Org) && answer.code.is_some_and(codes::is_resign_retryable) {
         // Our token was refused for time reasons (clock skew): sign afresh next time.
         if let Some(cache) = &state.org_tokens {
@@ -950,28 +995,28 @@ fn digest_answer(
                             // The create's own status is the baseline, kept in this record.
                             let _ = state.tasks.observe(&view.task_id, status);
                         }
-                        resp.insert("task_id".into(), json!(view.task_id));
-                        resp.insert("task_status".into(), json!(view.status));
-                        resp.insert("external_task_id".into(), json!(ext));
+                        resp.task_id = Some(view.task_id);
+                        resp.task_status = Some(view.status);
+                        resp.external_task_id = Some(ext);
                     } else if let Some(units) = data.get("final_unit_deduction").and_then(|v| {
                         v.as_str()
                             .map(str::to_owned)
                             .or(v.as_f64().map(|f| f.to_string()))
                     }) {
                         // Synchronous calls (identify-face) charge at once.
-                        resp.insert("units_deducted".into(), json!(units));
+                        resp.units_deducted = Some(units);
                     }
                 }
                 OperationKind::QueryOne { .. } | OperationKind::LookupByExternalId { .. } => {
                     if let Some(view) = inspect::task_view(data) {
-                        resp.insert("task_id".into(), json!(view.task_id));
-                        resp.insert("task_status".into(), json!(view.status));
+                        resp.task_id = Some(view.task_id);
+                        resp.task_status = Some(view.status);
                     }
                 }
                 OperationKind::QueryList | OperationKind::QueryTasks { .. } => {
                     let (kept, removed) = narrow(data, actor, state);
-                    resp.insert("listed".into(), json!(kept));
-                    resp.insert("narrowed_out".into(), json!(removed));
+                    resp.listed = Some(kept);
+                    resp.narrowed_out = Some(removed);
                     rewritten = removed > 0;
                 }
                 OperationKind::Account | OperationKind::Unknown => {}
@@ -1046,4 +1091,87 @@ fn narrow(data: &mut Value, actor: &str, state: &AppState) -> (usize, usize) {
         }
     }
     (kept, before - kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same fields gathered in a map, as records were made before [`ResponseRecord`].
+    fn as_map(r: &ResponseRecord<'_>) -> Value {
+        let mut m = Map::new();
+        let mut opt = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        opt("body_bytes", r.body_bytes.map(|v| json!(v)));
+        opt("body_json", r.body_json.map(|v| json!(v)));
+        opt("code", Some(json!(r.code)));
+        opt("error", r.error.map(|v| json!(v)));
+        opt(
+            "external_task_id",
+            r.external_task_id.clone().map(|v| json!(v)),
+        );
+        opt("family", Some(json!(r.family)));
+        opt("http_status", Some(json!(r.http_status)));
+        opt("listed", r.listed.map(|v| json!(v)));
+        opt("message", r.message.clone().map(|v| json!(v)));
+        opt("narrowed_out", r.narrowed_out.map(|v| json!(v)));
+        opt("operation", Some(json!(r.operation)));
+        opt("outcome", Some(json!(r.outcome)));
+        opt("request_id", Some(json!(r.request_id)));
+        opt("request_seq", Some(json!(r.request_seq)));
+        opt("route", Some(json!(r.route)));
+        opt("task_id", r.task_id.clone().map(|v| json!(v)));
+        opt("task_status", r.task_status.clone().map(|v| json!(v)));
+        opt("units_deducted", r.units_deducted.clone().map(|v| json!(v)));
+        opt("upstream_ms", Some(json!(r.upstream_ms)));
+        opt(
+            "upstream_request_id",
+            r.upstream_request_id.clone().map(|v| json!(v)),
+        );
+        Value::Object(m)
+    }
+
+    #[test]
+    fn response_records_keep_the_text_of_a_sorted_map() {
+        let failed = ResponseRecord {
+            request_id: "0193bc1c-8d7e-41a7-82d2-f5cd6f83d50d",
+            request_seq: None,
+            route: "/v1/videos/text2video",
+            operation: "create",
+            family: Some("text2video"),
+            upstream_ms: 30000.25,
+            outcome: "upstream-timeout",
+            error: Some("upstream-timeout"),
+            http_status: 504,
+            code: Some(5002),
+            ..ResponseRecord::default()
+        };
+        let answered = ResponseRecord {
+            request_seq: Some(41),
+            family: None,
+            upstream_ms: 0.1,
+            outcome: "success",
+            error: None,
+            http_status: 200,
+            code: None,
+            message: Some(Some("quote \" and \u{1} and \u{e9}".to_owned())),
+            upstream_request_id: Some(None),
+            body_bytes: Some(512),
+            body_json: Some(true),
+            task_id: Some("866889456698785798".to_owned()),
+            task_status: Some(None),
+            external_task_id: Some(Some("order-42".to_owned())),
+            units_deducted: Some("1.5".to_owned()),
+            listed: Some(3),
+            narrowed_out: Some(0),
+            ..failed
+        };
+        for record in [&failed, &answered] {
+            let made = Details::from_serialize(record).unwrap();
+            assert_eq!(made, Details::from_value(&as_map(record)).unwrap());
+        }
+    }
 }

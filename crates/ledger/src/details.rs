@@ -49,6 +49,30 @@ impl Details {
         }
     }
 
+    /// Builds details straight from a type whose JSON form is an object with distinct keys,
+    /// such as a struct deriving `Serialize`, without building a `Value` first: records
+    /// written on every call are made this way. A serializer that repeats a key breaks the
+    /// record rules; debug builds check for that.
+    pub fn from_serialize<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, EntryError> {
+        let text = serde_json::to_string(value).map_err(|e| EntryError::DetailsNotJson {
+            reason: e.to_string(),
+            line: 0,
+            column: 0,
+        })?;
+        let found = match text.as_bytes().first() {
+            Some(b'{') => {
+                debug_assert!(Details::parse(&text).is_ok(), "serialized details: {text}");
+                return Ok(Details(text));
+            }
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        };
+        Err(EntryError::DetailsNotObject { found })
+    }
+
     /// The JSON text as it will be written.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -240,6 +264,40 @@ mod tests {
     fn whitespace_inside_strings_is_kept() {
         let d = Details::parse("{\"k\" :\n \"a b\\n\\\" c\"}").unwrap();
         assert_eq!(d.as_str(), "{\"k\":\"a b\\n\\\" c\"}");
+    }
+
+    #[test]
+    fn serialized_structs_become_the_same_text_as_their_values() {
+        #[derive(serde::Serialize)]
+        struct Made<'a> {
+            a: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            b: Option<&'a str>,
+            c: &'a str,
+            d: f64,
+        }
+        let made = Made {
+            a: None,
+            b: None,
+            c: "x\"y\u{1}",
+            d: 0.25,
+        };
+        let value = serde_json::json!({"a": null, "c": "x\"y\u{1}", "d": 0.25});
+        let from_struct = Details::from_serialize(&made).unwrap();
+        assert_eq!(from_struct, Details::from_value(&value).unwrap());
+        assert_eq!(from_struct, Details::parse(from_struct.as_str()).unwrap());
+        for (v, kind) in [
+            (serde_json::json!([1]), "an array"),
+            (serde_json::json!("s"), "a string"),
+            (serde_json::json!(true), "a boolean"),
+            (serde_json::json!(null), "null"),
+            (serde_json::json!(-3), "a number"),
+        ] {
+            match Details::from_serialize(&v) {
+                Err(EntryError::DetailsNotObject { found }) => assert_eq!(found, kind),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
     }
 
     #[test]
