@@ -12,7 +12,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Why the book could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -155,30 +158,35 @@ impl TaskBook {
         self.book().tasks.is_empty()
     }
 
-    /// Applies one ledger record (type, actor, details) to the book.
-    pub fn apply_record(&self, kind: &str, actor: &str, details: &Value) {
-        let str_field = |name: &str| details.get(name).and_then(Value::as_str);
+    /// Applies one ledger record (type, actor, and the JSON text of its details) to the book.
+    pub fn apply_record(&self, kind: &str, actor: &str, details: &str) {
+        if kind != "gateway.response" && kind != "task.status" {
+            return;
+        }
+        let Ok(fields) = serde_json::from_str::<BookFields<'_>>(details) else {
+            return;
+        };
+        let task_id = text(fields.task_id);
         match kind {
             "gateway.response" => {
-                let is_create = str_field("operation") == Some("create");
-                if let (true, Some(task_id)) = (is_create, str_field("task_id")) {
+                let is_create = text(fields.operation).as_deref() == Some("create");
+                if let (true, Some(task_id)) = (is_create, task_id) {
                     self.bind(
-                        task_id,
+                        &task_id,
                         actor,
-                        str_field("family"),
-                        str_field("external_task_id"),
+                        text(fields.family).as_deref(),
+                        text(fields.external_task_id).as_deref(),
                     );
-                    if let Some(status) = str_field("task_status") {
-                        let _ = self.observe(task_id, status);
+                    if let Some(status) = text(fields.task_status) {
+                        let _ = self.observe(&task_id, &status);
                     }
                 }
             }
-            "task.status" => {
-                if let (Some(task_id), Some(to)) = (str_field("task_id"), str_field("to")) {
-                    let _ = self.observe(task_id, to);
+            _ => {
+                if let (Some(task_id), Some(to)) = (task_id, text(fields.to)) {
+                    let _ = self.observe(&task_id, &to);
                 }
             }
-            _ => {}
         }
     }
 
@@ -203,21 +211,55 @@ impl TaskBook {
                     }
                 })?;
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(record) = serde_json::from_slice::<Value>(line) else {
+                let Ok(record) = serde_json::from_slice::<LineFields<'_>>(line) else {
                     stats.unreadable_lines += 1;
                     continue;
                 };
                 stats.records += 1;
-                let kind = record.get("type").and_then(Value::as_str).unwrap_or("");
-                let actor = record.get("actor").and_then(Value::as_str).unwrap_or("");
-                if let Some(details) = record.get("details") {
-                    book.apply_record(kind, actor, details);
+                if let Some(details) = record.details {
+                    book.apply_record(&record.kind, &record.actor, details.get());
                 }
             }
         }
         stats.tasks = book.len() as u64;
         Ok((book, stats))
     }
+}
+
+/// What the rebuild reads of a ledger line; the other fields are skipped, not parsed into
+/// values, since a gateway that restarts reads every record of its ledger.
+#[derive(Deserialize)]
+struct LineFields<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    actor: Cow<'a, str>,
+    #[serde(default, borrow)]
+    details: Option<&'a RawValue>,
+}
+
+/// The details fields the book reads, kept raw: a field of an unexpected type is ignored
+/// alone instead of making the record unreadable.
+#[derive(Deserialize)]
+struct BookFields<'a> {
+    #[serde(default, borrow)]
+    operation: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    task_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    family: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    external_task_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    task_status: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    to: Option<&'a RawValue>,
+}
+
+/// The string a raw field holds, if it holds one.
+fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    raw.filter(|r| r.get().starts_with('"'))
+        .and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
 }
 
 #[cfg(test)]
@@ -249,23 +291,49 @@ mod tests {
     }
 
     #[test]
+    fn a_field_of_an_unexpected_type_is_ignored_alone_and_escapes_are_read() {
+        let book = TaskBook::default();
+        book.apply_record(
+            "gateway.response",
+            "alice",
+            &json!({"operation": "create", "task_id": "t\"1", "family": 7,
+                    "external_task_id": null, "task_status": {"odd": true}, "extra": [1, 2]})
+            .to_string(),
+        );
+        let t = book.get("t\"1").unwrap();
+        assert_eq!((t.owner.as_str(), t.family.as_deref()), ("alice", None));
+        assert_eq!(t.status, None);
+        book.apply_record(
+            "task.status",
+            "alice",
+            r#"{"task_id":"t\"1","to":"succeed"}"#,
+        );
+        assert_eq!(book.get("t\"1").unwrap().status.as_deref(), Some("succeed"));
+        // Not JSON, or not a type the book reads: nothing happens.
+        book.apply_record("task.status", "alice", "{");
+        book.apply_record("gateway.request", "alice", r#"{"task_id":"t2","to":"x"}"#);
+        assert_eq!(book.len(), 1);
+    }
+
+    #[test]
     fn records_rebuild_the_book() {
         let book = TaskBook::default();
         book.apply_record(
             "gateway.response",
             "alice",
             &json!({"operation": "create", "task_id": "t1", "family": "text-to-video",
-                    "external_task_id": "e1", "task_status": "submitted"}),
+                    "external_task_id": "e1", "task_status": "submitted"})
+            .to_string(),
         );
         book.apply_record(
             "gateway.response",
             "bob",
-            &json!({"operation": "query-one", "task_id": "t1"}),
+            &json!({"operation": "query-one", "task_id": "t1"}).to_string(),
         );
         book.apply_record(
             "task.status",
             "alice",
-            &json!({"task_id": "t1", "to": "succeed"}),
+            &json!({"task_id": "t1", "to": "succeed"}).to_string(),
         );
         let t = book.get("t1").unwrap();
         assert_eq!(
