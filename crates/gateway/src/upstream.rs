@@ -5,6 +5,9 @@
 //! several layers on each call, which cost about a tenth of the gateway's CPU per call at
 //! saturation.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,9 +38,47 @@ pub(crate) struct Answer {
     pub body: Bytes,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connector whose whole connect, TCP and TLS handshake, must finish within `limit`.
+/// `HttpConnector`'s own timeout covers only TCP, so a peer that accepts but never completes
+/// the handshake would otherwise hold the call for the whole upstream timeout and be
+/// reported as a request that may have been processed, when nothing was sent.
+#[derive(Clone)]
+struct ConnectWithin<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> tower::Service<Uri> for ConnectWithin<C>
+where
+    C: tower::Service<Uri>,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            }
+        })
+    }
+}
+
 /// The pooled client and the base URL every call is forwarded to.
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<ConnectWithin<HttpsConnector<HttpConnector>>, Full<Bytes>>,
     /// The configured URL without its trailing `/`; the caller's path and query follow it.
     base: String,
     timeout: Duration,
@@ -55,8 +96,12 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let connector = ConnectWithin {
+            inner: https,
+            limit: connect_timeout,
+        };
         Upstream {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             base: base.trim_end_matches('/').to_owned(),
             timeout,
         }
@@ -228,6 +273,35 @@ mod tests {
             .await
             .err();
         assert!(matches!(err, Some(ExchangeError::Timeout)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_completes_is_a_connect_failure_within_the_connect_timeout()
+    {
+        // Accepts TCP but never speaks TLS, like a plain service behind an https:// URL.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _hold = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let upstream = Upstream::new(
+            &format!("https://{addr}"),
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+        );
+        let started = std::time::Instant::now();
+        let err = upstream
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
