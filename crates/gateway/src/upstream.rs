@@ -133,6 +133,11 @@ impl Upstream {
                 }
             })?;
             let (parts, mut incoming) = response.into_parts();
+            // hyper passes a 101 through (other 1xx are skipped); the gateway never asks for an
+            // upgrade, and relaying it would hand the caller a switch to no protocol.
+            if parts.status.is_informational() {
+                return Err(ExchangeError::Broken("status"));
+            }
             let declared = parts
                 .headers
                 .get(http::header::CONTENT_LENGTH)
@@ -301,6 +306,21 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unrequested_switching_protocols_answer_is_a_broken_exchange() {
+        let switch =
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n";
+        let (base, _server) = serve_once(switch).await;
+        let err = client(&base, 5000)
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(ExchangeError::Broken("status"))),
+            "{err:?}"
         );
     }
 
