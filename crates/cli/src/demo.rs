@@ -118,6 +118,9 @@ async fn run(out: &Path) -> Result<Exit> {
     sim_cfg.content.fail_words = vec!["glitch".into()];
     sim_cfg.concurrency.video = 4;
     sim_cfg.webhook_secret = Some(kling_sim::SecretText::new(webhook_secret));
+    // An API key too, so that the gateway serves the new-standard routes as a real one would.
+    let api_key = "demo-org-api-key-0123456789";
+    sim_cfg.api_keys = vec![kling_sim::SecretText::new(api_key)];
     let sim = kling_sim::spawn(sim_cfg)
         .await
         .context("cannot start the simulator")?;
@@ -139,6 +142,9 @@ async fn run(out: &Path) -> Result<Exit> {
         SecretString::new(kling_sim::TEST_SECRET_KEY),
     );
     gw_cfg.listen = "127.0.0.1:0".parse()?;
+    if let Some(c) = gw_cfg.upstream.credentials.as_mut() {
+        c.api_key = Some(SecretString::new(api_key));
+    }
     gw_cfg.callbacks.webhook_secret = Some(SecretString::new(webhook_secret));
     let mut actors = Vec::new();
     for name in ["marketing-app", "ads-pipeline", "design-studio"] {
