@@ -114,6 +114,16 @@ pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
     println!("  actors file:   {}", cfg.auth.actors_file.display());
     println!("  auth mode:     {mode}");
     println!("  on failure:    {failure}");
+    let durability = match cfg.audit.durability {
+        kling_audit_ledger::Durability::Sync => "sync",
+        kling_audit_ledger::Durability::Buffered => "buffered",
+    };
+    println!("  durability:    {durability}");
+    println!(
+        "  serving:       {}, at most {} connections",
+        crate::plural(cfg.server.worker_threads() as u64, "thread"),
+        cfg.server.connection_cap()
+    );
     println!(
         "  org key:       {}",
         if cfg.upstream.credentials.is_some() {

@@ -484,7 +484,8 @@ fn config_check_warns_when_the_open_file_limit_lowers_the_connection_cap() {
         .args(["config", "check"])
         .env("KLING_ACCESS_KEY", "ak")
         .env("KLING_SECRET_KEY", "sk")
-        .env("KLING_API_KEY", "api-key");
+        .env("KLING_API_KEY", "api-key")
+        .env("KLING_AUDIT_SERVER_WORKER_THREADS", "3");
     // SAFETY: only setrlimit runs between fork and exec, with a valid rlimit.
     unsafe {
         cmd.pre_exec(|| {
@@ -505,6 +506,12 @@ fn config_check_warns_when_the_open_file_limit_lowers_the_connection_cap() {
     assert!(
         text.contains("warning: server.max_connections is 4096 but the open-file limit")
             && text.contains("serves at most 256 connections"),
+        "{text}"
+    );
+    // The summary shows what the gateway would serve with, after the limit.
+    assert!(
+        text.contains("  serving:       3 threads, at most 256 connections\n")
+            && text.contains("  durability:    sync\n"),
         "{text}"
     );
 }

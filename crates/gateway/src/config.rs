@@ -265,13 +265,10 @@ impl ServerConfig {
         }
     }
 
-    /// Threads that serve HTTP: `worker_threads`, or else half the CPUs (at least one). The
-    /// ledger's writer and sync threads work beside them on every call, and on a small machine
-    /// a serving thread per CPU leaves them waiting for a core: on two CPUs, one serving thread
-    /// took about a tenth less CPU per call at saturation than two (docs/performance.md).
+    /// Threads that serve HTTP: `worker_threads`, or else one per CPU.
     pub fn worker_threads(&self) -> usize {
         self.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
 
@@ -487,7 +484,7 @@ impl GatewayConfig {
         if matches!(self.server.worker_threads, Some(n) if n == 0 || n > 1024) {
             return Err(ConfigError::invalid(
                 "server.worker_threads",
-                "must be from 1 to 1024; leave it unset for half the CPUs",
+                "must be from 1 to 1024; leave it unset for one per CPU",
             ));
         }
         if self.audit.message_max_chars == 0 {
@@ -1215,10 +1212,10 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_default_to_half_the_cpus_and_are_checked() {
+    fn worker_threads_default_to_one_per_cpu_and_are_checked() {
         let cfg = load(&sources(None, &KEYS)).unwrap();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(cfg.server.worker_threads(), (cpus / 2).max(1));
+        assert_eq!(cfg.server.worker_threads(), cpus);
         let mut env = KEYS.to_vec();
         env.push(("KLING_AUDIT_SERVER_WORKER_THREADS", "3"));
         assert_eq!(

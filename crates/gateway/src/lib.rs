@@ -173,7 +173,10 @@ fn ledger_options(cfg: &GatewayConfig) -> LedgerOptions {
     let mut opts = LedgerOptions::new(&cfg.audit.dir);
     opts.keys_dir = cfg.audit.keys_dir.clone();
     opts.durability = cfg.audit.durability;
-    opts.inline_appends = cfg.audit.inline_appends;
+    // A call that writes inline holds its worker thread for a sync; with a single worker that
+    // would stall every other call, health probes included, for as long as the disk takes.
+    let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+    opts.inline_appends = cfg.audit.inline_appends && workers >= 2;
     if let Some(max) = cfg.audit.max_segment_bytes {
         opts.max_segment_bytes = max;
     }
@@ -469,4 +472,39 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> GatewayConfig {
+        GatewayConfig::new(
+            "ledger",
+            "http://127.0.0.1:9".parse().expect("a URL"),
+            "ak",
+            kling_api::secret::SecretString::new("sk"),
+        )
+    }
+
+    #[test]
+    fn records_are_never_written_inline_when_one_thread_serves_http() {
+        let one = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert!(!one.block_on(async { ledger_options(&config()).inline_appends }));
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!current.block_on(async { ledger_options(&config()).inline_appends }));
+        let two = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        assert!(two.block_on(async { ledger_options(&config()).inline_appends }));
+        let mut off = config();
+        off.audit.inline_appends = false;
+        assert!(!two.block_on(async { ledger_options(&off).inline_appends }));
+    }
 }
