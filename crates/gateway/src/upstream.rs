@@ -76,6 +76,12 @@ where
     }
 }
 
+/// How long an idle pooled connection is kept. A connection the far side closes just as a
+/// call reuses it fails that call, and a create is not retried since it may have been
+/// processed; load balancers commonly close idle connections after 60 s, so the gateway lets
+/// go of them first.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The pooled client and the base URL every call is forwarded to.
 pub(crate) struct Upstream {
     client: Client<ConnectWithin<HttpsConnector<HttpConnector>>, Full<Bytes>>,
@@ -87,6 +93,15 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// A client for `base`, with a connect timeout and a timeout on each whole exchange.
     pub(crate) fn new(base: &str, timeout: Duration, connect_timeout: Duration) -> Upstream {
+        Upstream::with_pool_idle(base, timeout, connect_timeout, POOL_IDLE_TIMEOUT)
+    }
+
+    fn with_pool_idle(
+        base: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+        pool_idle: Duration,
+    ) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -101,7 +116,9 @@ impl Upstream {
             limit: connect_timeout,
         };
         Upstream {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(pool_idle)
+                .build(connector),
             base: base.trim_end_matches('/').to_owned(),
             timeout,
         }
@@ -247,6 +264,50 @@ mod tests {
             .await
             .err();
         assert!(matches!(err, Some(ExchangeError::TooLarge)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_pool_limit_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        let _server = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    // Keep-alive: answer every request head on this connection.
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        if socket.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let upstream = Upstream::with_pool_idle(
+            &format!("http://{addr}"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Duration::from_millis(200),
+        );
+        let call = || upstream.exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64);
+        call().await.unwrap();
+        call().await.unwrap();
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "reused"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        call().await.unwrap();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
