@@ -216,6 +216,31 @@ mod tests {
         (format!("http://{addr}"), task)
     }
 
+    /// A GET of `/` with no headers or body, reading at most 64 bytes of answer.
+    async fn get_root(upstream: &Upstream) -> Result<Answer, ExchangeError> {
+        upstream
+            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+            .await
+    }
+
+    /// How a GET of `/` fails against a server that answers `reply`.
+    async fn failure_of(reply: &'static [u8]) -> Option<ExchangeError> {
+        let (base, _server) = serve_once(reply).await;
+        get_root(&client(&base, 5000)).await.err()
+    }
+
+    /// A server that accepts one connection and then says nothing for 30 s.
+    async fn silent_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        addr
+    }
+
     fn client(base: &str, timeout_ms: u64) -> Upstream {
         Upstream::new(
             base,
@@ -250,19 +275,11 @@ mod tests {
     #[tokio::test]
     async fn an_answer_declared_or_sent_over_the_limit_is_refused() {
         let declared = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
-        let (base, _server) = serve_once(declared).await;
-        let err = client(&base, 5000)
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
-            .await
-            .err();
+        let err = failure_of(declared).await;
         assert!(matches!(err, Some(ExchangeError::TooLarge)), "{err:?}");
 
         let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n28\r\n0123456789012345678901234567890123456789\r\n28\r\n0123456789012345678901234567890123456789\r\n0\r\n\r\n";
-        let (base, _server) = serve_once(chunked).await;
-        let err = client(&base, 5000)
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
-            .await
-            .err();
+        let err = failure_of(chunked).await;
         assert!(matches!(err, Some(ExchangeError::TooLarge)), "{err:?}");
     }
 
@@ -297,7 +314,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_millis(200),
         );
-        let call = || upstream.exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64);
+        let call = || get_root(&upstream);
         call().await.unwrap();
         call().await.unwrap();
         assert_eq!(
@@ -318,8 +335,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let err = client(&format!("http://{addr}"), 5000)
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+        let err = get_root(&client(&format!("http://{addr}"), 5000))
             .await
             .err();
         assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
@@ -327,15 +343,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_that_never_answers_times_out() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _hold = tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            drop(socket);
-        });
-        let err = client(&format!("http://{addr}"), 200)
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
+        let addr = silent_server().await;
+        let err = get_root(&client(&format!("http://{addr}"), 200))
             .await
             .err();
         assert!(matches!(err, Some(ExchangeError::Timeout)), "{err:?}");
@@ -345,23 +354,14 @@ mod tests {
     async fn a_tls_handshake_that_never_completes_is_a_connect_failure_within_the_connect_timeout()
     {
         // Accepts TCP but never speaks TLS, like a plain service behind an https:// URL.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _hold = tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            drop(socket);
-        });
+        let addr = silent_server().await;
         let upstream = Upstream::new(
             &format!("https://{addr}"),
             Duration::from_secs(20),
             Duration::from_millis(200),
         );
         let started = std::time::Instant::now();
-        let err = upstream
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
-            .await
-            .err();
+        let err = get_root(&upstream).await.err();
         assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -374,11 +374,7 @@ mod tests {
     async fn an_unrequested_switching_protocols_answer_is_a_broken_exchange() {
         let switch =
             b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n";
-        let (base, _server) = serve_once(switch).await;
-        let err = client(&base, 5000)
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
-            .await
-            .err();
+        let err = failure_of(switch).await;
         assert!(
             matches!(err, Some(ExchangeError::Broken("status"))),
             "{err:?}"
@@ -388,11 +384,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_cut_short_is_a_broken_exchange() {
         let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{\"code\":";
-        let (base, _server) = serve_once(cut).await;
-        let err = client(&base, 5000)
-            .exchange(Method::GET, "/", HeaderMap::new(), Bytes::new(), 64)
-            .await
-            .err();
+        let err = failure_of(cut).await;
         assert!(
             matches!(err, Some(ExchangeError::Broken("body"))),
             "{err:?}"
