@@ -12,6 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kling_api::routes::{self, ApiGeneration, Operation, OperationKind};
 use kling_audit_ledger::Commitments;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -410,12 +412,48 @@ pub struct Answer {
     pub message: Option<String>,
     /// Upstream `request_id`.
     pub request_id: Option<String>,
-    /// The parsed body, when it was JSON.
+    /// Whether the body was JSON.
+    pub json: bool,
+    /// The parsed body, when it was JSON and asked for.
     pub body: Option<Value>,
 }
 
-/// Parses an upstream answer; a body that is not JSON yields an empty [`Answer`].
-pub fn parse_answer(bytes: &[u8], message_max_chars: usize) -> Answer {
+/// The top-level fields every answer is read for, left unparsed.
+#[derive(Deserialize)]
+struct AnswerHead<'a> {
+    #[serde(default, borrow)]
+    code: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    request_id: Option<&'a RawValue>,
+}
+
+/// Parses an upstream answer; a body that is not JSON yields an empty [`Answer`]. With
+/// `whole` false the body is checked and its business fields read without building it as a
+/// value: an account answer, which nothing else reads, can be large.
+pub fn parse_answer(bytes: &[u8], message_max_chars: usize, whole: bool) -> Answer {
+    if !whole {
+        // A body this cannot read (not an object, a repeated key) takes the general path.
+        if let Ok(head) = serde_json::from_slice::<AnswerHead<'_>>(bytes) {
+            let value = |raw: Option<&RawValue>| {
+                raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+            };
+            return Answer {
+                code: value(head.code).as_ref().and_then(Value::as_i64),
+                message: value(head.message)
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .map(|m| cap_chars(m, message_max_chars)),
+                request_id: value(head.request_id)
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .map(|s| cap_chars(s, 128)),
+                json: true,
+                body: None,
+            };
+        }
+    }
     let Ok(body) = serde_json::from_slice::<Value>(bytes) else {
         return Answer::default();
     };
@@ -429,7 +467,8 @@ pub fn parse_answer(bytes: &[u8], message_max_chars: usize) -> Answer {
             .get("request_id")
             .and_then(Value::as_str)
             .map(|s| cap_chars(s, 128)),
-        body: Some(body),
+        json: true,
+        body: whole.then_some(body),
     }
 }
 
@@ -779,14 +818,41 @@ mod tests {
     }
 
     #[test]
+    fn reading_only_the_business_fields_agrees_with_reading_the_whole_answer() {
+        for body in [
+            r#"{"code":0,"message":"SUCCEED","request_id":"r-1","data":{"a":[1,2,{"b":null}]}}"#,
+            r#"{"code":"0","message":7,"request_id":null}"#,
+            r#"{"code":1.5,"message":"caf\u00e9 \"q\"","extra":{"code":9}}"#,
+            r#"{"code":1,"code":2,"message":"repeated key: the last one counts"}"#,
+            r#"[{"code":1}]"#,
+            r#""just a string""#,
+            r#"{"code":1"#,
+            "",
+        ] {
+            let whole = parse_answer(body.as_bytes(), 12, true);
+            let head = parse_answer(body.as_bytes(), 12, false);
+            assert_eq!(
+                head,
+                Answer {
+                    body: None,
+                    ..whole
+                },
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
     fn answers_and_task_views() {
         let a = parse_answer(
             br#"{"code":1303,"message":"parallel task over resource pack limit","request_id":"r"}"#,
             8,
+            true,
         );
         assert_eq!(a.code, Some(1303));
         assert_eq!(a.message.as_deref(), Some("parallel"));
-        assert_eq!(parse_answer(b"<html>", 8), Answer::default());
+        assert_eq!(parse_answer(b"<html>", 8, true), Answer::default());
+        assert_eq!(parse_answer(b"<html>", 8, false), Answer::default());
 
         let legacy = json!({"task_id": "866889456698785798", "task_status": "succeed",
             "task_info": {"external_task_id": "order-42"}});
@@ -849,7 +915,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn answer_and_task_parsing_are_total(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let a = parse_answer(&bytes, 16);
+            let a = parse_answer(&bytes, 16, true);
+            // Reading only the business fields gives the same fields.
+            let head = parse_answer(&bytes, 16, false);
+            proptest::prop_assert_eq!(&head, &Answer { body: None, ..a.clone() });
             if let Some(body) = &a.body {
                 let _ = data_tasks(body);
                 let _ = result_fields(body, 16);

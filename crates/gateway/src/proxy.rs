@@ -960,13 +960,16 @@ fn digest_answer(
     resp: &mut ResponseRecord<'_>,
 ) -> (Reply, Outcome, Vec<StatusChange>) {
     let max_chars = state.cfg.audit.message_max_chars;
-    let answer = inspect::parse_answer(&upstream.body, max_chars);
+    // Account answers are only recorded by their business fields; every other answer may hold
+    // tasks to bind, narrow or follow.
+    let whole = op.kind != OperationKind::Account;
+    let answer = inspect::parse_answer(&upstream.body, max_chars, whole);
     resp.http_status = upstream.status.as_u16();
     resp.code = answer.code;
     resp.message = Some(answer.message);
     resp.upstream_request_id = Some(answer.request_id);
     resp.body_bytes = Some(upstream.body.len());
-    resp.body_json = Some(answer.body.is_some());
+    resp.body_json = Some(answer.json);
     let ok = upstream.status.is_success() && answer.code == Some(codes::SUCCESS);
     let outcome = if ok { Outcome::Ok } else { Outcome::KlingError };
     resp.outcome = if ok { "success" } else { "kling-error" };
