@@ -129,7 +129,11 @@ impl TaskBook {
         let Some(entry) = book.tasks.get_mut(task_id) else {
             return Observed::UnknownTask;
         };
-        if entry.status.as_deref() == Some(status) {
+        if entry
+            .status
+            .as_deref()
+            .is_some_and(|s| same_status(s, status))
+        {
             return Observed::Unchanged;
         }
         Observed::Changed {
@@ -226,6 +230,13 @@ impl TaskBook {
     }
 }
 
+/// Whether two status words name the same state: the classic API spells success `succeed`,
+/// the new-standard one `succeeded`, and one task can be polled through both.
+fn same_status(a: &str, b: &str) -> bool {
+    let word = |s| if s == "succeeded" { "succeed" } else { s };
+    word(a) == word(b)
+}
+
 /// What the rebuild reads of a ledger line; the other fields are skipped, not parsed into
 /// values, since a gateway that restarts reads every record of its ledger.
 #[derive(Deserialize)]
@@ -288,6 +299,19 @@ mod tests {
         assert_eq!(book.observe("nope", "processing"), Observed::UnknownTask);
         book.revert("t1", "processing", Some("submitted".into()));
         assert_eq!(book.get("t1").unwrap().status.as_deref(), Some("submitted"));
+    }
+
+    #[test]
+    fn a_success_seen_in_both_api_spellings_is_recorded_once() {
+        let book = TaskBook::default();
+        book.bind("t1", "alice", None, None);
+        assert!(matches!(
+            book.observe("t1", "succeed"),
+            Observed::Changed { .. }
+        ));
+        assert_eq!(book.observe("t1", "succeeded"), Observed::Unchanged);
+        assert_eq!(book.observe("t1", "succeed"), Observed::Unchanged);
+        assert_eq!(book.get("t1").unwrap().status.as_deref(), Some("succeed"));
     }
 
     #[test]
