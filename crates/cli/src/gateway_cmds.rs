@@ -120,9 +120,9 @@ pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
     };
     println!("  durability:    {durability}");
     println!(
-        "  serving:       {}, at most {} connections",
+        "  serving:       {}, at most {}",
         crate::plural(cfg.server.worker_threads() as u64, "thread"),
-        cfg.server.connection_cap()
+        crate::plural(cfg.server.connection_cap() as u64, "connection")
     );
     println!(
         "  org key:       {}",
