@@ -543,6 +543,15 @@ fn check_base_url(key: &str, url: &Url) -> Result<(), ConfigError> {
             "must be a base URL without query or fragment",
         ));
     }
+    // Kling takes no HTTP Basic credentials, and a password in a URL ends up in places
+    // secrets must not go; the organisation's keys have their own settings.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "must not carry a user name or password; give the organisation's keys as \
+             KLING_ACCESS_KEY / KLING_SECRET_KEY (or their *_FILE settings)",
+        ));
+    }
     Ok(())
 }
 
@@ -1209,6 +1218,21 @@ mod tests {
         assert_eq!(cfg.server.max_connections, 12);
         assert_eq!(cfg.server.header_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.server.buffered_bytes(), 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn an_upstream_url_with_credentials_is_refused_without_echoing_them() {
+        let mut env = KEYS.to_vec();
+        env.push((
+            "KLING_AUDIT_UPSTREAM_URL",
+            "https://user:hunter2@api.example/",
+        ));
+        let err = load(&sources(None, &env)).unwrap_err().to_string();
+        assert!(
+            err.contains("upstream.url") && err.contains("user name or password"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
