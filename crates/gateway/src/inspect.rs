@@ -431,11 +431,21 @@ struct AnswerHead<'a> {
 
 /// Parses an upstream answer; a body that is not JSON yields an empty [`Answer`]. With
 /// `whole` false the body is checked and its business fields read without building it as a
-/// value: an account answer, which nothing else reads, can be large.
+/// value: an account answer, which nothing else reads, can be large. The one difference: a
+/// number beyond the range of a double in a field that is not read is valid JSON to this
+/// check, while building a value refuses the whole body.
 pub fn parse_answer(bytes: &[u8], message_max_chars: usize, whole: bool) -> Answer {
     if !whole {
-        // A body this cannot read (not an object, a repeated key) takes the general path.
-        if let Ok(head) = serde_json::from_slice::<AnswerHead<'_>>(bytes) {
+        // A body this cannot read (not an object, a repeated key) takes the general path. The
+        // UTF-8 check comes first because fields skipped unparsed are not checked for it, and
+        // the general path refuses a body that is not UTF-8 as not JSON.
+        // A derived struct also takes a JSON array, field by field, so only an object may
+        // take this path.
+        let head = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|text| text.trim_start().starts_with('{'))
+            .and_then(|text| serde_json::from_str::<AnswerHead<'_>>(text).ok());
+        if let Some(head) = head {
             let value = |raw: Option<&RawValue>| {
                 raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
             };
@@ -828,18 +838,35 @@ mod tests {
             r#""just a string""#,
             r#"{"code":1"#,
             "",
-        ] {
-            let whole = parse_answer(body.as_bytes(), 12, true);
-            let head = parse_answer(body.as_bytes(), 12, false);
+        ]
+        .map(|b| b.as_bytes().to_vec())
+        .into_iter()
+        // Found by fuzzing: bytes that are not UTF-8 inside a field nobody reads, and an array
+        // that a derived struct would read by position.
+        .chain([
+            b"{\"code\":0,\"data\":{\"duratio\xee\":\"5\"}}".to_vec(),
+            b" [1, \"m\", \"r\"]".to_vec(),
+        ]) {
+            let whole = parse_answer(&body, 12, true);
+            let head = parse_answer(&body, 12, false);
+            let text = String::from_utf8_lossy(&body);
             assert_eq!(
                 head,
                 Answer {
                     body: None,
                     ..whole
                 },
-                "{body}"
+                "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_number_beyond_a_double_where_nothing_reads_it_is_json_to_the_business_fields() {
+        let body = br#"{"code":0,"message":"ok","data":{"n":1e999}}"#;
+        assert_eq!(parse_answer(body, 12, true), Answer::default());
+        let head = parse_answer(body, 12, false);
+        assert_eq!((head.code, head.json), (Some(0), true));
     }
 
     #[test]

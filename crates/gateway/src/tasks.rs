@@ -167,6 +167,10 @@ impl TaskBook {
         if kind != "gateway.response" && kind != "task.status" {
             return;
         }
+        // A derived struct also takes a JSON array, field by field; details are objects.
+        if !details.trim_start().starts_with('{') {
+            return;
+        }
         let Ok(fields) = serde_json::from_str::<BookFields<'_>>(details) else {
             return;
         };
@@ -215,7 +219,13 @@ impl TaskBook {
                     }
                 })?;
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(record) = serde_json::from_slice::<LineFields<'_>>(line) else {
+                // Fields skipped unparsed are not checked for UTF-8, so the line is checked
+                // whole first: a line that is not JSON stays unreadable.
+                let record = std::str::from_utf8(line)
+                    .ok()
+                    .filter(|text| text.trim_start().starts_with('{'))
+                    .and_then(|text| serde_json::from_str::<LineFields<'_>>(text).ok());
+                let Some(record) = record else {
                     stats.unreadable_lines += 1;
                     continue;
                 };
@@ -333,8 +343,9 @@ mod tests {
             r#"{"task_id":"t\"1","to":"succeed"}"#,
         );
         assert_eq!(book.get("t\"1").unwrap().status.as_deref(), Some("succeed"));
-        // Not JSON, or not a type the book reads: nothing happens.
+        // Not JSON, an array read by position, or not a type the book reads: nothing happens.
         book.apply_record("task.status", "alice", "{");
+        book.apply_record("gateway.response", "alice", r#"["create", "t3"]"#);
         book.apply_record("gateway.request", "alice", r#"{"task_id":"t2","to":"x"}"#);
         assert_eq!(book.len(), 1);
     }
@@ -380,10 +391,13 @@ mod tests {
                    "details": {"task_id": "t9", "to": "processing"}})
             .to_string(),
         ];
+        let mut bytes = (lines.join("\n") + "\n").into_bytes();
+        // Not UTF-8, though only in a field the rebuild does not read.
+        bytes.extend_from_slice(b"{\"type\":\"task.status\",\"ts\":\"\xee\",\"details\":{\"task_id\":\"t9\",\"to\":\"failed\"}}\n");
         std::fs::write(
             dir.path()
                 .join(kling_audit_ledger::segment::segment_name(0, "20260101")),
-            lines.join("\n") + "\n",
+            bytes,
         )
         .unwrap();
         let (book, stats) = TaskBook::rebuild(dir.path()).unwrap();
@@ -392,7 +406,7 @@ mod tests {
             RebuildStats {
                 records: 2,
                 tasks: 1,
-                unreadable_lines: 1
+                unreadable_lines: 2
             }
         );
         assert_eq!(
