@@ -436,11 +436,9 @@ struct AnswerHead<'a> {
 /// check, while building a value refuses the whole body.
 pub fn parse_answer(bytes: &[u8], message_max_chars: usize, whole: bool) -> Answer {
     if !whole {
-        // A body this cannot read (not an object, a repeated key) takes the general path. The
-        // UTF-8 check comes first because fields skipped unparsed are not checked for it, and
-        // the general path refuses a body that is not UTF-8 as not JSON.
-        // A derived struct also takes a JSON array, field by field, so only an object may
-        // take this path.
+        // A body this cannot read (a repeated key, say) takes the general path. Two checks
+        // come first: fields skipped unparsed are not checked for UTF-8, which the general
+        // path requires, and a derived struct would also read a JSON array by position.
         let head = std::str::from_utf8(bytes)
             .ok()
             .filter(|text| text.trim_start().starts_with('{'))
