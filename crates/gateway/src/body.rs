@@ -126,6 +126,14 @@ impl BodyBudget {
     }
 }
 
+/// The `Content-Length` a message declares, when it declares a readable one.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// The chunks of a body as one buffer; most bodies arrive in one chunk, which is not copied.
 pub(crate) fn join(mut chunks: Vec<Bytes>) -> Bytes {
     match chunks.len() {

@@ -406,11 +406,7 @@ pub async fn handle(
     }
 
     // 3. Body and its inspection.
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::body::declared_length(&parts.headers);
     let max_body = state.cfg.server.max_body_bytes;
     // `_held` keeps the body's share of the buffer budget until the call is answered.
     let body_timeout = state.cfg.server.body_timeout;

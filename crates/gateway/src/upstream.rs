@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -155,12 +155,7 @@ impl Upstream {
             if parts.status.is_informational() {
                 return Err(ExchangeError::Broken("status"));
             }
-            let declared = parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max_answer as u64) {
+            if crate::body::declared_length(&parts.headers).is_some_and(|n| n > max_answer as u64) {
                 return Err(ExchangeError::TooLarge);
             }
             let mut chunks: Vec<Bytes> = Vec::new();

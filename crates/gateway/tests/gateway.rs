@@ -832,6 +832,20 @@ async fn a_caller_beyond_the_connection_limit_waits_for_a_free_slot() {
     env.stop().await;
 }
 
+/// Posts `body` as alice's create, which must be refused 400 / 1200; returns the seq of the
+/// record of the refusal.
+async fn refused_as_invalid(env: &Env, body: String) -> u64 {
+    let (status, headers, answer) = env
+        .post_raw(&env.alice, "/v1/videos/text2video", body)
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (400, Some(1200)),
+        "{answer}"
+    );
+    record_header(&headers)
+}
+
 /// Kling could take either of two values for one key, while the record commits one of them:
 /// such a body is refused, and a key that is not an identifier stays out of the ledger.
 #[tokio::test]
@@ -844,15 +858,7 @@ async fn a_body_repeating_a_key_is_refused_unforwarded_and_recorded() {
         r#"{"model_name":"kling-v1","prompt":"x","prompt":"a dog on mars"}"#.to_owned(),
         format!(r#"{{"prompt":"x","options":{{"{secret_key}":1,"{secret_key}":2}}}}"#),
     ] {
-        let (status, headers, answer) = env
-            .post_raw(&env.alice, "/v1/videos/text2video", body)
-            .await;
-        assert_eq!(
-            (status, answer["code"].as_i64()),
-            (400, Some(1200)),
-            "{answer}"
-        );
-        refused.push(record_header(&headers));
+        refused.push(refused_as_invalid(&env, body).await);
     }
     assert_eq!(env.sim.stats().requests_total, before.requests_total);
     env.stop().await;
@@ -879,15 +885,7 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
         "[".repeat(130),
         "]".repeat(130)
     );
-    let (status, headers, answer) = env
-        .post_raw(&env.alice, "/v1/videos/text2video", body)
-        .await;
-    assert_eq!(
-        (status, answer["code"].as_i64()),
-        (400, Some(1200)),
-        "{answer}"
-    );
-    let refused = record_header(&headers);
+    let refused = refused_as_invalid(&env, body).await;
     assert_eq!(env.sim.stats().requests_total, before.requests_total);
     env.stop().await;
     let records = records(&env.ledger_dir);
