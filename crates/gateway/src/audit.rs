@@ -161,7 +161,29 @@ impl Auditor {
         actor: &str,
         details: &Value,
     ) -> Result<Receipt, AuditError> {
-        let entry = Details::from_value(details)
+        self.append_details(kind, actor, Details::from_value(details))
+            .await
+    }
+
+    /// [`Auditor::append`] for details serialised straight from a type (see
+    /// [`Details::from_serialize`]), without a `Value` in between.
+    pub async fn append_record<T: serde::Serialize + ?Sized>(
+        self: &Arc<Self>,
+        kind: &str,
+        actor: &str,
+        details: &T,
+    ) -> Result<Receipt, AuditError> {
+        self.append_details(kind, actor, Details::from_serialize(details))
+            .await
+    }
+
+    async fn append_details(
+        self: &Arc<Self>,
+        kind: &str,
+        actor: &str,
+        details: Result<Details, EntryError>,
+    ) -> Result<Receipt, AuditError> {
+        let entry = details
             .and_then(|d| Entry::new(kind, actor, d))
             .map_err(|e| AuditError::Entry {
                 kind: kind.to_owned(),

@@ -335,24 +335,47 @@ pub fn body_fields(
     out.insert("external_task_id".into(), json!(external_task_id(body)));
 }
 
-/// Query-string fields: values of the paging/time/id parameters, names of the others.
-pub fn query_fields(query: Option<&str>, out: &mut Map<String, Value>) {
+/// What a record keeps of a query string: values of the paging/time/id parameters, and the
+/// names of the others.
+pub struct QuerySummary {
+    /// `query`: the kept values by parameter name (the last one wins when a name repeats).
+    pub values: Map<String, Value>,
+    /// `query_other_names`: names of the other parameters, in order; empty when there are none.
+    pub other_names: Vec<Value>,
+}
+
+/// The query string's summary, or `None` when it has no parameters.
+pub fn query_summary(query: Option<&str>) -> Option<QuerySummary> {
     let pairs = routes::query_pairs(query);
     if pairs.is_empty() {
-        return;
+        return None;
     }
     let mut values = Map::new();
-    let mut others = Vec::new();
+    let mut other_names = Vec::new();
     for (k, v) in pairs {
         if QUERY_VALUES.contains(&k.as_str()) {
             values.insert(k, json!(cap_chars(&v, 256)));
         } else {
-            others.push(json!(cap_chars(&k, 64)));
+            other_names.push(json!(cap_chars(&k, 64)));
         }
     }
-    out.insert("query".into(), Value::Object(values));
-    if !others.is_empty() {
-        out.insert("query_other_names".into(), Value::Array(others));
+    Some(QuerySummary {
+        values,
+        other_names,
+    })
+}
+
+/// Query-string fields ([`query_summary`]) added to `out`.
+pub fn query_fields(query: Option<&str>, out: &mut Map<String, Value>) {
+    let Some(summary) = query_summary(query) else {
+        return;
+    };
+    out.insert("query".into(), Value::Object(summary.values));
+    if !summary.other_names.is_empty() {
+        out.insert(
+            "query_other_names".into(),
+            Value::Array(summary.other_names),
+        );
     }
 }
 

@@ -19,6 +19,7 @@ pub mod config;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
+mod records;
 mod serve;
 pub mod state;
 pub mod tasks;

@@ -35,6 +35,7 @@ use crate::callbacks;
 use crate::config::{AuthMode, FailureMode, UnknownTaskPolicy};
 use crate::inspect::{self, cap_chars};
 use crate::metrics::Outcome;
+use crate::records::RequestRecord;
 use crate::state::AppState;
 use crate::tasks::Observed;
 use crate::upstream::ExchangeError;
@@ -258,13 +259,17 @@ impl Reply {
     }
 }
 
-fn source_fields(peer: SocketAddr, headers: &HeaderMap, out: &mut Map<String, Value>) {
-    out.insert("source_ip".into(), json!(peer.ip().to_string()));
-    let ua = headers
+/// The caller's `User-Agent`, capped, when it is text.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|s| cap_chars(s, 256));
-    out.insert("user_agent".into(), json!(ua));
+        .map(|s| cap_chars(s, 256))
+}
+
+fn source_fields(peer: SocketAddr, headers: &HeaderMap, out: &mut Map<String, Value>) {
+    out.insert("source_ip".into(), json!(peer.ip().to_string()));
+    out.insert("user_agent".into(), json!(user_agent(headers)));
 }
 
 /// Writes a `gateway.denied` record: the request's `base` fields, the refusal's `fields` and
@@ -348,9 +353,13 @@ pub async fn handle(
     let route = inspect::route_label(&op);
     state.served.fetch_add(1, Ordering::Relaxed);
 
-    let mut base = Map::new();
-    base.insert("request_id".into(), json!(request_id));
-    inspect::operation_fields(&op, method.as_str(), &mut base);
+    // The first fields of a refusal's record; a forwarded call's record is a `RequestRecord`.
+    let base = || {
+        let mut base = Map::new();
+        base.insert("request_id".into(), json!(request_id));
+        inspect::operation_fields(&op, method.as_str(), &mut base);
+        base
+    };
 
     // 1. Authentication.
     let caller = match authenticate(&state, parts.headers.get(AUTHORIZATION)) {
@@ -366,7 +375,7 @@ pub async fn handle(
                 ("http_status", json!(401)),
                 ("key_fp", json!(denial.key_fp)),
             ];
-            let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
+            let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
             state.metrics.count_request(&route, Outcome::AuthFailed);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, code = denial.code, reason = denial.reason, "caller refused");
             let (status, body) = error_response(
@@ -393,7 +402,7 @@ pub async fn handle(
             ("http_status", json!(404)),
             ("credential", caller.credential.clone()),
         ];
-        let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
+        let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(&route, Outcome::NotOwner);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "task query refused");
         let (status, body) = error_response(
@@ -414,7 +423,7 @@ pub async fn handle(
     let (raw_body, _held) = match read.await {
         Ok(read) => read,
         Err(refusal) => {
-            let mut base = base;
+            let mut base = base();
             let (status, code, message, outcome) = match &refusal {
                 BodyRefusal::TooLarge => (
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -498,31 +507,37 @@ pub async fn handle(
             );
         }
     };
-    let mut details = base;
-    details.insert(
-        "auth_mode".into(),
-        json!(match state.cfg.auth.mode {
-            AuthMode::Actors => "actors",
-            AuthMode::Passthrough => "passthrough",
-        }),
-    );
-    details.insert("credential".into(), caller.credential.clone());
-    source_fields(peer, &parts.headers, &mut details);
-    inspect::query_fields(query.as_deref(), &mut details);
-    details.insert("body_bytes".into(), json!(raw_body.len()));
     let mut json_body: Option<Value> = if raw_body.is_empty() {
         None
     } else {
         serde_json::from_slice::<Value>(&raw_body).ok()
     };
-    details.insert(
-        "body_json".into(),
-        json!(raw_body.is_empty() || json_body.is_some()),
-    );
+    let mut record = RequestRecord {
+        request_id: &request_id,
+        method: method.as_str(),
+        route: &route,
+        op: &op,
+        auth_mode: match state.cfg.auth.mode {
+            AuthMode::Actors => "actors",
+            AuthMode::Passthrough => "passthrough",
+        },
+        credential: &caller.credential,
+        source_ip: peer.ip(),
+        user_agent: user_agent(&parts.headers),
+        query: inspect::query_summary(query.as_deref()),
+        body_bytes: raw_body.len(),
+        body_json: raw_body.is_empty() || json_body.is_some(),
+        body: Map::new(),
+    };
     let mut forward_body = raw_body.clone();
     let mut request_external_id = None;
     if let Some(body_value) = json_body.as_mut().filter(|b| b.is_object()) {
-        inspect::body_fields(&op, body_value, state.auditor.commitments(), &mut details);
+        inspect::body_fields(
+            &op,
+            body_value,
+            state.auditor.commitments(),
+            &mut record.body,
+        );
         request_external_id = inspect::external_task_id(body_value);
         if op.kind == OperationKind::Create {
             if let Some(slot) = inspect::callback_url_slot(body_value) {
@@ -538,7 +553,7 @@ pub async fn handle(
                 if let Some(obj) = summary.as_object_mut() {
                     obj.insert("relayed".into(), json!(true));
                 }
-                details.insert("callback".into(), summary);
+                record.body.insert("callback".into(), summary);
                 match serde_json::to_vec(body_value) {
                     Ok(bytes) => forward_body = Bytes::from(bytes),
                     Err(e) => {
@@ -549,12 +564,10 @@ pub async fn handle(
         }
     }
 
-    details.entry("external_task_id").or_insert(Value::Null);
-
     // 4. Write-ahead request record.
     let request_receipt = match state
         .auditor
-        .append("gateway.request", &actor, &Value::Object(details))
+        .append_record("gateway.request", &actor, &record)
         .await
     {
         Ok(r) => Some(r),

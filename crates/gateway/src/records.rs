@@ -1,0 +1,260 @@
+//! The `gateway.request` record, serialised straight from the request's parts.
+//!
+//! Every forwarded call writes one, so it is not gathered into a `serde_json::Map` first: that
+//! cost an allocation per key and per value, and a second pass to drop them. The fields keep
+//! the text a sorted map gave them (keys in byte order, the same values), which a test pins.
+
+use std::net::IpAddr;
+
+use kling_api::routes::{Operation, OperationKind};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+use crate::inspect::{cap_chars, QuerySummary};
+
+/// The details of a `gateway.request` record.
+pub(crate) struct RequestRecord<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// The route label ([`crate::inspect::route_label`]).
+    pub route: &'a str,
+    pub op: &'a Operation,
+    pub auth_mode: &'static str,
+    pub credential: &'a Value,
+    pub source_ip: IpAddr,
+    /// Already capped.
+    pub user_agent: Option<String>,
+    pub query: Option<QuerySummary>,
+    pub body_bytes: usize,
+    pub body_json: bool,
+    /// Fields read from the body ([`crate::inspect::body_fields`]) and the callback summary.
+    /// Where one has the name of a field above (`external_task_id`), the body's wins, as it
+    /// did when both were inserted into one map, body last.
+    pub body: Map<String, Value>,
+}
+
+/// A field of the record whose value comes from the request's parts.
+enum Field<'a> {
+    Str(&'a str),
+    Owned(String),
+    OptStr(Option<&'a str>),
+    Bool(bool),
+    Count(usize),
+    Json(&'a Value),
+    Strings(&'a [String]),
+    Values(&'a [Value]),
+    Object(&'a Map<String, Value>),
+    Ip(IpAddr),
+    Null,
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Str(v) => s.serialize_str(v),
+            Field::Owned(v) => s.serialize_str(v),
+            Field::OptStr(v) => v.serialize(s),
+            Field::Bool(v) => s.serialize_bool(*v),
+            Field::Count(v) => s.serialize_u64(*v as u64),
+            Field::Json(v) => v.serialize(s),
+            Field::Strings(v) => v.serialize(s),
+            Field::Values(v) => v.serialize(s),
+            Field::Object(v) => v.serialize(s),
+            Field::Ip(v) => s.collect_str(v),
+            Field::Null => s.serialize_unit(),
+        }
+    }
+}
+
+impl<'a> RequestRecord<'a> {
+    /// The fields that do not come from the body, in byte order of their names.
+    fn fixed(&'a self) -> Vec<(&'static str, Field<'a>)> {
+        let op = self.op;
+        let mut f = Vec::with_capacity(20);
+        f.push(("auth_mode", Field::Str(self.auth_mode)));
+        f.push(("body_bytes", Field::Count(self.body_bytes)));
+        f.push(("body_json", Field::Bool(self.body_json)));
+        f.push(("credential", Field::Json(self.credential)));
+        match &op.kind {
+            OperationKind::LookupByExternalId {
+                external_task_id, ..
+            } => f.push((
+                "external_task_id",
+                Field::Owned(cap_chars(external_task_id, 128)),
+            )),
+            _ => f.push(("external_task_id", Field::Null)),
+        }
+        if let OperationKind::QueryTasks {
+            external_task_ids, ..
+        } = &op.kind
+        {
+            f.push(("external_task_ids", Field::Strings(external_task_ids)));
+        }
+        f.push(("family", Field::OptStr(op.family.map(|x| x.as_str()))));
+        f.push((
+            "generation",
+            Field::OptStr(op.generation.map(|g| g.as_str())),
+        ));
+        if let OperationKind::LookupByExternalId { form, .. } = &op.kind {
+            f.push(("lookup_form", Field::Str(form.as_str())));
+        }
+        f.push(("method", Field::Str(self.method)));
+        f.push(("operation", Field::Str(op.kind.as_str())));
+        if let Some(query) = &self.query {
+            f.push(("query", Field::Object(&query.values)));
+            if !query.other_names.is_empty() {
+                f.push(("query_other_names", Field::Values(&query.other_names)));
+            }
+        }
+        f.push(("request_id", Field::Str(self.request_id)));
+        f.push(("route", Field::Str(self.route)));
+        f.push(("source_ip", Field::Ip(self.source_ip)));
+        if let Some(route) = op.route {
+            f.push(("sync", Field::Bool(!route.is_async())));
+        }
+        match &op.kind {
+            OperationKind::QueryOne { task_id } => {
+                f.push(("task_id", Field::Owned(cap_chars(task_id, 128))));
+            }
+            OperationKind::QueryTasks { task_ids, .. } => {
+                f.push(("task_ids", Field::Strings(task_ids)));
+            }
+            _ => {}
+        }
+        f.push(("user_agent", Field::OptStr(self.user_agent.as_deref())));
+        debug_assert!(f.windows(2).all(|w| w[0].0 < w[1].0), "fields out of order");
+        f
+    }
+}
+
+impl Serialize for RequestRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fixed = self.fixed();
+        let mut map = s.serialize_map(None)?;
+        let mut body = self.body.iter().peekable();
+        // Two sorted sequences merged into one, as one sorted map would hold them.
+        for (key, field) in &fixed {
+            while let Some((k, v)) = body.next_if(|(k, _)| k.as_str() < *key) {
+                map.serialize_entry(k, v)?;
+            }
+            if body.peek().is_some_and(|(k, _)| k.as_str() == *key) {
+                continue;
+            }
+            map.serialize_entry(key, field)?;
+        }
+        for (k, v) in body {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect;
+    use kling_api::routes;
+    use kling_audit_ledger::Details;
+    use serde_json::json;
+
+    /// The record as it was made before [`RequestRecord`]: one map, filled in this order.
+    fn as_map(r: &RequestRecord<'_>, query: Option<&str>) -> Value {
+        let mut m = Map::new();
+        m.insert("request_id".into(), json!(r.request_id));
+        inspect::operation_fields(r.op, r.method, &mut m);
+        m.insert("auth_mode".into(), json!(r.auth_mode));
+        m.insert("credential".into(), r.credential.clone());
+        m.insert("source_ip".into(), json!(r.source_ip.to_string()));
+        m.insert("user_agent".into(), json!(r.user_agent));
+        inspect::query_fields(query, &mut m);
+        m.insert("body_bytes".into(), json!(r.body_bytes));
+        m.insert("body_json".into(), json!(r.body_json));
+        m.extend(r.body.clone());
+        m.entry("external_task_id").or_insert(Value::Null);
+        Value::Object(m)
+    }
+
+    #[test]
+    fn request_records_keep_the_text_of_a_sorted_map() {
+        let credential = json!({"kind": "jwt", "key_fp": "ab12", "verified": true, "exp": 5});
+        let body_with_id = json!({
+            "model": "kling-v1", "external_task_id": "order-7",
+            "callback": {"host": "example.org", "relayed": true},
+            "prompts": [{"field": "prompt", "chars": 12}], "zz_last": 1,
+        });
+        // method, path, query, body fields, user agent
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Value, Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                "GET",
+                "/account/costs",
+                Some("start_time=0&end_time=1&x=2"),
+                json!({}),
+                None,
+            ),
+            (
+                "POST",
+                "/v1/videos/text2video",
+                None,
+                body_with_id.clone(),
+                Some("curl/8"),
+            ),
+            (
+                "GET",
+                "/v1/videos/text2video/8668",
+                None,
+                json!({}),
+                Some("sdk \"q\""),
+            ),
+            (
+                "GET",
+                "/v1/videos/text2video",
+                Some("external_task_id=order-9&pageNum=1"),
+                json!({}),
+                None,
+            ),
+            (
+                "GET",
+                "/v1/videos/text2video",
+                Some("external_task_id=o"),
+                body_with_id,
+                None,
+            ),
+            (
+                "GET",
+                "/tasks",
+                Some("task_ids=1,2&external_task_ids=a"),
+                json!({}),
+                None,
+            ),
+            (
+                "DELETE",
+                "/v1/unheard/of",
+                Some("secret=zzz"),
+                json!({}),
+                None,
+            ),
+        ];
+        for (method, path, query, body, ua) in cases {
+            let op = routes::classify(method, path, *query);
+            let route = inspect::route_label(&op);
+            let record = RequestRecord {
+                request_id: "0193bc1c-8d7e-41a7-82d2-f5cd6f83d50d",
+                method,
+                route: &route,
+                op: &op,
+                auth_mode: "actors",
+                credential: &credential,
+                source_ip: "::1".parse().unwrap(),
+                user_agent: ua.map(str::to_owned),
+                query: inspect::query_summary(*query),
+                body_bytes: 17,
+                body_json: true,
+                body: body.as_object().cloned().unwrap_or_default(),
+            };
+            let made = Details::from_serialize(&record).unwrap();
+            let old = Details::from_value(&as_map(&record, *query)).unwrap();
+            assert_eq!(made.as_str(), old.as_str(), "{method} {path} {query:?}");
+        }
+    }
+}
