@@ -9,6 +9,7 @@
 //! a known limit for very long-lived deployments.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -41,10 +42,15 @@ pub struct TaskEntry {
     pub status: Option<String>,
 }
 
+/// Number of independently locked parts of the book. A map grows by rehashing every entry at
+/// once; split in parts, each growth moves a small share of the tasks and holds up only the
+/// calls that need that part, instead of every call, for a time that grows with the book.
+const SHARDS: usize = 64;
+
 #[derive(Debug, Default)]
-struct Book {
+struct Shard {
     tasks: HashMap<String, TaskEntry>,
-    /// External id to owner; ids are unique per account (5.2).
+    /// External id to owner; ids are unique per account (5.2). Sharded by the external id.
     external: HashMap<String, String>,
 }
 
@@ -73,30 +79,57 @@ pub struct RebuildStats {
     pub unreadable_lines: u64,
 }
 
-/// The shared task book. Its lock is never held across an await.
-#[derive(Debug, Default)]
+/// The shared task book. Its locks are never held across an await.
+#[derive(Debug)]
 pub struct TaskBook {
-    inner: Mutex<Book>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Picks the shard of an id.
+    hasher: RandomState,
+}
+
+impl Default for TaskBook {
+    fn default() -> Self {
+        TaskBook {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 impl TaskBook {
-    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The part of the book that holds `id` (a task id, or an external id).
+    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(id) % SHARDS as u64) as usize;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shards(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Shard>> {
+        self.shards
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The owner of a task id.
     pub fn owner(&self, task_id: &str) -> Option<String> {
-        self.book().tasks.get(task_id).map(|t| t.owner.clone())
+        self.shard(task_id)
+            .tasks
+            .get(task_id)
+            .map(|t| t.owner.clone())
     }
 
     /// The owner of a caller's external id.
     pub fn external_owner(&self, external_task_id: &str) -> Option<String> {
-        self.book().external.get(external_task_id).cloned()
+        self.shard(external_task_id)
+            .external
+            .get(external_task_id)
+            .cloned()
     }
 
     /// A snapshot of one task.
     pub fn get(&self, task_id: &str) -> Option<TaskEntry> {
-        self.book().tasks.get(task_id).cloned()
+        self.shard(task_id).tasks.get(task_id).cloned()
     }
 
     /// Binds a new task to its creator. An existing binding is kept: a task id never changes
@@ -108,8 +141,8 @@ impl TaskBook {
         family: Option<&str>,
         external_task_id: Option<&str>,
     ) {
-        let mut book = self.book();
-        book.tasks
+        self.shard(task_id)
+            .tasks
             .entry(task_id.to_owned())
             .or_insert_with(|| TaskEntry {
                 owner: owner.to_owned(),
@@ -117,7 +150,8 @@ impl TaskBook {
                 status: None,
             });
         if let Some(ext) = external_task_id {
-            book.external
+            self.shard(ext)
+                .external
                 .entry(ext.to_owned())
                 .or_insert_with(|| owner.to_owned());
         }
@@ -125,8 +159,8 @@ impl TaskBook {
 
     /// Notes a status seen for a task and says whether it is a change worth recording.
     pub fn observe(&self, task_id: &str, status: &str) -> Observed {
-        let mut book = self.book();
-        let Some(entry) = book.tasks.get_mut(task_id) else {
+        let mut shard = self.shard(task_id);
+        let Some(entry) = shard.tasks.get_mut(task_id) else {
             return Observed::UnknownTask;
         };
         if entry
@@ -144,8 +178,7 @@ impl TaskBook {
     /// Puts back the previous status after a `task.status` record could not be written, so the
     /// next poll tries again.
     pub fn revert(&self, task_id: &str, status: &str, previous: Option<String>) {
-        let mut book = self.book();
-        if let Some(entry) = book.tasks.get_mut(task_id) {
+        if let Some(entry) = self.shard(task_id).tasks.get_mut(task_id) {
             if entry.status.as_deref() == Some(status) {
                 entry.status = previous;
             }
@@ -154,12 +187,12 @@ impl TaskBook {
 
     /// Number of tasks known.
     pub fn len(&self) -> usize {
-        self.book().tasks.len()
+        self.shards().map(|s| s.tasks.len()).sum()
     }
 
     /// Whether no task is known.
     pub fn is_empty(&self) -> bool {
-        self.book().tasks.is_empty()
+        self.shards().all(|s| s.tasks.is_empty())
     }
 
     /// Applies one ledger record (type, actor, and the JSON text of its details) to the book.
@@ -287,6 +320,30 @@ fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tasks_spread_over_every_part_of_the_book_are_all_found_and_counted() {
+        let book = TaskBook::default();
+        assert!(book.is_empty());
+        let n = 40 * SHARDS;
+        for i in 0..n {
+            let owner = if i % 2 == 0 { "alice" } else { "bob" };
+            book.bind(&format!("task-{i}"), owner, None, Some(&format!("ext-{i}")));
+        }
+        assert_eq!(book.len(), n);
+        for (i, shard) in book.shards().enumerate() {
+            assert!(!shard.tasks.is_empty(), "part {i} holds no task");
+        }
+        for i in 0..n {
+            let owner = if i % 2 == 0 { "alice" } else { "bob" };
+            assert_eq!(book.owner(&format!("task-{i}")).as_deref(), Some(owner));
+            assert_eq!(
+                book.external_owner(&format!("ext-{i}")).as_deref(),
+                Some(owner)
+            );
+        }
+        assert_eq!(book.owner("task-missing"), None);
+    }
 
     #[test]
     fn binding_is_first_come_and_status_changes_once() {
