@@ -118,6 +118,10 @@ impl BodyBudget {
             chunks.push(data);
         }
         let bytes = join(chunks);
+        if bytes.is_empty() {
+            // Most calls (every GET) have no body; nothing to check.
+            return Ok((bytes, Held(held)));
+        }
         match kling_audit_ledger::unfaithful_json(&bytes) {
             Some(UnfaithfulJson::RepeatedKey(key)) => Err(BodyRefusal::RepeatedKey(key)),
             Some(UnfaithfulJson::TooDeep) => Err(BodyRefusal::TooDeep),

@@ -237,23 +237,20 @@ impl Reply {
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.extend(self.headers);
-        let record = self
-            .record
-            .map_or_else(|| "unrecorded".to_owned(), |s| s.to_string());
-        if let Ok(v) = HeaderValue::from_str(&record) {
-            headers.insert(HEADER_RECORD, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
-            headers.insert(HEADER_OVERHEAD, v);
-        }
+        // Names made once: a `&str` name is parsed and checked again on every insert.
+        const RECORD: HeaderName = HeaderName::from_static(HEADER_RECORD);
+        const OVERHEAD: HeaderName = HeaderName::from_static(HEADER_OVERHEAD);
+        const REQUEST_ID: HeaderName = HeaderName::from_static(HEADER_REQUEST_ID);
+        const RESPONSE_RECORD: HeaderName = HeaderName::from_static(HEADER_RESPONSE_RECORD);
+        let unrecorded = HeaderValue::from_static("unrecorded");
+        headers.insert(RECORD, self.record.map_or(unrecorded, HeaderValue::from));
+        let overhead_us = u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX);
+        headers.insert(OVERHEAD, HeaderValue::from(overhead_us));
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert(HEADER_REQUEST_ID, v);
+            headers.insert(REQUEST_ID, v);
         }
         if !self.response_recorded {
-            headers.insert(
-                HEADER_RESPONSE_RECORD,
-                HeaderValue::from_static("unrecorded"),
-            );
+            headers.insert(RESPONSE_RECORD, HeaderValue::from_static("unrecorded"));
         }
         response
     }

@@ -6,6 +6,7 @@
 //! number text through a crate-wide feature that changes every user of the crate), which is why
 //! the minifier below is written by hand; `serde_json` still does the validation.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -235,14 +236,72 @@ impl<'de> Visitor<'de> for StrictValue {
         Ok(Kind::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
+        let mut seen = Seen::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             map.next_value_seed(StrictValue)?;
-            if !seen.insert(key.clone()) {
+            if let Err(key) = seen.insert(key) {
                 return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{key:?}")));
             }
         }
         Ok(Kind::Object)
+    }
+}
+
+/// An object key, borrowed from the input unless it holds escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// The keys of one object so far: a short list searched in turn, as most objects are small,
+/// and a set once the object grows past it.
+#[derive(Default)]
+struct Seen<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> Seen<'de> {
+    const FEW: usize = 16;
+
+    /// Adds a key; hands it back when the object already had it.
+    fn insert(&mut self, key: Cow<'de, str>) -> Result<(), Cow<'de, str>> {
+        if self.many.is_empty() {
+            if self.few.contains(&key) {
+                return Err(key);
+            }
+            if self.few.len() < Self::FEW {
+                self.few.push(key);
+                return Ok(());
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        if self.many.contains(&key) {
+            return Err(key);
+        }
+        self.many.insert(key);
+        Ok(())
     }
 }
 
@@ -338,6 +397,24 @@ mod tests {
     fn duplicate_keys_are_refused_at_any_depth() {
         match Details::parse(r#"{"a":{"x":1,"x":2}}"#) {
             Err(EntryError::DuplicateKey { key }) => assert_eq!(key, "x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_repeated_in_a_large_object_or_spelled_with_an_escape_is_refused() {
+        let keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let distinct = format!("{{{}}}", keys.join(","));
+        assert!(Details::parse(&distinct).is_ok());
+        for late in [1, 16, 17, 39] {
+            let repeated = format!("{{{},\"k{late}\":0}}", keys.join(","));
+            match Details::parse(&repeated) {
+                Err(EntryError::DuplicateKey { key }) => assert_eq!(key, format!("k{late}")),
+                other => panic!("k{late}: {other:?}"),
+            }
+        }
+        match Details::parse(r#"{"ab":1,"\u0061b":2}"#) {
+            Err(EntryError::DuplicateKey { key }) => assert_eq!(key, "ab"),
             other => panic!("{other:?}"),
         }
     }
