@@ -166,7 +166,8 @@ fn unknown_fields(op: &Operation, body: &Value) -> Option<Vec<String>> {
         body: &Value,
         get: fn(&T) -> &Map<String, Value>,
     ) -> Option<Vec<String>> {
-        let typed: T = serde_json::from_value(body.clone()).ok()?;
+        // Read from the borrowed value: the body is not copied whole for this.
+        let typed = T::deserialize(body).ok()?;
         Some(get(&typed).keys().cloned().collect())
     }
     if op.generation == Some(ApiGeneration::NewStandard) {
