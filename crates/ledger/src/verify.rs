@@ -391,6 +391,16 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     // Read before the segments are listed: a writer that stops while they are read has still
     // been writing into them.
     let live = writer_active(dir);
+    // Checkpoints are read before the segments are listed too: a live writer checkpoints only
+    // records already in its segments, so every checkpoint read here covers records that the
+    // listing below finds. Read after it, a checkpoint could cover records of a segment made
+    // in between.
+    let checkpoints_path = dir.join(crate::cpstore::CHECKPOINTS_FILE);
+    let checkpoints_missing = matches!(
+        fs::symlink_metadata(&checkpoints_path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+    let (stored, bad_lines) = read_checkpoints(dir).map_err(io(dir))?;
     let (segments, strays) = list_segments(dir).map_err(io(dir))?;
     for stray in &strays {
         let name = stray.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -404,12 +414,6 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     }
 
     // Checkpoints: signatures first, so only trusted roots are compared with records.
-    let checkpoints_path = dir.join(crate::cpstore::CHECKPOINTS_FILE);
-    let checkpoints_missing = matches!(
-        fs::symlink_metadata(&checkpoints_path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound
-    );
-    let (stored, bad_lines) = read_checkpoints(dir).map_err(io(dir))?;
     let checkpoint_lines = stored.len() + bad_lines.len();
     for b in bad_lines {
         faults.push(
