@@ -6,6 +6,7 @@
 //! C2SP checkpoint of the RFC 6962 tree at least every second while records arrive. The
 //! [`verify`] module checks a ledger offline. This crate does no networking.
 
+mod checkpointer;
 pub mod commit;
 pub mod cpstore;
 pub mod details;
@@ -311,6 +312,17 @@ impl Ledger {
         let origin = keys.origin.clone();
         let commitments = Commitments::new(*keys.commit_key);
         let mac = record::mac_state(keys.epoch.key());
+        let checkpointer = checkpointer::Checkpointer::start(
+            checkpointer::Store {
+                signer: keys.signer.clone(),
+                log: cplog,
+                keys_dir: keys.dir.clone(),
+                hook: opts.on_checkpoint.clone(),
+                head: Arc::clone(&shared),
+            },
+            last_cp_size,
+        )
+        .map_err(io(&dir))?;
         let mut w = writer::Writer {
             dir: dir.clone(),
             cfg: writer::Config {
@@ -320,7 +332,6 @@ impl Ledger {
                 epoch_max_age: opts.epoch_max_age,
                 checkpoint_interval: opts.checkpoint_interval,
                 clock: opts.clock.clone(),
-                on_checkpoint: opts.on_checkpoint.clone(),
             },
             keys,
             seg,
@@ -335,7 +346,7 @@ impl Ledger {
             last_ts: scan.last_ts.unwrap_or_default(),
             epoch_started: Instant::now(),
             epoch_count: 0,
-            cplog,
+            checkpointer,
             last_cp_size,
             last_cp_time: Instant::now(),
             poisoned: None,

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::verify::FaultKind;
 
 /// An Ed25519 checkpoint signer whose key name is the ledger's origin.
+#[derive(Clone)]
 pub struct Signer {
     inner: kling_audit_note::Signer,
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use kling_audit_merkle::{Frontier, Hash};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cpstore::CheckpointLog;
+use crate::checkpointer::Checkpointer;
 use crate::error::AppendError;
 use crate::keys::KeySet;
 use crate::record::{encode, Entry, Stamp};
@@ -59,7 +59,6 @@ pub(crate) struct Config {
     pub epoch_max_age: Duration,
     pub checkpoint_interval: Duration,
     pub clock: Clock,
-    pub on_checkpoint: Option<crate::CheckpointHook>,
 }
 
 pub(crate) struct OpenSegment {
@@ -190,7 +189,9 @@ pub(crate) struct Writer {
     pub last_ts: String,
     pub epoch_started: Instant,
     pub epoch_count: u64,
-    pub cplog: CheckpointLog,
+    /// Signs and stores checkpoints off this lock.
+    pub checkpointer: Checkpointer,
+    /// Size of the newest checkpoint asked of the checkpointer.
     pub last_cp_size: u64,
     pub last_cp_time: Instant,
     pub poisoned: Option<String>,
@@ -409,6 +410,7 @@ impl Writer {
                 if result.is_ok() {
                     let _ = w.trim_reserve();
                 }
+                w.checkpointer.stop();
                 w.closed = true;
                 w.seg = None;
                 w.lock = None;
@@ -589,8 +591,16 @@ impl Writer {
         }
     }
 
-    /// Acknowledges the batches whose syncs have finished, without waiting.
+    /// Acknowledges the batches whose syncs have finished, without waiting; stops the writer
+    /// once a checkpoint could not be stored.
     fn absorb_finished(&mut self) {
+        if self.poisoned.is_none() {
+            if let Some(cause) = self.checkpointer.failed() {
+                // Batches in flight are still synced and acknowledged: they are durable. What
+                // stops is acknowledging anything new.
+                self.poison(cause);
+            }
+        }
         while let Some(done) = self.pool.as_ref().and_then(SyncThread::try_done) {
             self.absorb(done);
         }
@@ -979,29 +989,22 @@ impl Writer {
             self.last_sync = Instant::now();
         }
         let size = self.frontier.size();
+        let root = || self.frontier.root();
+        let asked = if force {
+            // Waits for this checkpoint and every one asked before it.
+            self.checkpointer.store(size, root())
+        } else if size > self.last_cp_size && due {
+            self.checkpointer.submit(size, root())
+        } else {
+            Ok(())
+        };
+        if let Err(cause) = asked {
+            self.poison(cause.clone());
+            return Err(AppendError::Poisoned { cause });
+        }
         if size > self.last_cp_size && (force || due) {
-            let root = self.frontier.root();
-            let note = self
-                .keys
-                .signer
-                .sign_checkpoint(size, &root)
-                .map_err(|cause| AppendError::Poisoned { cause })?;
-            if let Err(e) = self.cplog.append(size, &note) {
-                let cause = format!("append to {}: {e}", self.cplog.path().display());
-                self.poison(cause.clone());
-                return Err(AppendError::Poisoned { cause });
-            }
-            if let Err(e) = crate::keys::store_signed_head(&self.keys.dir, size, &root) {
-                let cause = format!("cannot record the signed head: {e}");
-                self.poison(cause.clone());
-                return Err(AppendError::Poisoned { cause });
-            }
             self.last_cp_size = size;
             self.last_cp_time = Instant::now();
-            self.publish_head();
-            if let Some(hook) = &self.cfg.on_checkpoint {
-                hook(&crate::SignedCheckpoint { size, root, note });
-            }
         }
         Ok(self.head_snapshot())
     }
@@ -1011,15 +1014,18 @@ impl Writer {
             size: self.frontier.size(),
             hash: self.durable_hash,
             root: self.frontier.root(),
-            checkpoint_size: self.last_cp_size,
+            checkpoint_size: self.checkpointer.stored(),
             epoch: self.keys.epoch.epoch(),
             poisoned: self.poisoned.clone(),
         }
     }
 
     fn publish_head(&self) {
-        let head = self.head_snapshot();
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        let mut head = self.head_snapshot();
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        // The checkpoint thread advances this field on its own; never move it back.
+        head.checkpoint_size = head.checkpoint_size.max(shared.checkpoint_size);
+        *shared = head;
     }
 }
 

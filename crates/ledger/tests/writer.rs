@@ -888,3 +888,56 @@ fn a_writer_refuses_keys_in_or_inside_its_ledger_directory_and_creates_nothing()
     let l = open(options(tmp.path()));
     l.close().unwrap();
 }
+
+#[test]
+fn appends_are_acknowledged_while_a_checkpoint_is_being_stored() {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (entered_tx, entered) = mpsc::channel::<u64>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let mut opts = options(tmp.path());
+    opts.checkpoint_interval = Duration::from_millis(5);
+    // The hook runs once a checkpoint is stored; holding it here holds the checkpoint thread,
+    // as a slow checkpoint sync would.
+    opts.on_checkpoint = Some(Arc::new(
+        move |cp: &kling_audit_ledger::SignedCheckpoint| {
+            let _ = entered_tx.send(cp.size);
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        },
+    ));
+    let l = open(opts);
+    l.append(entry(0)).unwrap();
+    let held_at = entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a checkpoint is signed within the interval");
+    // The checkpoint thread is stuck in the hook: appends must still be acknowledged.
+    let (done_tx, done) = mpsc::channel();
+    let appender = {
+        let l = l.clone();
+        std::thread::spawn(move || {
+            for i in 1..50 {
+                l.append(entry(i)).unwrap();
+            }
+            let _ = done_tx.send(());
+        })
+    };
+    done.recv_timeout(Duration::from_secs(10))
+        .expect("appends were held up by a checkpoint being stored");
+    appender.join().unwrap();
+    assert!(l.head().checkpoint_size <= held_at.max(1));
+    // A flush waits for the checkpoints asked before it, and covers everything.
+    for _ in 0..100 {
+        let _ = release.send(());
+    }
+    let head = l.flush().unwrap();
+    assert_eq!(head.checkpoint_size, head.size);
+    l.close().unwrap();
+    intact(&ledger_dir(tmp.path()));
+}
