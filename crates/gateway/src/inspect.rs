@@ -187,26 +187,49 @@ fn unknown_fields(op: &Operation, body: &Value) -> Option<Vec<String>> {
     }
 }
 
-/// The caller's `external_task_id` of a create body (legacy top level or new `options`).
-pub fn external_task_id(body: &Value) -> Option<String> {
-    body.get("external_task_id")
-        .or_else(|| body.get("options").and_then(|o| o.get("external_task_id")))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// The caller's `external_task_id` of a create body, read where the call's API generation
+/// keeps it: the top level (legacy) or `options` (new standard); either for an unknown route.
+/// An id in the other place names no task at Kling, so taking it would let a caller claim, in
+/// the task book, an id that another actor then really uses.
+pub fn external_task_id(generation: Option<ApiGeneration>, body: &Value) -> Option<String> {
+    let top = || body.get("external_task_id");
+    let options = || body.get("options").and_then(|o| o.get("external_task_id"));
+    match generation {
+        Some(ApiGeneration::Legacy) => top(),
+        Some(ApiGeneration::NewStandard) => options(),
+        None => top().or_else(options),
+    }
+    .and_then(Value::as_str)
+    .filter(|s| !s.is_empty())
+    .map(str::to_owned)
 }
 
-/// Where a create body keeps its `callback_url`: top level (legacy) or `options` (new).
-pub fn callback_url_slot(body: &mut Value) -> Option<&mut Value> {
-    let top = body
-        .get("callback_url")
-        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
-    if top {
-        return body.get_mut("callback_url");
+/// Every non-empty `callback_url` of a create body, top level (legacy) and `options` (new
+/// standard), the one the call's API generation reads first. All of them are replaced: were
+/// only one, a URL in the place Kling reads could sit beside a decoy in the other and have
+/// the callbacks bypass the gateway.
+pub fn callback_url_slots(generation: Option<ApiGeneration>, body: &mut Value) -> Vec<&mut Value> {
+    let Some(obj) = body.as_object_mut() else {
+        return Vec::new();
+    };
+    let (mut top, mut options) = (None, None);
+    // One pass over the entries: two `get_mut`s cannot both borrow the object.
+    for (name, value) in obj.iter_mut() {
+        match name.as_str() {
+            "callback_url" => top = Some(value),
+            "options" => options = value.get_mut("callback_url"),
+            _ => {}
+        }
     }
-    body.get_mut("options")
-        .and_then(|o| o.get_mut("callback_url"))
+    let slots = match generation {
+        Some(ApiGeneration::NewStandard) => [options, top],
+        _ => [top, options],
+    };
+    slots
+        .into_iter()
+        .flatten()
         .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        .collect()
 }
 
 /// Record fields describing a request body: model, price parameters, committed free text,
@@ -333,7 +356,10 @@ pub fn body_fields(
     }
     out.insert("media".into(), Value::Array(media));
     out.insert("unknown_fields".into(), json!(unknown_fields(op, body)));
-    out.insert("external_task_id".into(), json!(external_task_id(body)));
+    out.insert(
+        "external_task_id".into(),
+        json!(external_task_id(op.generation, body)),
+    );
 }
 
 /// What a record keeps of a query string: values of the paging/time/id parameters, and the
@@ -730,6 +756,40 @@ mod tests {
 
     fn commitments() -> Commitments {
         Commitments::new([7; 32])
+    }
+
+    #[test]
+    fn external_ids_and_callback_urls_are_read_where_the_api_generation_reads_them() {
+        use ApiGeneration::{Legacy, NewStandard};
+        let both = json!({
+            "external_task_id": "top", "callback_url": "http://a.example/top",
+            "options": {"external_task_id": "opt", "callback_url": "http://a.example/options"},
+        });
+        assert_eq!(
+            external_task_id(Some(Legacy), &both).as_deref(),
+            Some("top")
+        );
+        assert_eq!(
+            external_task_id(Some(NewStandard), &both).as_deref(),
+            Some("opt")
+        );
+        assert_eq!(external_task_id(None, &both).as_deref(), Some("top"));
+        let only_options = json!({"options": {"external_task_id": "opt"}});
+        assert_eq!(external_task_id(Some(Legacy), &only_options), None);
+        let only_top = json!({"external_task_id": "top"});
+        assert_eq!(external_task_id(Some(NewStandard), &only_top), None);
+
+        // Every callback URL is handed out, the generation's own first.
+        for (generation, first) in [(Legacy, "top"), (NewStandard, "options")] {
+            let mut body = both.clone();
+            let slots = callback_url_slots(Some(generation), &mut body);
+            let urls: Vec<&str> = slots.iter().filter_map(|v| v.as_str()).collect();
+            assert_eq!(urls.len(), 2, "{generation:?}");
+            assert_eq!(urls[0], format!("http://a.example/{first}"));
+        }
+        let mut empty = json!({"callback_url": "", "options": {"callback_url": 5}});
+        assert!(callback_url_slots(Some(Legacy), &mut empty).is_empty());
+        assert!(callback_url_slots(Some(Legacy), &mut json!([1])).is_empty());
     }
 
     #[test]

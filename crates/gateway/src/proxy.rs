@@ -535,9 +535,11 @@ pub async fn handle(
             state.auditor.commitments(),
             &mut record.body,
         );
-        request_external_id = inspect::external_task_id(body_value);
+        request_external_id = inspect::external_task_id(op.generation, body_value);
         if op.kind == OperationKind::Create {
-            if let Some(slot) = inspect::callback_url_slot(body_value) {
+            let slots = inspect::callback_url_slots(op.generation, body_value);
+            let rewritten = !slots.is_empty();
+            for slot in slots {
                 let original = slot.as_str().unwrap_or_default().to_owned();
                 let token = callbacks::make_token(
                     state.auditor.commitments(),
@@ -546,11 +548,16 @@ pub async fn handle(
                     &request_id,
                 );
                 *slot = Value::String(format!("{}{token}", state.callback_base));
-                let mut summary = inspect::url_summary(&original);
-                if let Some(obj) = summary.as_object_mut() {
-                    obj.insert("relayed".into(), json!(true));
+                // The record summarises the URL the generation reads, which comes first.
+                if !record.body.contains_key("callback") {
+                    let mut summary = inspect::url_summary(&original);
+                    if let Some(obj) = summary.as_object_mut() {
+                        obj.insert("relayed".into(), json!(true));
+                    }
+                    record.body.insert("callback".into(), summary);
                 }
-                record.body.insert("callback".into(), summary);
+            }
+            if rewritten {
                 match serde_json::to_vec(body_value) {
                     Ok(bytes) => forward_body = Bytes::from(bytes),
                     Err(e) => {

@@ -333,6 +333,37 @@ async fn another_actors_task_is_not_found_and_never_forwarded() {
 }
 
 #[tokio::test]
+async fn an_external_id_the_legacy_api_ignores_does_not_claim_another_actors_task() {
+    // A legacy create reads `external_task_id` at the top level only; one tucked into
+    // `options` names no task, so it must not bind the id to alice before bob uses it.
+    let mut env = setup(sim_config(), |_| {}).await;
+    let decoy = json!({"prompt": "a", "options": {"external_task_id": "order-77"}});
+    let (status, _, created) = env.post(&env.alice, "/v1/videos/text2video", &decoy).await;
+    assert_eq!(status, 200, "{created}");
+    let real = json!({"prompt": "b", "external_task_id": "order-77"});
+    let (status, _, created) = env.post(&env.bob, "/v1/videos/text2video", &real).await;
+    assert_eq!(status, 200, "{created}");
+    let bob_task = created["data"]["task_id"].as_str().unwrap().to_owned();
+
+    let lookup = "/v1/videos/text2video?external_task_id=order-77";
+    let (status, _, body) = env.get(&env.alice, lookup).await;
+    assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
+    assert!(body.get("data").is_none(), "{body}");
+    let (status, _, body) = env.get(&env.bob, lookup).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["task_id"], bob_task.as_str());
+
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let creates: Vec<&Value> = of_type(&records, "gateway.request")
+        .into_iter()
+        .filter(|r| r["details"]["operation"] == "create")
+        .collect();
+    assert_eq!(creates[0]["details"]["external_task_id"], Value::Null);
+    assert_eq!(creates[1]["details"]["external_task_id"], "order-77");
+}
+
+#[tokio::test]
 async fn ownership_survives_a_restart() {
     let mut env = setup(sim_config(), |_| {}).await;
     let (_, _, created) = env

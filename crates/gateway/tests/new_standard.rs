@@ -180,6 +180,44 @@ async fn another_actors_new_standard_task_is_not_found_and_never_forwarded() {
     assert_eq!(body["data"][0]["id"], task_id.as_str());
 }
 
+#[tokio::test]
+async fn a_top_level_external_id_the_new_api_ignores_does_not_claim_another_actors_task() {
+    // New-standard creates read `options.external_task_id`; a top-level one names no task.
+    let mut env = env().await;
+    let decoy = json!({
+        "prompt": PROMPT,
+        "external_task_id": "ns-order-88",
+        "options": {"external_task_id": "ns-alice-own"},
+    });
+    let (status, _, created) = env
+        .post(&env.alice, "/text-to-video/kling-3.0", &decoy)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let bob_task = create(&env, &env.bob, "ns-order-88").await;
+
+    let (status, _, body) = env
+        .get(&env.bob, "/tasks?external_task_ids=ns-order-88")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["id"], bob_task.as_str());
+    let (status, _, body) = env
+        .get(&env.alice, "/tasks?external_task_ids=ns-order-88")
+        .await;
+    assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
+    let (status, _, body) = env
+        .get(&env.alice, "/tasks?external_task_ids=ns-alice-own")
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let alice_create = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["actor"] == "alice" && r["details"]["operation"] == "create")
+        .unwrap();
+    assert_eq!(alice_create["details"]["external_task_id"], "ns-alice-own");
+}
+
 type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 async fn receive(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -268,6 +306,61 @@ async fn new_standard_callbacks_are_verified_recorded_and_relayed() {
     assert!(!records
         .iter()
         .any(|r| r.to_string().contains("app-secret-token")));
+}
+
+#[tokio::test]
+async fn a_decoy_top_level_callback_url_does_not_let_new_standard_callbacks_bypass_the_gateway() {
+    // Kling calls the new standard's `options.callback_url`; a top-level one beside it must not
+    // be the only URL replaced, or the callbacks go straight to the app, unrecorded.
+    let mut env = env().await;
+    let seen = Seen::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/decoy", axum::routing::post(receive))
+        .route("/direct", axum::routing::post(receive))
+        .with_state(Arc::clone(&seen));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let body = json!({
+        "prompt": PROMPT,
+        "callback_url": format!("http://{addr}/decoy"),
+        "options": {"callback_url": format!("http://{addr}/direct")},
+    });
+    let (status, _, created) = env
+        .post(&env.alice, "/text-to-video/kling-3.0", &body)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let task_id = created["data"]["id"].as_str().unwrap().to_owned();
+    poll_until_final(&env, &env.alice, &task_id).await;
+    // The bound only stops a broken set-up from hanging the run.
+    for _ in 0..400 {
+        if seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "one callback on processing, one at the end");
+        assert!(
+            seen.iter()
+                .all(|(h, _)| h.contains_key("x-kling-audit-callback-record")),
+            "every callback came through the gateway"
+        );
+    }
+
+    env.stop().await;
+    server.abort();
+    let records = records(&env.ledger_dir);
+    assert_eq!(of_type(&records, "callback.received").len(), 2);
+    let request = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "create")
+        .unwrap();
+    // The summary is of the URL Kling calls.
+    let direct = format!("http://{addr}/direct");
+    assert_eq!(request["details"]["callback"]["len"], direct.len());
 }
 
 #[tokio::test]
