@@ -30,6 +30,9 @@ pub(crate) enum BodyRefusal {
     /// The JSON body nests deeper than the record's parser reads, so its fields (the prompt
     /// among them) could not be committed.
     TooDeep,
+    /// The JSON body holds a string with a lone surrogate escape or bytes that are not UTF-8:
+    /// the record's parser stops there, while many upstream parsers read on.
+    NotUnicode,
     /// The body did not arrive within `server.body_timeout_ms`.
     TimedOut,
 }
@@ -43,6 +46,7 @@ impl BodyRefusal {
             Self::Unreadable => "body-unreadable",
             Self::RepeatedKey(_) => "body-repeats-key",
             Self::TooDeep => "body-too-deep",
+            Self::NotUnicode => "body-not-unicode",
             Self::TimedOut => "body-timeout",
         }
     }
@@ -125,6 +129,7 @@ impl BodyBudget {
         match kling_audit_ledger::unfaithful_json(&bytes) {
             Some(UnfaithfulJson::RepeatedKey(key)) => Err(BodyRefusal::RepeatedKey(key)),
             Some(UnfaithfulJson::TooDeep) => Err(BodyRefusal::TooDeep),
+            Some(UnfaithfulJson::NotUnicode) => Err(BodyRefusal::NotUnicode),
             None => Ok((bytes, Held(held))),
         }
     }

@@ -450,6 +450,14 @@ pub async fn handle(
                         .to_owned(),
                     Outcome::BadRequest,
                 ),
+                BodyRefusal::NotUnicode => (
+                    StatusCode::BAD_REQUEST,
+                    codes::PARAMETER_INVALID,
+                    "the request body holds a string that is not Unicode text (a lone surrogate \
+                     escape or bytes that are not UTF-8), which the gateway cannot record"
+                        .to_owned(),
+                    Outcome::BadRequest,
+                ),
                 BodyRefusal::TimedOut => (
                     StatusCode::REQUEST_TIMEOUT,
                     codes::PARAMETER_INVALID,

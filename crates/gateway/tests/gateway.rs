@@ -927,6 +927,48 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
         .any(|r| r.to_string().contains("hidden moon cat")));
 }
 
+/// A lone surrogate escape or bytes that are not UTF-8 stop the record's parser, while many
+/// receivers read past them: the keys after them (here a repeated prompt) never reach the
+/// record. Such a body is refused, unforwarded and recorded, not forwarded as "not JSON".
+#[tokio::test]
+async fn a_body_with_a_string_that_is_not_unicode_is_refused_unforwarded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let mut refused = Vec::new();
+    for body in [
+        br#"{"x":"\ud800","prompt":"x","prompt":"hidden moon cat"}"#.to_vec(),
+        b"{\"x\":\"\xff\",\"prompt\":\"hidden moon cat\"}".to_vec(),
+    ] {
+        let resp = env
+            .http
+            .post(env.url("/v1/videos/text2video"))
+            .bearer_auth(jwt(&env.alice))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, answer) = split(resp).await;
+        assert_eq!(
+            (status, answer["code"].as_i64()),
+            (400, Some(1200)),
+            "{answer}"
+        );
+        refused.push(record_header(&headers));
+    }
+    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    for s in refused {
+        let denied = records.iter().find(|r| seq(r) == s).unwrap();
+        assert_eq!(denied["type"], "gateway.denied");
+        assert_eq!(denied["details"]["reason"], "body-not-unicode");
+    }
+    assert!(!records
+        .iter()
+        .any(|r| r.to_string().contains("hidden moon cat")));
+}
+
 /// A body that stops arriving is answered 408 and recorded once `server.body_timeout_ms`
 /// has passed, so that slow senders cannot hold connections.
 #[tokio::test]

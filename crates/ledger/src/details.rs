@@ -112,6 +112,10 @@ pub enum UnfaithfulJson {
     RepeatedKey(String),
     /// Nesting deeper than 128 levels: the record cannot read it, while the receiver may.
     TooDeep,
+    /// A string with a lone UTF-16 surrogate escape (`"\ud800"`) or bytes that are not UTF-8.
+    /// The record cannot hold it and stops there, while many parsers read it anyway (keeping or
+    /// replacing the bad code unit) and go on to the fields after it.
+    NotUnicode,
 }
 
 /// Checks JSON that a service forwards but does not own. Text that is not JSON at all passes:
@@ -126,9 +130,22 @@ pub fn unfaithful_json(text: &[u8]) -> Option<UnfaithfulJson> {
         EntryError::DetailsNotJson { reason, .. } if reason.starts_with("recursion limit") => {
             Some(UnfaithfulJson::TooDeep)
         }
+        EntryError::DetailsNotJson { reason, .. }
+            if NOT_UNICODE.iter().any(|m| reason.starts_with(m)) =>
+        {
+            Some(UnfaithfulJson::NotUnicode)
+        }
         _ => None,
     }
 }
+
+/// serde_json's messages for a lone surrogate escape (the first two) and for bytes of a string
+/// that are not UTF-8; its error type names the cause only in its text.
+const NOT_UNICODE: &[&str] = &[
+    "lone leading surrogate in hex escape",
+    "unexpected end of hex escape",
+    "invalid unicode code point",
+];
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";
 
@@ -391,6 +408,31 @@ mod tests {
         assert_eq!(unfaithful_json(fine.as_bytes()), None);
         assert_eq!(unfaithful_json(b"{not json"), None);
         assert_eq!(unfaithful_json(b""), None);
+    }
+
+    #[test]
+    fn a_lone_surrogate_or_non_utf8_string_hiding_a_repeated_key_is_unfaithful() {
+        // Most parsers read these strings anyway (keeping or replacing the bad code unit), and
+        // then the keys after them, which this parser never reaches.
+        for text in [
+            &br#"{"x":"\ud800","prompt":"a","prompt":"b"}"#[..],
+            br#"{"x":"\udc00","prompt":"a","prompt":"b"}"#,
+            br#"{"x":"\ud800\u0041","prompt":"a"}"#,
+            br#"{"\ud800":1,"prompt":"a"}"#,
+            b"{\"x\":\"\xff\",\"prompt\":\"a\",\"prompt\":\"b\"}",
+            b"{\"\xc3\":1}",
+        ] {
+            assert_eq!(
+                unfaithful_json(text),
+                Some(UnfaithfulJson::NotUnicode),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        // A proper pair, and bytes that no parser reads as JSON, are not.
+        assert_eq!(unfaithful_json(br#"{"x":"\ud83d\ude00"}"#), None);
+        assert_eq!(unfaithful_json(b"\xff\xfe{}"), None);
+        assert_eq!(unfaithful_json(b"prompt=\xff"), None);
     }
 
     #[test]
