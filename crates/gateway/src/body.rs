@@ -33,6 +33,9 @@ pub(crate) enum BodyRefusal {
     /// The JSON body holds a string with a lone surrogate escape or bytes that are not UTF-8:
     /// the record's parser stops there, while many upstream parsers read on.
     NotUnicode,
+    /// The JSON body holds a number beyond a double's range, which the record's parser
+    /// refuses while many upstream parsers read it as infinity.
+    NumberOutOfRange,
     /// The body did not arrive within `server.body_timeout_ms`.
     TimedOut,
 }
@@ -47,6 +50,7 @@ impl BodyRefusal {
             Self::RepeatedKey(_) => "body-repeats-key",
             Self::TooDeep => "body-too-deep",
             Self::NotUnicode => "body-not-unicode",
+            Self::NumberOutOfRange => "body-number-out-of-range",
             Self::TimedOut => "body-timeout",
         }
     }
@@ -130,6 +134,7 @@ impl BodyBudget {
             Some(UnfaithfulJson::RepeatedKey(key)) => Err(BodyRefusal::RepeatedKey(key)),
             Some(UnfaithfulJson::TooDeep) => Err(BodyRefusal::TooDeep),
             Some(UnfaithfulJson::NotUnicode) => Err(BodyRefusal::NotUnicode),
+            Some(UnfaithfulJson::NumberOutOfRange) => Err(BodyRefusal::NumberOutOfRange),
             None => Ok((bytes, Held(held))),
         }
     }

@@ -458,6 +458,14 @@ pub async fn handle(
                         .to_owned(),
                     Outcome::BadRequest,
                 ),
+                BodyRefusal::NumberOutOfRange => (
+                    StatusCode::BAD_REQUEST,
+                    codes::PARAMETER_INVALID,
+                    "the request body holds a number beyond the range of a double, which the \
+                     gateway cannot record"
+                        .to_owned(),
+                    Outcome::BadRequest,
+                ),
                 BodyRefusal::TimedOut => (
                     StatusCode::REQUEST_TIMEOUT,
                     codes::PARAMETER_INVALID,

@@ -927,17 +927,19 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
         .any(|r| r.to_string().contains("hidden moon cat")));
 }
 
-/// A lone surrogate escape or bytes that are not UTF-8 stop the record's parser, while many
-/// receivers read past them: the keys after them (here a repeated prompt) never reach the
-/// record. Such a body is refused, unforwarded and recorded, not forwarded as "not JSON".
+/// A lone surrogate escape, bytes that are not UTF-8 or a number beyond a double's range stop
+/// the record's parser, while many receivers read past them: the keys after them (here a
+/// repeated prompt) never reach the record. Such a body is refused, unforwarded and recorded,
+/// not forwarded as "not JSON".
 #[tokio::test]
-async fn a_body_with_a_string_that_is_not_unicode_is_refused_unforwarded() {
+async fn a_body_the_records_parser_stops_in_but_others_read_is_refused_unforwarded() {
     let mut env = setup(sim_config(), |_| {}).await;
     let before = env.sim.stats();
     let mut refused = Vec::new();
     for body in [
         br#"{"x":"\ud800","prompt":"x","prompt":"hidden moon cat"}"#.to_vec(),
         b"{\"x\":\"\xff\",\"prompt\":\"hidden moon cat\"}".to_vec(),
+        br#"{"x":1e400,"prompt":"x","prompt":"hidden moon cat"}"#.to_vec(),
     ] {
         let resp = env
             .http
@@ -959,10 +961,15 @@ async fn a_body_with_a_string_that_is_not_unicode_is_refused_unforwarded() {
     assert_eq!(env.sim.stats().requests_total, before.requests_total);
     env.stop().await;
     let records = records(&env.ledger_dir);
-    for s in refused {
+    let reasons = [
+        "body-not-unicode",
+        "body-not-unicode",
+        "body-number-out-of-range",
+    ];
+    for (s, reason) in refused.into_iter().zip(reasons) {
         let denied = records.iter().find(|r| seq(r) == s).unwrap();
         assert_eq!(denied["type"], "gateway.denied");
-        assert_eq!(denied["details"]["reason"], "body-not-unicode");
+        assert_eq!(denied["details"]["reason"], reason);
     }
     assert!(!records
         .iter()

@@ -116,6 +116,9 @@ pub enum UnfaithfulJson {
     /// The record cannot hold it and stops there, while many parsers read it anyway (keeping or
     /// replacing the bad code unit) and go on to the fields after it.
     NotUnicode,
+    /// A number beyond the range of a double (`1e400`): valid JSON that the record cannot
+    /// read, while JavaScript, Python and Java parsers read it as infinity and go on.
+    NumberOutOfRange,
 }
 
 /// Checks JSON that a service forwards but does not own. Text that is not JSON at all passes:
@@ -134,6 +137,9 @@ pub fn unfaithful_json(text: &[u8]) -> Option<UnfaithfulJson> {
             if NOT_UNICODE.iter().any(|m| reason.starts_with(m)) =>
         {
             Some(UnfaithfulJson::NotUnicode)
+        }
+        EntryError::DetailsNotJson { reason, .. } if reason.starts_with("number out of range") => {
+            Some(UnfaithfulJson::NumberOutOfRange)
         }
         _ => None,
     }
@@ -433,6 +439,26 @@ mod tests {
         assert_eq!(unfaithful_json(br#"{"x":"\ud83d\ude00"}"#), None);
         assert_eq!(unfaithful_json(b"\xff\xfe{}"), None);
         assert_eq!(unfaithful_json(b"prompt=\xff"), None);
+    }
+
+    #[test]
+    fn a_number_out_of_range_hiding_a_repeated_key_is_unfaithful() {
+        for text in [
+            &br#"{"x":1e400,"prompt":"a","prompt":"b"}"#[..],
+            br#"{"x":[-1E+999],"prompt":"a"}"#,
+        ] {
+            assert_eq!(
+                unfaithful_json(text),
+                Some(UnfaithfulJson::NumberOutOfRange),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        // Tiny numbers round to zero and long integers to a double: both are read.
+        assert_eq!(
+            unfaithful_json(br#"{"x":1e-400,"y":1234567890123456789012345}"#),
+            None
+        );
     }
 
     #[test]
