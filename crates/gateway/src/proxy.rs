@@ -292,6 +292,18 @@ async fn record_denial<const N: usize>(
         .map(|r| r.seq)
 }
 
+/// The query parameters that name tasks, whose owner the gateway checks.
+const TASK_PARAMETERS: &[&str] = &["external_task_id", "task_ids", "external_task_ids"];
+
+/// The first task-naming parameter the query holds more than once, if any.
+fn repeated_task_parameter(query: Option<&str>) -> Option<&'static str> {
+    let pairs = routes::query_pairs(query);
+    TASK_PARAMETERS
+        .iter()
+        .copied()
+        .find(|name| pairs.iter().filter(|(k, _)| k == name).count() > 1)
+}
+
 /// Whether `actor` may query the ids a request names: every id must be the actor's own (or,
 /// under `tasks.unknown = "forward"`, unknown to the gateway). A legacy path-slot id may be
 /// either kind (5.3); a new-standard `GET /tasks` names each list's kind.
@@ -391,7 +403,28 @@ pub async fn handle(
     };
     let actor = caller.actor.clone();
 
-    // 2. Ownership of the task a query names.
+    // 2. Ownership of the task a query names. A query naming tasks twice is refused first:
+    // the check reads one of the values, and Kling might read the other.
+    if let Some(name) = repeated_task_parameter(query.as_deref()) {
+        let fields = [
+            ("reason", json!("query-repeats-parameter")),
+            ("code", json!(codes::PARAMETER_INVALID)),
+            ("http_status", json!(400)),
+            ("repeated_parameter", json!(name)),
+            ("credential", caller.credential.clone()),
+        ];
+        let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+        state.metrics.count_request(&route, Outcome::BadRequest);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, name, "query repeats a task parameter");
+        let message = format!("the query repeats the parameter {name:?}; send it once");
+        let (status, body) = error_response(
+            StatusCode::BAD_REQUEST,
+            codes::PARAMETER_INVALID,
+            &message,
+            &request_id,
+        );
+        return Reply::json(status, body, seq).finish(&request_id, started, Duration::ZERO, &state);
+    }
     if let Some(reason) = check_owner(&state, &op, &actor) {
         let fields = [
             ("reason", json!(reason)),

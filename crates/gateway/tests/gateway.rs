@@ -251,6 +251,62 @@ async fn a_token_accepted_once_is_refused_when_it_expires() {
     assert_eq!((status, body["code"].as_i64()), (401, Some(1004)));
 }
 
+/// The ownership check reads one value of a parameter and Kling might read another: a query
+/// naming tasks twice is refused, unforwarded and recorded, even when the first value is the
+/// caller's own.
+#[tokio::test]
+async fn a_query_repeating_a_task_parameter_is_refused_unforwarded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    for (actor, ext) in [(&env.alice, "alice-1"), (&env.bob, "bob-1")] {
+        let (status, _, _) = env
+            .post(
+                actor,
+                "/v1/videos/text2video",
+                &json!({"prompt": "mine", "external_task_id": ext}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let before = env.sim.stats();
+    for path in [
+        "/v1/videos/text2video?external_task_id=bob-1&external_task_id=alice-1",
+        "/v1/videos/text2video?external_task_id=bob-1&pageNum=1&external_task_id=bob-1",
+        "/tasks?task_ids=1&task_ids=2",
+        "/tasks?external_task_ids=bob-1&external_task_ids=alice-1",
+    ] {
+        let (status, headers, body) = env.get(&env.bob, path).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (400, Some(1200)),
+            "{path}: {body}"
+        );
+        assert!(body.get("data").is_none(), "{path}");
+        assert!(headers.contains_key("x-kling-audit-record"), "{path}");
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    // Once is fine.
+    let (status, _, body) = env
+        .get(&env.bob, "/v1/videos/text2video?external_task_id=bob-1")
+        .await;
+    assert_eq!((status, body["code"].as_i64()), (200, Some(0)), "{body}");
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 4);
+    assert!(denied
+        .iter()
+        .all(|r| r["actor"] == "bob" && r["details"]["reason"] == "query-repeats-parameter"));
+    assert_eq!(
+        denied[0]["details"]["repeated_parameter"],
+        "external_task_id"
+    );
+    assert_eq!(denied[2]["details"]["repeated_parameter"], "task_ids");
+}
+
 #[tokio::test]
 async fn another_actors_task_is_not_found_and_never_forwarded() {
     let mut env = setup(sim_config(), |_| {}).await;
