@@ -133,6 +133,16 @@ async fn run(out: &Path) -> Result<Exit> {
     let relayed = Arc::new(AtomicU64::new(0));
     let receiver = callback_receiver(relayed.clone()).await?;
 
+    // The ledger's keys, made here as `init` would make them but with the MAC root key kept
+    // beside them: the demo verifies with it at the end. A gateway finding no keys would make
+    // the same, and warn that the MAC root key is not offline, which is meant for operators.
+    let keys_dir = kling_audit_ledger::default_keys_dir(&ledger_dir);
+    if !kling_audit_ledger::keys::exists(&keys_dir) {
+        let origin = kling_audit_ledger::random_origin();
+        kling_audit_ledger::KeySet::create(&keys_dir, &origin, true)
+            .with_context(|| format!("cannot create the ledger keys in {}", keys_dir.display()))?;
+    }
+
     // The gateway, with the organisation's (simulated) Kling key.
     let upstream = reqwest::Url::parse(&sim.base_url())?;
     let mut gw_cfg = kling_audit_gateway::GatewayConfig::new(

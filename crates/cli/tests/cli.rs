@@ -821,6 +821,12 @@ fn demo_and_the_commands_it_prints_write_nothing_outside_its_directory() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // A demo that went well warns of nothing: an operator's warning there only puzzles.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "the demo wrote to stderr"
+    );
     let announced = stdout
         .lines()
         .find_map(|l| {
