@@ -158,11 +158,12 @@ const DUPLICATE_PREFIX: &str = "duplicate key ";
 fn map_json_error(e: &serde_json::Error) -> EntryError {
     let msg = e.to_string();
     if let Some(rest) = msg.strip_prefix(DUPLICATE_PREFIX) {
-        // The key is carried through serde's custom error text; strip the position suffix.
-        let key = rest.split(" at line ").next().unwrap_or(rest);
-        return EntryError::DuplicateKey {
-            key: key.trim_matches('"').to_owned(),
-        };
+        // The key rides in serde's custom error text as a JSON string, before the position
+        // suffix that serde_json appends last (the key itself may hold " at line ").
+        let quoted = rest.rsplit_once(" at line ").map_or(rest, |(key, _)| key);
+        let key = serde_json::from_str::<String>(quoted)
+            .unwrap_or_else(|_| quoted.trim_matches('"').to_owned());
+        return EntryError::DuplicateKey { key };
     }
     let reason = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
     EntryError::DetailsNotJson {
@@ -263,7 +264,10 @@ impl<'de> Visitor<'de> for StrictValue {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             map.next_value_seed(StrictValue)?;
             if let Err(key) = seen.insert(key) {
-                return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{key:?}")));
+                let quoted = serde_json::to_string(&*key).unwrap_or_default();
+                return Err(de::Error::custom(format_args!(
+                    "{DUPLICATE_PREFIX}{quoted}"
+                )));
             }
         }
         Ok(Kind::Object)
@@ -484,6 +488,23 @@ mod tests {
         match Details::parse(r#"{"ab":1,"\u0061b":2}"#) {
             Err(EntryError::DuplicateKey { key }) => assert_eq!(key, "ab"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_named_exactly_whatever_it_holds() {
+        for key in [
+            "a\"b",
+            "back\\slash",
+            "x at line 5 column 2",
+            "tab\there",
+            "é🎬",
+        ] {
+            let quoted = serde_json::to_string(key).unwrap();
+            match Details::parse(&format!("{{{quoted}:1,{quoted}:2}}")) {
+                Err(EntryError::DuplicateKey { key: found }) => assert_eq!(found, key),
+                other => panic!("{key:?}: {other:?}"),
+            }
         }
     }
 
