@@ -1044,6 +1044,7 @@ fn digest_answer(
     let family = op.family.map(|f| f.as_str().to_owned());
     let mut changes = Vec::new();
     let mut out_body = upstream.body;
+    let mut withheld = false;
     if let (true, Some(mut body)) = (ok, answer.body) {
         let mut rewritten = false;
         if let Some(data) = body.get_mut("data") {
@@ -1074,6 +1075,13 @@ fn digest_answer(
                 }
                 OperationKind::QueryOne { .. } | OperationKind::LookupByExternalId { .. } => {
                     if let Some(view) = inspect::task_view(data) {
+                        // The query was let through as the caller's; an answer naming another
+                        // actor's task (an id Kling read otherwise than the gateway) is held
+                        // back all the same.
+                        withheld = state
+                            .tasks
+                            .owner(&view.task_id)
+                            .is_some_and(|owner| owner != actor);
                         resp.task_id = Some(view.task_id);
                         resp.task_status = Some(view.status);
                     }
@@ -1086,7 +1094,7 @@ fn digest_answer(
                 }
                 OperationKind::Account | OperationKind::Unknown => {}
             }
-            if !matches!(op.kind, OperationKind::Create) {
+            if !matches!(op.kind, OperationKind::Create) && !withheld {
                 for view in inspect::data_tasks(data) {
                     let Some(status) = view.status.clone() else {
                         continue;
@@ -1117,6 +1125,23 @@ fn digest_answer(
                 out_body = Bytes::from(bytes);
             }
         }
+    }
+    if withheld {
+        tracing::warn!(target: "kling_audit_gateway::proxy", route = resp.route, actor, "an answer named another actor's task; withheld");
+        resp.outcome = "withheld";
+        resp.http_status = StatusCode::NOT_FOUND.as_u16();
+        resp.code = Some(codes::RESOURCE_NOT_FOUND);
+        let (status, body) = error_response(
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            codes::default_message(codes::RESOURCE_NOT_FOUND),
+            resp.request_id,
+        );
+        return (
+            Reply::json(status, body, request_seq),
+            Outcome::NotOwner,
+            Vec::new(),
+        );
     }
     let mut headers = upstream.headers;
     if !headers.contains_key(CONTENT_TYPE) {

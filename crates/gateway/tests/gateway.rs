@@ -251,6 +251,81 @@ async fn a_token_accepted_once_is_refused_when_it_expires() {
     assert_eq!((status, body["code"].as_i64()), (401, Some(1004)));
 }
 
+/// An upstream that reads ids otherwise than the gateway: every query answers with the one
+/// task it created. It stands for a Kling whose reading of some id the gateway did not
+/// foresee, which the simulator, reading ids as the gateway does, cannot play.
+async fn upstream_answering_one_task() -> String {
+    use axum::routing::any;
+    let task = json!({"task_id": "T-alice", "task_status": "processing",
+                      "created_at": 1, "updated_at": 2});
+    let app = axum::Router::new().fallback(any(move || {
+        let task = task.clone();
+        async move {
+            axum::Json(json!({"code": 0, "message": "SUCCEED", "request_id": "r", "data": task}))
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// A query the gateway lets through as the caller's (an id it does not know, under
+/// `tasks.unknown = "forward"`) may still reach another actor's task if Kling reads the id
+/// otherwise. The answer is withheld, and recorded so.
+#[tokio::test]
+async fn an_answer_naming_another_actors_task_is_withheld() {
+    let upstream = upstream_answering_one_task().await;
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.upstream.url = reqwest::Url::parse(&upstream).unwrap();
+        cfg.tasks.unknown = kling_audit_gateway::config::UnknownTaskPolicy::Forward;
+    })
+    .await;
+    let (status, _, created) = env
+        .post(
+            &env.alice,
+            "/v1/videos/text2video",
+            &json!({"prompt": "mine"}),
+        )
+        .await;
+    assert_eq!(
+        (status, created["data"]["task_id"].as_str()),
+        (200, Some("T-alice"))
+    );
+    let (status, _, body) = env
+        .get(
+            &env.bob,
+            "/v1/videos/text2video/an-id-the-gateway-never-saw",
+        )
+        .await;
+    assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
+    assert!(!body.to_string().contains("T-alice"), "{body}");
+    // Alice reads her own task that way.
+    let (status, _, body) = env
+        .get(
+            &env.alice,
+            "/v1/videos/text2video/an-id-the-gateway-never-saw",
+        )
+        .await;
+    assert_eq!(
+        (status, body["data"]["task_id"].as_str()),
+        (200, Some("T-alice"))
+    );
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let withheld: Vec<_> = of_type(&records, "gateway.response")
+        .into_iter()
+        .filter(|r| r["details"]["outcome"] == "withheld")
+        .collect();
+    assert_eq!(withheld.len(), 1);
+    assert_eq!(withheld[0]["actor"], "bob");
+    assert_eq!(withheld[0]["details"]["http_status"], 404);
+    assert_eq!(withheld[0]["details"]["task_id"], "T-alice");
+    assert!(!of_type(&records, "task.status")
+        .iter()
+        .any(|r| r["actor"] == "bob"));
+}
+
 /// The ownership check reads one value of a parameter and Kling might read another: a query
 /// naming tasks twice is refused, unforwarded and recorded, even when the first value is the
 /// caller's own.
