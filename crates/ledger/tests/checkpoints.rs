@@ -1,0 +1,492 @@
+//! The checkpoint thread: the order in which checkpoints and the signed head are stored, what
+//! flush and close promise, a checkpoint that cannot be stored, crashes while checkpoints are
+//! being stored, and verification while they are.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use kling_audit_ledger::cpstore::{read_checkpoints, CHECKPOINTS_FILE};
+use kling_audit_ledger::keys::{load_mac_root, load_signed_head, VERIFIER_FILE};
+use kling_audit_ledger::verify::{verify, FaultKind, VerifyOptions};
+use kling_audit_ledger::{AppendError, Ledger, LedgerOptions, SignedCheckpoint};
+use kling_audit_merkle::Hash;
+
+fn keys_dir(root: &Path) -> PathBuf {
+    root.join("keys")
+}
+
+/// The sizes in the checkpoint log, in file order; every line must be readable.
+fn logged_sizes(dir: &Path) -> Vec<u64> {
+    let (cps, bad) = read_checkpoints(dir).unwrap();
+    assert!(bad.is_empty(), "unreadable checkpoint lines: {bad:?}");
+    cps.iter().map(|c| c.size).collect()
+}
+
+fn signed_head_size(root: &Path) -> Option<u64> {
+    load_signed_head(&keys_dir(root)).unwrap().map(|(s, _)| s)
+}
+
+/// The leaf hashes of the records written so far, in order; stops at a line still being
+/// written.
+fn leaves(dir: &Path) -> Vec<Hash> {
+    let mut out = Vec::new();
+    for line in all_lines(dir) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            break;
+        };
+        let hash = hex::decode(v["hash"].as_str().unwrap()).unwrap();
+        out.push(hash.try_into().unwrap());
+    }
+    out
+}
+
+/// Everything the keys directory lets the operator check: signatures, MACs, the signed head.
+fn full_options(root: &Path) -> VerifyOptions {
+    let keys = keys_dir(root);
+    VerifyOptions {
+        verifier_key: Some(
+            std::fs::read_to_string(keys.join(VERIFIER_FILE))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        ),
+        mac_root: load_mac_root(&keys).unwrap(),
+        signed_head: load_signed_head(&keys).unwrap(),
+        ..VerifyOptions::default()
+    }
+}
+
+fn intact_with_keys(root: &Path) {
+    let r = verify(&ledger_dir(root), &full_options(root)).unwrap();
+    assert!(r.intact, "expected intact, got {:#?}", r.faults);
+}
+
+fn strictly_increasing(sizes: &[u64]) -> bool {
+    sizes.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Every acknowledged record is on disk with the hash it was acknowledged with.
+fn all_present(dir: &Path, acked: &BTreeMap<u64, Hash>) {
+    let on_disk = leaves(dir);
+    for (seq, hash) in acked {
+        assert_eq!(
+            on_disk.get(*seq as usize),
+            Some(hash),
+            "acknowledged record {seq} is missing or changed"
+        );
+    }
+}
+
+/// Checkpoints asked for often (every millisecond and at each of many small segments) while
+/// several threads append and one flushes: each checkpoint is logged in increasing size, is in
+/// the log and the signed head by the time the hook hears of it, covers records that are in
+/// the segments with the root they have, and the signed head, read before the log, is never
+/// beyond the log's newest checkpoint.
+#[test]
+fn checkpoints_are_logged_in_increasing_size_and_the_signed_head_never_runs_ahead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = ledger_dir(&root);
+    let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+    let heard = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut o = options(&root);
+    o.checkpoint_interval = Duration::from_millis(1);
+    o.max_segment_bytes = 8 << 10;
+    o.on_checkpoint = Some(Arc::new({
+        let (problems, heard, dir, root) =
+            (problems.clone(), heard.clone(), dir.clone(), root.clone());
+        move |cp: &SignedCheckpoint| {
+            let mut p = problems.lock().unwrap();
+            let logged = logged_sizes(&dir);
+            if logged.last() != Some(&cp.size) {
+                p.push(format!(
+                    "hook for {} but the log ends at {:?}",
+                    cp.size,
+                    logged.last()
+                ));
+            }
+            if signed_head_size(&root) != Some(cp.size) {
+                p.push(format!(
+                    "hook for {} but the signed head is {:?}",
+                    cp.size,
+                    signed_head_size(&root)
+                ));
+            }
+            let leaves = leaves(&dir);
+            let n = cp.size as usize;
+            if leaves.len() < n {
+                p.push(format!(
+                    "checkpoint {} covers records not written ({})",
+                    cp.size,
+                    leaves.len()
+                ));
+            } else if kling_audit_merkle::root(&leaves[..n]) != cp.root {
+                p.push(format!(
+                    "checkpoint {} has a root the records do not have",
+                    cp.size
+                ));
+            }
+            heard.lock().unwrap().push(cp.size);
+        }
+    }));
+    let l = open(o);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (l, stop, problems, dir, root) = (
+            l.clone(),
+            stop.clone(),
+            problems.clone(),
+            dir.clone(),
+            root.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let head = l.head();
+                let signed = signed_head_size(&root).unwrap_or(0);
+                // Read after the head and the signed head: it holds every checkpoint they name.
+                let logged = logged_sizes(&dir);
+                let newest = logged.last().copied().unwrap_or(0);
+                let mut p = problems.lock().unwrap();
+                if !strictly_increasing(&logged) {
+                    p.push(format!("checkpoint sizes out of order: {logged:?}"));
+                }
+                if signed > newest {
+                    p.push(format!(
+                        "signed head {signed} ahead of the log's newest {newest}"
+                    ));
+                }
+                if head.checkpoint_size > newest || head.checkpoint_size > head.size {
+                    p.push(format!("head {head:?} ahead of the log's newest {newest}"));
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let appenders: Vec<_> = (0..4)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    l.append(entry(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let flusher = {
+        let l = l.clone();
+        std::thread::spawn(move || {
+            for _ in 0..30 {
+                let h = l.flush().unwrap();
+                assert_eq!(
+                    h.checkpoint_size, h.size,
+                    "a flush left records unsigned: {h:?}"
+                );
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    for a in appenders {
+        a.join().unwrap();
+    }
+    flusher.join().unwrap();
+    let head = l.close().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(watcher.join().unwrap() > 0);
+    let problems = problems.lock().unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let logged = logged_sizes(&dir);
+    assert!(strictly_increasing(&logged), "{logged:?}");
+    assert!(
+        logged.len() > 10,
+        "too few checkpoints to prove anything: {logged:?}"
+    );
+    assert_eq!(logged.last(), Some(&head.size));
+    assert_eq!(
+        *heard.lock().unwrap(),
+        logged,
+        "the hook hears of every checkpoint, in order"
+    );
+    assert_eq!(
+        load_signed_head(&keys_dir(&root)).unwrap(),
+        Some((head.size, head.root))
+    );
+    intact_with_keys(&root);
+}
+
+/// A slow checkpoint store (the hook holds the thread, as slow syncs would): after `flush` and
+/// `close` return, every record is covered by a checkpoint in the log and by the signed head,
+/// and the ledger reopens at once after `close`, sync or async.
+#[test]
+fn after_flush_or_close_every_record_is_checkpointed_and_the_ledger_reopens_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = ledger_dir(&root);
+    let mut o = options(&root);
+    o.checkpoint_interval = Duration::from_millis(2);
+    o.on_checkpoint = Some(Arc::new(|_: &SignedCheckpoint| {
+        std::thread::sleep(Duration::from_millis(5));
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..12usize {
+        // Must not be refused as locked: the previous round's close has returned.
+        let l = open(o.clone());
+        for i in 0..10 {
+            l.append(entry(round * 100 + i)).unwrap();
+        }
+        let pending: Vec<_> = (10..40)
+            .map(|i| l.submit(entry(round * 100 + i)).unwrap())
+            .collect();
+        for p in pending {
+            p.wait().unwrap();
+        }
+        let flushed = l.flush().unwrap();
+        assert_eq!(flushed.checkpoint_size, flushed.size);
+        let head = l.head();
+        assert_eq!(
+            (head.size, head.checkpoint_size),
+            (flushed.size, flushed.size)
+        );
+        assert_eq!(logged_sizes(&dir).last(), Some(&flushed.size));
+        assert_eq!(signed_head_size(&root), Some(flushed.size));
+        // Queued right before the close: they are written and covered by its checkpoint.
+        let pending: Vec<_> = (40..60)
+            .map(|i| l.submit(entry(round * 100 + i)).unwrap())
+            .collect();
+        let closed = if round % 2 == 0 {
+            l.close().unwrap()
+        } else {
+            rt.block_on(l.close_async()).unwrap()
+        };
+        for p in pending {
+            p.wait().unwrap();
+        }
+        assert_eq!(closed.checkpoint_size, closed.size);
+        assert_eq!(l.head().checkpoint_size, closed.size);
+        assert_eq!(logged_sizes(&dir).last(), Some(&closed.size));
+        assert_eq!(
+            load_signed_head(&keys_dir(&root)).unwrap(),
+            Some((closed.size, closed.root))
+        );
+    }
+    assert!(strictly_increasing(&logged_sizes(&dir)));
+    intact_with_keys(&root);
+}
+
+/// Appends until one is refused; returns the receipts acknowledged and the refusal's cause.
+fn append_until_refused(l: &Ledger, acked: &mut BTreeMap<u64, Hash>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    loop {
+        assert!(Instant::now() < deadline, "no append was refused");
+        match l.append(entry(i)) {
+            Ok(r) => {
+                acked.insert(r.seq, r.hash);
+            }
+            Err(AppendError::Poisoned { cause }) => return cause,
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+        i += 1;
+    }
+}
+
+/// Once the writer refused an append, it refuses every later one, flush and close too, and
+/// says why in its head.
+fn stays_poisoned(l: &Ledger, cause: &str) {
+    for i in 0..5 {
+        assert!(
+            matches!(l.append(entry(i)), Err(AppendError::Poisoned { .. })),
+            "an append was acknowledged after the writer stopped"
+        );
+    }
+    assert_eq!(l.head().poisoned.as_deref(), Some(cause));
+    assert!(l.flush().is_err());
+    assert!(l.close().is_err());
+}
+
+/// The keys directory refuses the signed head (its temporary file's name is taken by a
+/// directory): the writer stops acknowledging, says why, releases the directory at close, and
+/// the next writer finds every acknowledged record and verifies intact.
+#[test]
+fn a_signed_head_that_cannot_be_stored_stops_acknowledgements_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = ledger_dir(&root);
+    let mut o = options(&root);
+    o.checkpoint_interval = Duration::from_millis(1);
+    let l = open(o.clone());
+    let mut acked = BTreeMap::new();
+    for i in 0..5 {
+        let r = l.append(entry(i)).unwrap();
+        acked.insert(r.seq, r.hash);
+    }
+    l.flush().unwrap();
+    let blocker = keys_dir(&root).join("signed-head.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let cause = append_until_refused(&l, &mut acked);
+    assert!(cause.contains("signed head"), "{cause}");
+    stays_poisoned(&l, &cause);
+    std::fs::remove_dir(&blocker).unwrap();
+    let l = open(o);
+    let head = l.close().unwrap();
+    assert_eq!(head.checkpoint_size, head.size);
+    all_present(&dir, &acked);
+    intact_with_keys(&root);
+}
+
+/// Set in the child process of the test below, to the directory it works in.
+const CRASH_CHILD: &str = "KLING_AUDIT_LEDGER_TEST_CHECKPOINT_CRASH_CHILD";
+
+/// A writer storing checkpoints all the time (every millisecond, at every small segment) is
+/// killed with SIGKILL at random moments. Each time, before any writer reopens it: the log's
+/// checkpoints are in increasing size and the signed head is not beyond them, and the
+/// verifier finds nothing but what a crash leaves (a torn last checkpoint line, which the next
+/// writer cuts). At the end every acknowledged record is there and the ledger is intact.
+#[test]
+fn sigkill_while_checkpoints_are_stored_leaves_only_what_recovery_allows() {
+    if let Some(root) = std::env::var_os(CRASH_CHILD) {
+        append_forever(Path::new(&root));
+        return;
+    }
+    use rand::{Rng, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = ledger_dir(&root);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x636b7074);
+    let mut acked: BTreeMap<u64, Hash> = BTreeMap::new();
+    for round in 0..30 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigkill_while_checkpoints_are_stored_leaves_only_what_recovery_allows",
+                "--nocapture",
+            ])
+            .env(CRASH_CHILD, &root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Some(ack) = line.strip_prefix("ack ") else {
+                    continue;
+                };
+                let (seq, hash) = ack.split_once(' ').unwrap();
+                let hash: Hash = hex::decode(hash).unwrap().try_into().unwrap();
+                got.push((seq.parse::<u64>().unwrap(), hash));
+                if got.len() == 1 {
+                    let _ = first_tx.send(());
+                }
+            }
+            got
+        });
+        let _ = first_rx.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..60)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        acked.extend(reader.join().unwrap());
+
+        let raw = std::fs::read(dir.join(CHECKPOINTS_FILE)).unwrap();
+        let torn = !raw.is_empty() && !raw.ends_with(b"\n");
+        let (cps, bad) = read_checkpoints(&dir).unwrap();
+        let sizes: Vec<u64> = cps.iter().map(|c| c.size).collect();
+        assert!(strictly_increasing(&sizes), "round {round}: {sizes:?}");
+        assert!(bad.len() <= usize::from(torn), "round {round}: {bad:?}");
+        let signed = signed_head_size(&root).unwrap_or(0);
+        assert!(
+            signed <= sizes.last().copied().unwrap_or(0),
+            "round {round}: signed head {signed} beyond the log {sizes:?}"
+        );
+        let r = verify(&dir, &full_options(&root)).unwrap();
+        for f in &r.faults {
+            // The unsealed tails a crash explains (docs/format.md), never one it cannot.
+            let crash = f.message.contains("After a crash this is expected")
+                || f.message.contains("A crash explains this only if");
+            let allowed = f.kind == FaultKind::UnsealedTail && crash
+                || f.kind == FaultKind::BadCheckpoint && torn;
+            assert!(allowed, "round {round}: {f:#?}");
+        }
+    }
+    assert!(acked.len() > 100, "only {} acknowledged", acked.len());
+    let (l, _) = Ledger::open(options(&root)).unwrap();
+    l.close().unwrap();
+    all_present(&dir, &acked);
+    intact_with_keys(&root);
+}
+
+fn append_forever(root: &Path) {
+    let mut o: LedgerOptions = options(root);
+    o.checkpoint_interval = Duration::from_millis(1);
+    o.max_segment_bytes = 4096;
+    let l = open(o);
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let (l, out) = (l.clone(), out.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let r = l.append(entry(t * 1_000_000 + i)).unwrap();
+                    let mut out = out.lock().unwrap();
+                    writeln!(out, "ack {} {}", r.seq, hex::encode(r.hash)).unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// Verifying, with every key and the signed head, over and over while records pour in and
+/// checkpoints are stored every millisecond and at every small segment: no fault, ever.
+#[test]
+fn verify_with_every_key_while_checkpoints_pour_in_finds_no_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = ledger_dir(&root);
+    let mut o = options(&root);
+    o.checkpoint_interval = Duration::from_millis(1);
+    o.max_segment_bytes = 8 << 10;
+    let l = open(o);
+    l.append(entry(0)).unwrap();
+    l.flush().unwrap();
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..1500 {
+                    l.append(entry(t * 10_000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut runs = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        let r = verify(&dir, &full_options(&root)).unwrap();
+        assert!(r.intact, "run {runs}: {:#?}", r.faults);
+        runs += 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(runs > 3, "only {runs} verifications ran");
+    l.close().unwrap();
+    intact_with_keys(&root);
+}
