@@ -32,6 +32,8 @@ pub struct BadCheckpointLine {
 pub struct CheckpointLog {
     file: File,
     path: PathBuf,
+    /// Bytes of whole lines: where a failed append is cut back to.
+    len: u64,
 }
 
 impl CheckpointLog {
@@ -57,10 +59,17 @@ impl CheckpointLog {
         }
         let (checkpoints, _) = parse_lines(&data[..keep]);
         let newest = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
-        Ok((CheckpointLog { file, path }, newest))
+        let log = CheckpointLog {
+            file,
+            path,
+            len: keep as u64,
+        };
+        Ok((log, newest))
     }
 
-    /// Appends one checkpoint and syncs it.
+    /// Appends one checkpoint and syncs it. A write that fails part way (a full disk, a file
+    /// size limit) is cut off again: a partial line would read as a damaged checkpoint until
+    /// the next writer opens the ledger.
     pub fn append(&mut self, size: u64, note: &str) -> io::Result<()> {
         let mut line = serde_json::to_vec(&StoredCheckpoint {
             size,
@@ -68,7 +77,16 @@ impl CheckpointLog {
         })
         .map_err(io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
+        if let Err(e) = self.file.write_all(&line) {
+            return Err(match self.file.set_len(self.len) {
+                Ok(()) => e,
+                Err(cut) => io::Error::new(
+                    e.kind(),
+                    format!("{e}; cutting the partly written line off failed too ({cut})"),
+                ),
+            });
+        }
+        self.len += line.len() as u64;
         self.file.sync_data()
     }
 

@@ -347,6 +347,104 @@ fn a_signed_head_that_cannot_be_stored_stops_acknowledgements_and_loses_nothing(
 }
 
 /// Set in the child process of the test below, to the directory it works in.
+const CPLOG_FSIZE_CHILD: &str = "KLING_AUDIT_LEDGER_TEST_CPLOG_FSIZE_CHILD";
+
+/// The checkpoint log cannot grow (the process's file size limit, a real `EFBIG`, reached by
+/// the checkpoint log while every segment stays below it): the writer stops acknowledging and
+/// says why; everything acknowledged is in the ledger. The limit applies to the whole process,
+/// so the writer runs in a child process.
+#[test]
+fn a_checkpoint_log_that_cannot_grow_stops_acknowledgements_and_loses_nothing() {
+    if let Some(root) = std::env::var_os(CPLOG_FSIZE_CHILD) {
+        fill_the_checkpoint_log_past_a_limit(Path::new(&root));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_checkpoint_log_that_cannot_grow_stops_acknowledgements_and_loses_nothing",
+            "--nocapture",
+        ])
+        .env(CPLOG_FSIZE_CHILD, &root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: BTreeMap<u64, Hash> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ack "))
+        .map(|l| {
+            let (seq, hash) = l.split_once(' ').unwrap();
+            (
+                seq.parse().unwrap(),
+                hex::decode(hash).unwrap().try_into().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!acked.is_empty());
+    let dir = ledger_dir(&root);
+    // As the failed writer left it: its acknowledged records are there, and the log holds
+    // whole checkpoint lines only.
+    all_present(&dir, &acked);
+    let raw = std::fs::read(dir.join(CHECKPOINTS_FILE)).unwrap();
+    assert!(
+        raw.ends_with(b"\n"),
+        "a failed append left a partial checkpoint line"
+    );
+    let r = verify(&dir, &full_options(&root)).unwrap();
+    assert!(
+        r.faults.iter().all(|f| f.kind == FaultKind::UnsealedTail),
+        "{:#?}",
+        r.faults
+    );
+    let l = open(options(&root));
+    l.close().unwrap();
+    all_present(&dir, &acked);
+    intact_with_keys(&root);
+}
+
+fn fill_the_checkpoint_log_past_a_limit(root: &Path) {
+    let mut o = options(root);
+    o.checkpoint_interval = Duration::from_millis(1);
+    // Every segment change brings a checkpoint; every segment stays far below the limit.
+    o.max_segment_bytes = 4096;
+    let l = open(o);
+    l.append(entry(0)).unwrap();
+    l.flush().unwrap();
+    let limit = 12_000;
+    // SAFETY: only changes this process's signal disposition and its own resource limit.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let mut acked = BTreeMap::new();
+    let cause = append_until_refused(&l, &mut acked);
+    let mut out = std::io::stdout().lock();
+    for (seq, hash) in &acked {
+        writeln!(out, "ack {seq} {}", hex::encode(hash)).unwrap();
+    }
+    drop(out);
+    assert!(cause.contains(CHECKPOINTS_FILE), "{cause}");
+    stays_poisoned(&l, &cause);
+    assert!(
+        std::fs::metadata(ledger_dir(root).join(CHECKPOINTS_FILE))
+            .unwrap()
+            .len()
+            <= limit
+    );
+}
+
+/// Set in the child process of the test below, to the directory it works in.
 const CRASH_CHILD: &str = "KLING_AUDIT_LEDGER_TEST_CHECKPOINT_CRASH_CHILD";
 
 /// A writer storing checkpoints all the time (every millisecond, at every small segment) is
