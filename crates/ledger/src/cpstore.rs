@@ -97,16 +97,20 @@ impl CheckpointLog {
 
 /// Reads every checkpoint line of `dir`; a missing file reads as empty.
 pub fn read_checkpoints(dir: &Path) -> io::Result<(Vec<StoredCheckpoint>, Vec<BadCheckpointLine>)> {
-    let data = match fs::read(dir.join(CHECKPOINTS_FILE)) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    Ok(parse_lines(&data))
+    Ok(parse_lines(&read_log(dir)?))
+}
+
+/// The bytes of the checkpoint log of `dir`; a missing file reads as empty.
+pub fn read_log(dir: &Path) -> io::Result<Vec<u8>> {
+    match fs::read(dir.join(CHECKPOINTS_FILE)) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses checkpoint lines; unreadable ones are returned with their line numbers.
-fn parse_lines(data: &[u8]) -> (Vec<StoredCheckpoint>, Vec<BadCheckpointLine>) {
+pub fn parse_lines(data: &[u8]) -> (Vec<StoredCheckpoint>, Vec<BadCheckpointLine>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in data.split(|b| *b == b'\n').enumerate() {
