@@ -406,7 +406,20 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         log.truncate(log.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1));
     }
     let (stored, bad_lines) = crate::cpstore::parse_lines(&log);
-    let (segments, strays) = list_segments(dir).map_err(io(dir))?;
+    let (mut segments, strays) = list_segments(dir).map_err(io(dir))?;
+    if let Some(newest) = segments.last().map(|s| s.first_seq) {
+        if live || writer_active(dir) {
+            // A listing is no snapshot: a live writer may create segments while it runs, and
+            // it can return one without those created just before it (ext4 lists in hash
+            // order). A second listing holds every segment that existed when it began: all
+            // up to the newest of the first, since the writer creates them in order.
+            let (again, _) = list_segments(dir).map_err(io(dir))?;
+            segments = again
+                .into_iter()
+                .filter(|s| s.first_seq <= newest)
+                .collect();
+        }
+    }
     for stray in &strays {
         let name = stray.file_name().map(|n| n.to_string_lossy().into_owned());
         faults.push(
