@@ -773,32 +773,56 @@ impl LeafTail {
         file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf).map_err(io_err)?;
-        // A line still being written has no newline yet; it is read next time.
-        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut pos = 0usize;
-        let mut added = 0usize;
+        // The newest segment ends in zeros that the writer overwrites with records, and a read
+        // racing a write can see zeros followed by bytes written after them: what was read
+        // ends at the first zero byte (no record holds one). A line still being written has
+        // no newline yet. Both are read next time.
+        let written = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let complete = buf[..written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let (mut taken, mut added) = (0usize, 0usize);
+        let mut failure = None;
         for line in buf[..complete].split_inclusive(|&b| b == b'\n') {
-            let at = offset + pos as u64;
-            pos += line.len();
-            let bad = |reason: String| TailError::Record {
-                segment: path.to_path_buf(),
-                offset: at,
-                reason,
-            };
-            let body = &line[..line.len() - 1];
-            let rec = parse_line(body).map_err(|e| bad(e.to_string()))?;
-            let want = self.leaves.len() as u64;
-            if rec.seq != want {
-                return Err(bad(format!("seq {} where {want} was expected", rec.seq)));
+            match self.leaf_of(line, path, offset + taken as u64) {
+                Ok(leaf) => {
+                    self.leaves.push(leaf);
+                    taken += line.len();
+                    added += 1;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
-            if !rec.hash_ok() {
-                return Err(bad(format!("record {want} does not match its stored hash")));
-            }
-            self.leaves.push(rec.leaf);
-            added += 1;
         }
-        self.current = Some((path.to_path_buf(), offset + complete as u64));
-        Ok(added)
+        // Lines taken stay taken even when a later one fails: read again, their seqs would
+        // repeat and every later checkpoint would fail on them.
+        self.current = Some((path.to_path_buf(), offset + taken as u64));
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(added),
+        }
+    }
+
+    /// The leaf of the next record, from its line (newline included) at `offset` in `path`.
+    fn leaf_of(&self, line: &[u8], path: &Path, offset: u64) -> Result<Hash, TailError> {
+        let bad = |reason: String| TailError::Record {
+            segment: path.to_path_buf(),
+            offset,
+            reason,
+        };
+        let body = &line[..line.len() - 1];
+        let rec = parse_line(body).map_err(|e| bad(e.to_string()))?;
+        let want = self.leaves.len() as u64;
+        if rec.seq != want {
+            return Err(bad(format!("seq {} where {want} was expected", rec.seq)));
+        }
+        if !rec.hash_ok() {
+            return Err(bad(format!("record {want} does not match its stored hash")));
+        }
+        Ok(rec.leaf)
     }
 }
 
@@ -974,6 +998,45 @@ mod tests {
             fs::write(dir.path().join(STATE_FILE), bad)?;
             assert!(load_state(dir.path()).is_empty(), "{bad}");
         }
+        Ok(())
+    }
+
+    /// What a read racing the writer can see: a record's first bytes still as the zeros of the
+    /// reserve, its last bytes already written. The tail takes the records before it, and once
+    /// the record is whole, reads on from there (it used to read the taken records again,
+    /// which failed every later checkpoint on a repeated seq).
+    #[test]
+    fn a_record_read_half_as_zeros_is_read_again_once_written(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("ledger");
+        let mut opts = kling_audit_ledger::LedgerOptions::new(&dir);
+        opts.keys_dir = Some(tmp.path().join("keys"));
+        let (ledger, _) = kling_audit_ledger::Ledger::open(opts)?;
+        for i in 0..3 {
+            let details = kling_audit_ledger::Details::from_value(&serde_json::json!({ "i": i }))?;
+            ledger.append(kling_audit_ledger::Entry::new("t", "a", details)?)?;
+        }
+        ledger.close()?;
+        let (segments, _) = list_segments(&dir)?;
+        let path = &segments[0].path;
+        let whole = fs::read(path)?;
+        let lines: Vec<&[u8]> = whole.split_inclusive(|&b| b == b'\n').collect();
+        let leaves: Vec<Hash> = lines
+            .iter()
+            .map(|l| parse_line(&l[..l.len() - 1]).map(|r| r.leaf))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let n = leaves.len() as u64;
+        // The last record's first 20 bytes read as zeros.
+        let start = whole.len() - lines[lines.len() - 1].len();
+        let mut racing = whole.clone();
+        racing[start..start + 20].fill(0);
+        fs::write(path, &racing)?;
+        let mut tail = LeafTail::default();
+        tail.prepare(&dir, n - 1, root(&leaves[..leaves.len() - 1]))?;
+        fs::write(path, &whole)?;
+        tail.prepare(&dir, n, root(&leaves))?;
         Ok(())
     }
 
