@@ -184,11 +184,25 @@ fn store_one(store: &mut Store, size: u64, root: &Hash) -> Result<(), String> {
         head.checkpoint_size = head.checkpoint_size.max(size);
     }
     if let Some(hook) = &store.hook {
-        hook(&SignedCheckpoint {
+        let cp = SignedCheckpoint {
             size,
             root: *root,
             note,
-        });
+        };
+        // Uncaught, a panic would end this thread unnoticed until the next checkpoint is asked
+        // for, and the writer would then say only that the thread stopped.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&cp)))
+            .map_err(|p| format!("the checkpoint hook panicked: {}", panic_message(&*p)))?;
     }
     Ok(())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
 }

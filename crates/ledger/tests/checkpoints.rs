@@ -667,3 +667,38 @@ fn verify_while_segments_are_created_by_the_thousand_finds_no_fault() {
     l.close().unwrap();
     intact_with_keys(&root);
 }
+
+/// A checkpoint hook that panics (a bug in a witness pusher, say) stops the writer with the
+/// panic's message as the cause; it used to end the checkpoint thread, and the writer, which
+/// kept acknowledging until it next asked for a checkpoint, then said only that the thread
+/// stopped. Nothing acknowledged is lost.
+#[test]
+fn a_panicking_checkpoint_hook_stops_the_writer_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let mut o = options(&root);
+    // Long enough that only the flush below asks for a checkpoint while appends go on.
+    o.checkpoint_interval = Duration::from_secs(3600);
+    o.on_checkpoint = Some(Arc::new(|cp: &SignedCheckpoint| {
+        if cp.size > 1 {
+            panic!("hook bug at size {}", cp.size);
+        }
+    }));
+    let l = open(o.clone());
+    let mut acked = BTreeMap::new();
+    let r = l.append(entry(0)).unwrap();
+    acked.insert(r.seq, r.hash);
+    l.flush().unwrap();
+    let r = l.append(entry(1)).unwrap();
+    acked.insert(r.seq, r.hash);
+    let Err(AppendError::Poisoned { cause }) = l.flush() else {
+        panic!("a flush whose hook panicked succeeded");
+    };
+    assert!(cause.contains("hook bug at size 2"), "{cause}");
+    stays_poisoned(&l, &cause);
+    o.on_checkpoint = None;
+    let l = open(o);
+    l.close().unwrap();
+    all_present(&ledger_dir(&root), &acked);
+    intact_with_keys(&root);
+}
