@@ -18,7 +18,9 @@ use crate::validate::SourceVideo;
 
 #[derive(Debug)]
 pub(crate) struct Store {
-    tasks: HashMap<String, Task>,
+    /// Boxed: a task is large, and growing the map moves every entry at once under the lock,
+    /// which with tasks inline stalled every call for milliseconds once thousands existed.
+    tasks: HashMap<String, Box<Task>>,
     /// Task ids in creation order.
     order: Vec<String>,
     /// `external_task_id` to task id, account-wide.
@@ -86,7 +88,7 @@ impl Store {
             self.external.insert(ext.clone(), task.id.clone());
         }
         self.order.push(task.id.clone());
-        self.tasks.insert(task.id.clone(), task);
+        self.tasks.insert(task.id.clone(), Box::new(task));
         Ok(data)
     }
 
@@ -105,19 +107,22 @@ impl Store {
     pub fn by_task_id(&self, family: &Family, id: &str) -> Option<&Task> {
         self.tasks
             .get(id)
+            .map(|t| &**t)
             .filter(|t| std::ptr::eq(t.family, family) && t.api == Api::Legacy)
     }
 
     /// Tasks of either API by Kling task id, in the order asked; unknown ids are skipped.
     pub fn by_ids<'a>(&'a self, ids: &[&str]) -> Vec<&'a Task> {
-        ids.iter().filter_map(|id| self.tasks.get(*id)).collect()
+        ids.iter()
+            .filter_map(|id| self.tasks.get(*id).map(|t| &**t))
+            .collect()
     }
 
     /// Tasks of either API by `external_task_id`, in the order asked; unknown ids are skipped.
     pub fn by_external_ids<'a>(&'a self, exts: &[&str]) -> Vec<&'a Task> {
         exts.iter()
             .filter_map(|e| self.external.get(*e))
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
             .collect()
     }
 
@@ -135,7 +140,7 @@ impl Store {
             .iter()
             .enumerate()
             .rev()
-            .filter_map(|(pos, id)| self.tasks.get(id).map(|t| (pos, t)))
+            .filter_map(|(pos, id)| self.tasks.get(id).map(|t| (pos, &**t)))
             .filter(|(_, t)| keep(t));
         let page: Vec<(usize, &Task)> = matching.by_ref().take(limit).collect();
         let more = matching.next().is_some();
@@ -153,7 +158,7 @@ impl Store {
         self.order
             .iter()
             .rev()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
             .filter(|t| std::ptr::eq(t.family, family) && t.api == Api::Legacy)
             .skip(page.saturating_sub(1).saturating_mul(size))
             .take(size)
@@ -163,7 +168,7 @@ impl Store {
 
     /// The task's current JSON in its own API's shape, for callbacks.
     pub fn snapshot(&self, id: &str) -> Option<Value> {
-        self.tasks.get(id).map(Task::snapshot_json)
+        self.tasks.get(id).map(|t| t.snapshot_json())
     }
 
     /// Moves a submitted task to `processing`.
