@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kling_audit_ledger::{
     AppendError, Commitments, Details, Entry, EntryError, Head, Ledger, LedgerOptions, Receipt,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::config::FailureMode;
 use crate::metrics::Metrics;
@@ -153,36 +153,19 @@ impl Auditor {
 
     /// Appends one record and waits until it is durable. A refusal starts the reopen loop.
     ///
+    /// `details` is serialised straight into the record's text (see
+    /// [`Details::from_serialize`]): a `serde_json::Value` object, or a type that serialises
+    /// as an object with distinct keys, without a `Value` in between.
+    ///
     /// # Errors
     /// [`AuditError`] when the record is not durable.
-    pub async fn append(
-        self: &Arc<Self>,
-        kind: &str,
-        actor: &str,
-        details: &Value,
-    ) -> Result<Receipt, AuditError> {
-        self.append_details(kind, actor, Details::from_value(details))
-            .await
-    }
-
-    /// [`Auditor::append`] for details serialised straight from a type (see
-    /// [`Details::from_serialize`]), without a `Value` in between.
-    pub async fn append_record<T: serde::Serialize + ?Sized>(
+    pub async fn append<T: serde::Serialize + ?Sized>(
         self: &Arc<Self>,
         kind: &str,
         actor: &str,
         details: &T,
     ) -> Result<Receipt, AuditError> {
-        self.append_details(kind, actor, Details::from_serialize(details))
-            .await
-    }
-
-    async fn append_details(
-        self: &Arc<Self>,
-        kind: &str,
-        actor: &str,
-        details: Result<Details, EntryError>,
-    ) -> Result<Receipt, AuditError> {
+        let details = Details::from_serialize(details);
         let entry = details
             .and_then(|d| Entry::new(kind, actor, d))
             .map_err(|e| AuditError::Entry {

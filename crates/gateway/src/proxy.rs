@@ -620,7 +620,7 @@ pub async fn handle(
     // 4. Write-ahead request record.
     let request_receipt = match state
         .auditor
-        .append_record("gateway.request", &actor, &record)
+        .append("gateway.request", &actor, &record)
         .await
     {
         Ok(r) => Some(r),
