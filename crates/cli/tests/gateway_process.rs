@@ -2,6 +2,8 @@
 //! real failures: a file-size limit that makes every ledger write fail (fail-closed), SIGKILL
 //! under load (recovery and write-ahead), SIGTERM with requests in flight (graceful drain).
 
+mod run_ok;
+
 use kling_audit_ledger::segment::read_segment;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kling_sim::{KeyPair, RunningSim, SimConfig};
+use run_ok::run_ok;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kling-audit");
@@ -71,17 +74,7 @@ fn sim_config() -> SimConfig {
 }
 
 fn add_actor(dir: &Path, name: &str) -> Actor {
-    let out = Command::new(BIN)
-        .arg("--dir")
-        .arg(dir)
-        .args(["actors", "add", name, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(dir, &["actors", "add", name, "--format", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     Actor {
         access_key: v["access_key"].as_str().unwrap().to_owned(),

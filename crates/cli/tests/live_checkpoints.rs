@@ -2,12 +2,15 @@
 //! (a small segment limit brings one at every segment change): while it writes, and after it
 //! is killed with SIGKILL at random moments.
 
+mod run_ok;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use run_ok::run_ok;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kling-audit");
 
@@ -118,17 +121,7 @@ fn sigkill_while_log_stores_checkpoints_leaves_only_what_recovery_allows() {
         }
     }
     // The next writer recovers and signs; then the ledger is intact.
-    let out = Command::new(BIN)
-        .arg("--dir")
-        .arg(&dir)
-        .args(["log", "--type", "t", "--actor", "after"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&dir, &["log", "--type", "t", "--actor", "after"]);
     let (out, report) = verify(&dir);
     assert_eq!(out.status.code(), Some(0), "{report:#}");
 }

@@ -2,12 +2,14 @@
 //! gateway: only its base URL changes. Its calls succeed with the actor's own keys, a wrong
 //! secret is refused by the gateway, every call is in the ledger, and no secret or prompt is.
 
+mod run_ok;
 mod sim_process;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use run_ok::run_ok;
 use serde_json::Value;
 use sim_process::SimProcess;
 
@@ -30,17 +32,7 @@ fn npm_kling_api_client_works_unchanged_through_the_gateway_and_is_audited() {
     let dir = tmp.path().join("audit");
     let sim = SimProcess::start(&[("KLING_ACCESS_KEY", ORG_AK), ("KLING_SECRET_KEY", ORG_SK)]);
 
-    let out = Command::new(BIN)
-        .arg("--dir")
-        .arg(&dir)
-        .args(["actors", "add", "node-app", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&dir, &["actors", "add", "node-app", "--format", "json"]);
     let actor: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (ak, sk) = (
         actor["access_key"].as_str().unwrap().to_owned(),
