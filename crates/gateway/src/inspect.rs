@@ -371,9 +371,9 @@ pub struct QuerySummary {
     pub other_names: Vec<Value>,
 }
 
-/// The query string's summary, or `None` when it has no parameters.
-pub fn query_summary(query: Option<&str>) -> Option<QuerySummary> {
-    let pairs = routes::query_pairs(query);
+/// The summary of a query string's decoded pairs ([`routes::query_pairs`]), or `None` when
+/// it has none.
+pub fn query_summary(pairs: Vec<(String, String)>) -> Option<QuerySummary> {
     if pairs.is_empty() {
         return None;
     }
@@ -394,7 +394,7 @@ pub fn query_summary(query: Option<&str>) -> Option<QuerySummary> {
 
 /// Query-string fields ([`query_summary`]) added to `out`.
 pub fn query_fields(query: Option<&str>, out: &mut Map<String, Value>) {
-    let Some(summary) = query_summary(query) else {
+    let Some(summary) = query_summary(routes::query_pairs(query)) else {
         return;
     };
     out.insert("query".into(), Value::Object(summary.values));

@@ -295,9 +295,8 @@ async fn record_denial<const N: usize>(
 /// The query parameters that name tasks, whose owner the gateway checks.
 const TASK_PARAMETERS: &[&str] = &["external_task_id", "task_ids", "external_task_ids"];
 
-/// The first task-naming parameter the query holds more than once, if any.
-fn repeated_task_parameter(query: Option<&str>) -> Option<&'static str> {
-    let pairs = routes::query_pairs(query);
+/// The first task-naming parameter the query's pairs hold more than once, if any.
+fn repeated_task_parameter(pairs: &[(String, String)]) -> Option<&'static str> {
     TASK_PARAMETERS
         .iter()
         .copied()
@@ -405,7 +404,9 @@ pub async fn handle(
 
     // 2. Ownership of the task a query names. A query naming tasks twice is refused first:
     // the check reads one of the values, and Kling might read the other.
-    if let Some(name) = repeated_task_parameter(query.as_deref()) {
+    // The query is decoded once, for this check and for the request record.
+    let query_pairs = routes::query_pairs(query.as_deref());
+    if let Some(name) = repeated_task_parameter(&query_pairs) {
         let fields = [
             ("reason", json!("query-repeats-parameter")),
             ("code", json!(codes::PARAMETER_INVALID)),
@@ -570,7 +571,7 @@ pub async fn handle(
         credential: &caller.credential,
         source_ip: peer.ip(),
         user_agent: user_agent(&parts.headers),
-        query: inspect::query_summary(query.as_deref()),
+        query: inspect::query_summary(query_pairs),
         body_bytes: raw_body.len(),
         body_json: raw_body.is_empty() || json_body.is_some(),
         body: Map::new(),

@@ -247,7 +247,7 @@ mod tests {
                 credential: &credential,
                 source_ip: "::1".parse().unwrap(),
                 user_agent: ua.map(str::to_owned),
-                query: inspect::query_summary(*query),
+                query: inspect::query_summary(routes::query_pairs(*query)),
                 body_bytes: 17,
                 body_json: true,
                 body: body.as_object().cloned().unwrap_or_default(),
