@@ -15,7 +15,8 @@ use kling_audit_merkle::Hash;
 
 use crate::cpstore::CheckpointLog;
 use crate::sign::Signer;
-use crate::{CheckpointHook, Head, SignedCheckpoint};
+use crate::writer::Published;
+use crate::{CheckpointHook, SignedCheckpoint};
 
 struct Job {
     size: u64,
@@ -40,7 +41,7 @@ pub(crate) struct Store {
     pub keys_dir: PathBuf,
     pub hook: Option<CheckpointHook>,
     /// The published head, whose `checkpoint_size` the thread advances.
-    pub head: Arc<Mutex<Head>>,
+    pub head: Arc<Mutex<Published>>,
 }
 
 pub(crate) struct Checkpointer {
@@ -180,7 +181,8 @@ fn store_one(store: &mut Store, size: u64, root: &Hash) -> Result<(), String> {
     crate::keys::store_signed_head(&store.keys_dir, size, root)
         .map_err(|e| format!("cannot record the signed head: {e}"))?;
     {
-        let mut head = store.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut published = store.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let head = &mut published.head;
         head.checkpoint_size = head.checkpoint_size.max(size);
     }
     if let Some(hook) = &store.hook {

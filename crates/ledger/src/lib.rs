@@ -227,7 +227,7 @@ struct Inner {
     /// that writes inline.
     writer: Arc<Mutex<writer::Writer>>,
     inline: bool,
-    head: Arc<Mutex<Head>>,
+    head: Arc<Mutex<writer::Published>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
     origin: String,
@@ -308,7 +308,10 @@ impl Ledger {
             epoch: keys.epoch.epoch(),
             poisoned: None,
         };
-        let shared = Arc::new(Mutex::new(head));
+        let shared = Arc::new(Mutex::new(writer::Published::new(
+            head,
+            scan.frontier.clone(),
+        )));
         let origin = keys.origin.clone();
         let commitments = Commitments::new(*keys.commit_key);
         let mac = record::mac_state(keys.epoch.key());
@@ -596,7 +599,7 @@ impl Ledger {
             .head
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .read()
     }
 
     /// Appends waiting in the queue.

@@ -37,8 +37,8 @@ pub(crate) struct SyncThread {
 }
 
 impl SyncThread {
-    /// Starts the thread. Each finished sync also sends a `Tick` through `wake`, so a writer
-    /// blocked waiting for appends notices it.
+    /// Starts the thread. A failed sync also sends a `Tick` through `wake`, so that a writer
+    /// blocked waiting for appends notices it and stops.
     pub(crate) fn start(wake: mpsc::WeakSender<Msg>) -> std::io::Result<SyncThread> {
         let (jobs_tx, jobs) = std_mpsc::channel::<Job>();
         let (done_tx, done) = std_mpsc::channel();
@@ -119,12 +119,18 @@ fn run(
             }
             drop(job.spent);
         }
+        let failed_now = result.is_err();
         if done.send((covered, result)).is_err() {
             return;
         }
-        if let Some(tx) = wake.upgrade() {
-            // A full queue wakes the writer anyway.
-            let _ = tx.try_send(Msg::Tick);
+        // A success needs no wake-up: the writer takes it in before its next batch, and the
+        // ticker wakes an idle writer for checkpoints. Waking it after every sync cost a
+        // context switch per batch under load. A failure must stop acknowledgements at once.
+        if failed_now {
+            if let Some(tx) = wake.upgrade() {
+                // A full queue wakes the writer anyway.
+                let _ = tx.try_send(Msg::Tick);
+            }
         }
     }
 }

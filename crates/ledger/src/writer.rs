@@ -198,7 +198,7 @@ pub(crate) struct Writer {
     pub unsynced: bool,
     /// When buffered data was last synced.
     pub last_sync: Instant,
-    pub shared: Arc<Mutex<Head>>,
+    pub shared: Arc<Mutex<Published>>,
     pub buf: Vec<u8>,
     pub ids: IdSource,
     /// HMAC state of the current epoch key.
@@ -387,7 +387,12 @@ impl Writer {
             if force {
                 w.wait_pending();
             }
-            let result = w.housekeeping(force);
+            let kept = w.housekeeping(force);
+            if !force {
+                continue;
+            }
+            // The head (with its root) is made only for those who asked for it.
+            let result = kept.map(|()| w.head_snapshot());
             for tx in flushes {
                 let _ = tx.send(result.clone());
             }
@@ -659,6 +664,7 @@ impl Writer {
         self.shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .head
             .poisoned = Some(cause.clone());
         self.poisoned = Some(cause);
     }
@@ -967,7 +973,7 @@ impl Writer {
     }
 
     /// Syncs buffered data and signs a checkpoint when one is due (or `force`).
-    fn housekeeping(&mut self, force: bool) -> Result<Head, AppendError> {
+    fn housekeeping(&mut self, force: bool) -> Result<(), AppendError> {
         if let Some(cause) = &self.poisoned {
             return Err(AppendError::Poisoned {
                 cause: cause.clone(),
@@ -1006,7 +1012,7 @@ impl Writer {
             self.last_cp_size = size;
             self.last_cp_time = Instant::now();
         }
-        Ok(self.head_snapshot())
+        Ok(())
     }
 
     fn head_snapshot(&self) -> Head {
@@ -1020,12 +1026,40 @@ impl Writer {
         }
     }
 
+    /// Runs after every sync, so it leaves the root to the reader (see [`Published`]).
     fn publish_head(&self) {
-        let mut head = self.head_snapshot();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let published = &mut *shared;
+        let head = &mut published.head;
+        head.size = self.frontier.size();
+        head.hash = self.durable_hash;
         // The checkpoint thread advances this field on its own; never move it back.
-        head.checkpoint_size = head.checkpoint_size.max(shared.checkpoint_size);
-        *shared = head;
+        head.checkpoint_size = head.checkpoint_size.max(self.checkpointer.stored());
+        head.epoch = self.keys.epoch.epoch();
+        head.poisoned.clone_from(&self.poisoned);
+        published.frontier.clone_from(&self.frontier);
+    }
+}
+
+/// The durable state the writer last published, for [`crate::Ledger::head`]. The root is
+/// computed when the head is read, not when it is published: publishing follows every sync,
+/// and a root costs one hash per level of the tree, while heads are read rarely (probes,
+/// metrics, checkpoints go their own way).
+pub(crate) struct Published {
+    /// Every field but `root`, which is left as it was at open.
+    pub head: Head,
+    pub frontier: Frontier,
+}
+
+impl Published {
+    pub(crate) fn new(head: Head, frontier: Frontier) -> Self {
+        Published { head, frontier }
+    }
+
+    pub(crate) fn read(&self) -> Head {
+        let mut head = self.head.clone();
+        head.root = self.frontier.root();
+        head
     }
 }
 
