@@ -358,7 +358,10 @@ pub async fn run_with_ready(
         })
     };
 
-    let app = router(Arc::clone(&state));
+    let app = App {
+        router: router(Arc::clone(&state)),
+        state: Arc::clone(&state),
+    };
     ready(local);
     let grace = state.cfg.server.shutdown_grace;
     let limits = serve::Limits {
@@ -402,6 +405,43 @@ pub async fn run_with_ready(
         sealed,
         relays_abandoned,
     })
+}
+
+/// Serves each request: the gateway's own routes through the router, and every other path
+/// (the Kling API) straight to the proxy. The router would reach the proxy too, as its
+/// fallback, but only after matching the path, boxing the request into its extension map and
+/// running its extractors: work on every API call for nothing.
+#[derive(Clone)]
+pub(crate) struct App {
+    router: Router,
+    state: Arc<AppState>,
+}
+
+impl App {
+    pub(crate) async fn call(
+        self,
+        mut request: http::Request<axum::body::Body>,
+        peer: SocketAddr,
+    ) -> Response {
+        if owned_by_gateway(request.uri().path()) {
+            use tower::ServiceExt;
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            match self.router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        } else {
+            proxy::handle(State(self.state), axum::extract::ConnectInfo(peer), request).await
+        }
+    }
+}
+
+/// Paths the router may answer itself; everything else is the proxy's, as the router's
+/// fallback too.
+fn owned_by_gateway(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/_gateway/")
 }
 
 fn router(state: Arc<AppState>) -> Router {

@@ -109,7 +109,8 @@ impl Outcome {
 /// Every gateway metric.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, Outcome), u64>>,
+    /// By route, then outcome: a known route is counted without allocating its key.
+    requests: Mutex<BTreeMap<String, BTreeMap<Outcome, u64>>>,
     /// Time spent waiting for the upstream.
     pub upstream_latency: Histogram,
     /// Time the gateway added (total minus upstream wait).
@@ -138,13 +139,20 @@ impl Metrics {
     /// Counts one request.
     pub fn count_request(&self, route: &str, outcome: Outcome) {
         let mut map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *map.entry((route.to_owned(), outcome)).or_insert(0) += 1;
+        let outcomes = match map.get_mut(route) {
+            Some(outcomes) => outcomes,
+            None => map.entry(route.to_owned()).or_default(),
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
     }
 
     /// Requests counted for a route and outcome.
     pub fn requests(&self, route: &str, outcome: Outcome) -> u64 {
         let map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(&(route.to_owned(), outcome)).copied().unwrap_or(0)
+        map.get(route)
+            .and_then(|outcomes| outcomes.get(&outcome))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The exposition text, with gauges read by the caller at scrape time.
@@ -156,13 +164,15 @@ impl Metrics {
         out.push_str("# TYPE kling_gateway_requests_total counter\n");
         {
             let map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            for ((route, outcome), n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "kling_gateway_requests_total{{route=\"{}\",outcome=\"{}\"}} {n}",
-                    escape_label(route),
-                    outcome.as_str()
-                );
+            for (route, outcomes) in map.iter() {
+                for (outcome, n) in outcomes {
+                    let _ = writeln!(
+                        out,
+                        "kling_gateway_requests_total{{route=\"{}\",outcome=\"{}\"}} {n}",
+                        escape_label(route),
+                        outcome.as_str()
+                    );
+                }
             }
         }
         self.upstream_latency.render(

@@ -39,6 +39,7 @@ use crate::records::RequestRecord;
 use crate::state::AppState;
 use crate::tasks::Observed;
 use crate::upstream::ExchangeError;
+use crate::verified::Verified;
 
 /// Header carrying the seq of the request record.
 pub const HEADER_RECORD: &str = "x-kling-audit-record";
@@ -71,7 +72,8 @@ enum UpstreamAuth {
 /// An authenticated caller.
 struct Caller {
     actor: String,
-    credential: Value,
+    /// Shared with the verified-token cache, which makes it once per token.
+    credential: Arc<Value>,
     upstream: UpstreamAuth,
 }
 
@@ -119,7 +121,7 @@ fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller
             .ok_or_else(|| Denial::token(TokenRejection::Missing, "bad-header"))?;
         return Ok(Caller {
             actor: fp.clone(),
-            credential: json!({ "kind": kind, "key_fp": fp, "verified": false }),
+            credential: Arc::new(json!({ "kind": kind, "key_fp": fp, "verified": false })),
             upstream,
         });
     }
@@ -132,20 +134,20 @@ fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller
         state.cfg.auth.leeway_secs,
         state.cfg.auth.max_token_lifetime_secs,
     );
-    let (actor, claims, key_fp) = match state.verified.get(token, &index) {
-        Some((claims, key_fp)) => {
-            let Some(actor) = index.get(&claims.iss) else {
+    let (actor, verified) = match state.verified.get(token, &index) {
+        Some(verified) => {
+            let Some(actor) = index.get(&verified.claims.iss) else {
                 let mut d = Denial::token(TokenRejection::Invalid, "unknown-access-key");
-                d.key_fp = Some(key_fp);
+                d.key_fp = Some(verified.key_fp.clone());
                 return Err(d);
             };
-            if let Err(r) = auth::check_token_times(&claims, now, leeway, max_lifetime) {
+            if let Err(r) = auth::check_token_times(&verified.claims, now, leeway, max_lifetime) {
                 let mut d = Denial::token(r, "token-refused");
                 d.claimed_actor = Some(actor.name.clone());
-                d.key_fp = Some(key_fp);
+                d.key_fp = Some(verified.key_fp.clone());
                 return Err(d);
             }
-            (actor, claims, key_fp)
+            (actor, verified)
         }
         None => {
             let iss = auth::peek_issuer(token).map_err(|r| Denial::token(r, "malformed-jwt"))?;
@@ -167,10 +169,9 @@ fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller
             if claims.iss != iss {
                 return Err(Denial::token(TokenRejection::Invalid, "malformed-jwt"));
             }
-            state
-                .verified
-                .insert(token, &index, claims.clone(), key_fp.clone());
-            (actor, claims, key_fp)
+            let verified = Arc::new(Verified::new(claims, key_fp));
+            state.verified.insert(token, &index, Arc::clone(&verified));
+            (actor, verified)
         }
     };
     if actor.disabled {
@@ -179,15 +180,12 @@ fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller
             message: "Authorization failed: this access key is disabled",
             reason: "actor-disabled",
             claimed_actor: Some(actor.name.clone()),
-            key_fp: Some(key_fp),
+            key_fp: Some(verified.key_fp.clone()),
         });
     }
     Ok(Caller {
         actor: actor.name.clone(),
-        credential: json!({
-            "kind": "jwt", "key_fp": key_fp, "verified": true,
-            "iat": claims.iat, "nbf": claims.nbf, "exp": claims.exp,
-        }),
+        credential: Arc::clone(&verified.credential),
         upstream: UpstreamAuth::Org,
     })
 }
@@ -213,7 +211,8 @@ struct Reply {
 
 impl Reply {
     fn json(status: StatusCode, body: Bytes, record: Option<u64>) -> Self {
-        let mut headers = HeaderMap::new();
+        // Room for the content type and the four headers `finish` adds, without regrowing.
+        let mut headers = HeaderMap::with_capacity(8);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Self {
             status,
@@ -412,7 +411,7 @@ pub async fn handle(
             ("code", json!(codes::PARAMETER_INVALID)),
             ("http_status", json!(400)),
             ("repeated_parameter", json!(name)),
-            ("credential", caller.credential.clone()),
+            ("credential", Value::clone(&caller.credential)),
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(&route, Outcome::BadRequest);
@@ -431,7 +430,7 @@ pub async fn handle(
             ("reason", json!(reason)),
             ("code", json!(codes::RESOURCE_NOT_FOUND)),
             ("http_status", json!(404)),
-            ("credential", caller.credential.clone()),
+            ("credential", Value::clone(&caller.credential)),
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(&route, Outcome::NotOwner);
@@ -540,7 +539,7 @@ pub async fn handle(
                 ("code", json!(code)),
                 ("http_status", json!(status.as_u16())),
                 ("max_body_bytes", json!(max_body)),
-                ("credential", caller.credential.clone()),
+                ("credential", Value::clone(&caller.credential)),
             ];
             let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
             state.metrics.count_request(&route, outcome);

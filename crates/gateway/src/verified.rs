@@ -10,52 +10,70 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use kling_api::auth::TokenClaims;
+use serde_json::{json, Value};
 
 use crate::actors::ActorIndex;
 
 /// Entries kept at most; the map is emptied when it is full, which only costs re-verification.
 const CAPACITY: usize = 8192;
 
-struct Verified {
+/// A token whose signature verified, with what every request carrying it needs.
+#[derive(Debug, PartialEq)]
+pub struct Verified {
+    pub claims: TokenClaims,
+    /// The keyed fingerprint of the access key.
+    pub key_fp: String,
+    /// The `credential` field of the token's request records, made once per token rather
+    /// than once per request.
+    pub credential: Arc<Value>,
+}
+
+impl Verified {
+    pub fn new(claims: TokenClaims, key_fp: String) -> Self {
+        let credential = Arc::new(json!({
+            "kind": "jwt", "key_fp": key_fp, "verified": true,
+            "iat": claims.iat, "nbf": claims.nbf, "exp": claims.exp,
+        }));
+        Verified {
+            claims,
+            key_fp,
+            credential,
+        }
+    }
+}
+
+struct Entry {
     /// The index the signature was checked against. A `Weak` keeps its address from being
     /// reused by a later index while the entry exists.
     index: Weak<ActorIndex>,
-    claims: TokenClaims,
-    key_fp: String,
+    verified: Arc<Verified>,
 }
 
 /// Verified tokens, by their full text (signature included).
 #[derive(Default)]
 pub struct VerifiedTokens {
-    map: Mutex<HashMap<String, Verified>>,
+    map: Mutex<HashMap<String, Entry>>,
 }
 
 impl VerifiedTokens {
-    /// The claims and key fingerprint of `token` if it was verified against `index`.
-    pub fn get(&self, token: &str, index: &Arc<ActorIndex>) -> Option<(TokenClaims, String)> {
+    /// What `token` verified to, if it was verified against `index`.
+    pub fn get(&self, token: &str, index: &Arc<ActorIndex>) -> Option<Arc<Verified>> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        let v = map.get(token)?;
-        Weak::ptr_eq(&v.index, &Arc::downgrade(index)).then(|| (v.claims.clone(), v.key_fp.clone()))
+        let e = map.get(token)?;
+        Weak::ptr_eq(&e.index, &Arc::downgrade(index)).then(|| Arc::clone(&e.verified))
     }
 
     /// Remembers a token whose signature verified against `index`.
-    pub fn insert(
-        &self,
-        token: &str,
-        index: &Arc<ActorIndex>,
-        claims: TokenClaims,
-        key_fp: String,
-    ) {
+    pub fn insert(&self, token: &str, index: &Arc<ActorIndex>, verified: Arc<Verified>) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= CAPACITY {
             map.clear();
         }
         map.insert(
             token.to_owned(),
-            Verified {
+            Entry {
                 index: Arc::downgrade(index),
-                claims,
-                key_fp,
+                verified,
             },
         );
     }
@@ -78,8 +96,9 @@ mod tests {
     fn a_token_counts_only_for_the_index_it_was_verified_against() {
         let cache = VerifiedTokens::default();
         let old = Arc::new(ActorIndex::default());
-        cache.insert("t", &old, claims(), "fp".into());
-        assert_eq!(cache.get("t", &old), Some((claims(), "fp".to_owned())));
+        let verified = Arc::new(Verified::new(claims(), "fp".into()));
+        cache.insert("t", &old, Arc::clone(&verified));
+        assert_eq!(cache.get("t", &old), Some(verified));
         assert_eq!(cache.get("other", &old), None);
         let reloaded = Arc::new(ActorIndex::default());
         assert_eq!(
@@ -101,7 +120,8 @@ mod tests {
         let cache = VerifiedTokens::default();
         let index = Arc::new(ActorIndex::default());
         for i in 0..=CAPACITY {
-            cache.insert(&format!("t{i}"), &index, claims(), String::new());
+            let verified = Arc::new(Verified::new(claims(), String::new()));
+            cache.insert(&format!("t{i}"), &index, verified);
         }
         let len = cache.map.lock().unwrap().len();
         assert!(len <= CAPACITY, "{len}");
