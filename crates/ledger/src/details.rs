@@ -55,11 +55,16 @@ impl Details {
     /// written on every call are made this way. A serializer that repeats a key breaks the
     /// record rules; debug builds check for that.
     pub fn from_serialize<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, EntryError> {
-        let text = serde_json::to_string(value).map_err(|e| EntryError::DetailsNotJson {
-            reason: e.to_string(),
+        // One allocation for a typical record: `to_string` starts at 128 bytes and regrows
+        // three times on the way to the usual few hundred.
+        let mut bytes = Vec::with_capacity(1024);
+        let not_json = |reason: String| EntryError::DetailsNotJson {
+            reason,
             line: 0,
             column: 0,
-        })?;
+        };
+        serde_json::to_writer(&mut bytes, value).map_err(|e| not_json(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| not_json(e.to_string()))?;
         let found = match text.as_bytes().first() {
             Some(b'{') => {
                 debug_assert!(Details::parse(&text).is_ok(), "serialized details: {text}");
