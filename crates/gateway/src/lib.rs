@@ -309,6 +309,7 @@ pub async fn run_with_ready(
         upstream,
         relay,
         org_tokens,
+        org_bearer: state::OrgBearer::default(),
         relays: Arc::new(RelayTracker::default()),
         started,
         served: AtomicU64::new(0),

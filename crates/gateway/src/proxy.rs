@@ -948,8 +948,15 @@ async fn forward(
         UpstreamAuth::Org => {
             let creds = state.cfg.upstream.credentials.as_ref();
             let api_key = creds.and_then(|c| c.api_key.as_ref());
-            let bearer = match (op.generation, api_key) {
-                (Some(ApiGeneration::NewStandard), Some(key)) => key.expose().to_owned(),
+            match (op.generation, api_key) {
+                (Some(ApiGeneration::NewStandard), Some(key)) => {
+                    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                        .map_err(|_| {
+                            UpstreamFailure::Signing("credential is not header-safe".into())
+                        })?;
+                    value.set_sensitive(true);
+                    value
+                }
                 // Kling refuses a signed JWT on these routes; its 401 would reach the caller
                 // as if the caller's own credential were wrong.
                 (Some(ApiGeneration::NewStandard), None) => {
@@ -964,16 +971,12 @@ async fn forward(
                         .org_tokens
                         .as_ref()
                         .ok_or_else(|| UpstreamFailure::Signing("no organisation key".into()))?;
-                    let issued = cache
-                        .token()
-                        .map_err(|e| UpstreamFailure::Signing(e.to_string()))?;
-                    issued.token.expose().to_owned()
+                    state
+                        .org_bearer
+                        .header(cache)
+                        .map_err(UpstreamFailure::Signing)?
                 }
-            };
-            let mut value = HeaderValue::from_str(&format!("Bearer {bearer}"))
-                .map_err(|_| UpstreamFailure::Signing("credential is not header-safe".into()))?;
-            value.set_sensitive(true);
-            value
+            }
         }
     };
     headers.insert(AUTHORIZATION, authorization);

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
+use http::HeaderValue;
 use kling_api::auth::TokenCache;
+use kling_api::SecretString;
 use tokio::sync::Notify;
 
 use crate::actors::{self, ActorIndex};
@@ -119,6 +121,32 @@ impl Actors {
     }
 }
 
+/// The header every forwarded call carries, made again only when the organisation's token
+/// changes: formatting and checking it on every call cost more than the rest of the signing.
+#[derive(Default)]
+pub(crate) struct OrgBearer(Mutex<Option<(SecretString, HeaderValue)>>);
+
+impl OrgBearer {
+    /// `Bearer <token>` for the cache's current token; the error says why none can be made.
+    pub(crate) fn header(&self, cache: &TokenCache) -> Result<HeaderValue, String> {
+        cache
+            .with_token(|issued| {
+                let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((token, value)) = &*slot {
+                    if token.expose() == issued.token.expose() {
+                        return Ok(value.clone());
+                    }
+                }
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", issued.token.expose()))
+                    .map_err(|_| "credential is not header-safe".to_owned())?;
+                value.set_sensitive(true);
+                *slot = Some((issued.token.clone(), value.clone()));
+                Ok(value)
+            })
+            .map_err(|e| e.to_string())?
+    }
+}
+
 /// Shared by every handler.
 pub struct AppState {
     /// The configuration.
@@ -137,6 +165,8 @@ pub struct AppState {
     pub relay: reqwest::Client,
     /// The organisation's JWTs, renewed before expiry.
     pub org_tokens: Option<TokenCache>,
+    /// The `Authorization` header made of the current organisation JWT.
+    pub(crate) org_bearer: OrgBearer,
     /// `<public base>/_gateway/callback/`.
     pub callback_base: String,
     /// Relays in flight.
@@ -149,4 +179,40 @@ pub struct AppState {
     pub verified: crate::verified::VerifiedTokens,
     /// Memory for request bodies, shared by all requests.
     pub(crate) bodies: crate::body::BodyBudget,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kling_api::auth::TokenPolicy;
+
+    #[test]
+    fn the_org_header_is_kept_while_the_token_lasts_and_follows_a_new_one() {
+        let cache = TokenCache::new(
+            "org-ak",
+            SecretString::new("org-sk"),
+            TokenPolicy::default(),
+        )
+        .unwrap();
+        let bearer = OrgBearer::default();
+        let first = bearer.header(&cache).unwrap();
+        let token = cache.token().unwrap();
+        assert_eq!(
+            first.to_str().unwrap(),
+            format!("Bearer {}", token.token.expose())
+        );
+        assert!(first.is_sensitive());
+        assert_eq!(bearer.header(&cache).unwrap(), first);
+
+        // A renewed token (here: invalidated after a 1004) gets its own header.
+        cache.invalidate();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let renewed = bearer.header(&cache).unwrap();
+        let token = cache.token().unwrap();
+        assert_ne!(renewed, first);
+        assert_eq!(
+            renewed.to_str().unwrap(),
+            format!("Bearer {}", token.token.expose())
+        );
+    }
 }

@@ -509,19 +509,29 @@ impl TokenCache {
     /// # Errors
     /// Signing failures ([`AuthError`]).
     pub fn token(&self) -> Result<IssuedToken, AuthError> {
+        self.with_token(IssuedToken::clone)
+    }
+
+    /// Like [`TokenCache::token`], but lends the token to `f` instead of copying it: a
+    /// caller on a hot path can keep what it derives from the token (a header, say) for as
+    /// long as the token stays the same.
+    ///
+    /// # Errors
+    /// Signing failures ([`AuthError`]).
+    pub fn with_token<R>(&self, f: impl FnOnce(&IssuedToken) -> R) -> Result<R, AuthError> {
         let now = self.clock.now_unix();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = &state.current {
+        let fresh = state.current.as_mut().filter(|current| {
             let remaining = current.expires_at.saturating_sub(now);
-            let still_fresh = remaining >= self.policy.renew_before_secs.max(0)
+            remaining >= self.policy.renew_before_secs.max(0)
                 && remaining > 0
-                && now >= current.issued_at;
-            if still_fresh {
-                let mut reused = current.clone();
-                reused.newly_issued = false;
-                state.last_call_issued = false;
-                return Ok(reused);
-            }
+                && now >= current.issued_at
+        });
+        if let Some(current) = fresh {
+            current.newly_issued = false;
+            let lent = f(current);
+            state.last_call_issued = false;
+            return Ok(lent);
         }
         let margin = self
             .policy
@@ -542,10 +552,14 @@ impl TokenCache {
             expires_at: now.saturating_add(self.policy.ttl_secs),
             newly_issued: true,
         };
-        state.current = Some(issued.clone());
+        let lent = f(&issued);
+        state.current = Some(IssuedToken {
+            newly_issued: false,
+            ..issued
+        });
         state.last_call_issued = true;
         state.issued_count = state.issued_count.saturating_add(1);
-        Ok(issued)
+        Ok(lent)
     }
 
     /// Drops the cached token so the next [`TokenCache::token`] signs a new one (used after a
