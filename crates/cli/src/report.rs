@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use kling_api::task::TaskStatus;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -23,7 +24,7 @@ pub struct Summary {
     pub answers: BTreeMap<String, u64>,
     /// Refusals by the gateway itself, by reason.
     pub denied: BTreeMap<String, u64>,
-    /// Final task states seen, by status.
+    /// Final task states seen, by status; the legacy `succeed` is counted as `succeeded`.
     pub tasks_final: BTreeMap<String, u64>,
     /// Units deducted per actor, from final task states.
     pub units_by_actor: BTreeMap<String, f64>,
@@ -83,6 +84,13 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
                             .as_str()
                             .or(d["status"].as_str())
                             .unwrap_or("unknown");
+                        // The two API generations spell success differently; one outcome is
+                        // counted once. The records keep the word each answer used.
+                        let status = if TaskStatus::parse(status).is_success() {
+                            "succeeded"
+                        } else {
+                            status
+                        };
                         *s.tasks_final.entry(status.to_owned()).or_default() += 1;
                         let units = d["units_deducted"]
                             .as_f64()

@@ -1657,3 +1657,49 @@ fn demo_refuses_dir_and_keys_dir_and_points_at_out() {
         );
     }
 }
+
+#[test]
+fn report_counts_both_spellings_of_success_as_one_final_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let finals = [
+        r#"{"task_id":"t1","from":"processing","to":"succeed","final":true}"#,
+        r#"{"task_id":"t2","from":"processing","to":"succeeded","final":true}"#,
+        r#"{"task_id":"t3","from":"processing","to":"failed","final":true}"#,
+    ];
+    for details in finals {
+        let out = run(
+            &dir,
+            &[
+                "log",
+                "--type",
+                "task.status",
+                "--actor",
+                "app",
+                "--details",
+                details,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr, &dir));
+    }
+    let out = run(&dir, &["report"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr, &dir));
+    let report = text(&out.stdout, &dir);
+    let section: Vec<&str> = report
+        .lines()
+        .skip_while(|l| *l != "tasks by final status:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    let words: Vec<Vec<&str>> = section
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        words,
+        vec![vec!["failed", "1"], vec!["succeeded", "2"]],
+        "{report}"
+    );
+}
