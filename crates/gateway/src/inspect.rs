@@ -204,11 +204,23 @@ pub fn external_task_id(generation: Option<ApiGeneration>, body: &Value) -> Opti
     .map(str::to_owned)
 }
 
+/// A `callback_url` of a create body.
+pub struct CallbackSlot<'a> {
+    pub url: &'a mut Value,
+    /// Whether Kling reads this one for the call's API generation (for an unknown generation,
+    /// the first found, as for `external_task_id`). Kling ignores the other: a URL there is
+    /// replaced all the same, but no callback will come for it.
+    pub read: bool,
+}
+
 /// Every non-empty `callback_url` of a create body, top level (legacy) and `options` (new
 /// standard), the one the call's API generation reads first. All of them are replaced: were
 /// only one, a URL in the place Kling reads could sit beside a decoy in the other and have
 /// the callbacks bypass the gateway.
-pub fn callback_url_slots(generation: Option<ApiGeneration>, body: &mut Value) -> Vec<&mut Value> {
+pub fn callback_url_slots(
+    generation: Option<ApiGeneration>,
+    body: &mut Value,
+) -> Vec<CallbackSlot<'_>> {
     let Some(obj) = body.as_object_mut() else {
         return Vec::new();
     };
@@ -225,10 +237,17 @@ pub fn callback_url_slots(generation: Option<ApiGeneration>, body: &mut Value) -
         Some(ApiGeneration::NewStandard) => [options, top],
         _ => [top, options],
     };
+    let own_present = slots[0]
+        .as_ref()
+        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
     slots
         .into_iter()
-        .flatten()
-        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let v = v.filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))?;
+            let read = i == 0 || (generation.is_none() && !own_present);
+            Some(CallbackSlot { url: v, read })
+        })
         .collect()
 }
 
@@ -779,14 +798,29 @@ mod tests {
         let only_top = json!({"external_task_id": "top"});
         assert_eq!(external_task_id(Some(NewStandard), &only_top), None);
 
-        // Every callback URL is handed out, the generation's own first.
+        // Every callback URL is handed out, the generation's own first and the only one read.
         for (generation, first) in [(Legacy, "top"), (NewStandard, "options")] {
             let mut body = both.clone();
             let slots = callback_url_slots(Some(generation), &mut body);
-            let urls: Vec<&str> = slots.iter().filter_map(|v| v.as_str()).collect();
+            let urls: Vec<(&str, bool)> = slots
+                .iter()
+                .filter_map(|s| Some((s.url.as_str()?, s.read)))
+                .collect();
             assert_eq!(urls.len(), 2, "{generation:?}");
-            assert_eq!(urls[0], format!("http://a.example/{first}"));
+            assert_eq!(
+                urls[0],
+                (format!("http://a.example/{first}").as_str(), true)
+            );
+            assert!(!urls[1].1, "{generation:?}");
         }
+        // A URL only where the generation does not look is replaced, but not read.
+        let mut only_options = json!({"options": {"callback_url": "http://a.example/opt"}});
+        let slots = callback_url_slots(Some(Legacy), &mut only_options);
+        assert_eq!(slots.len(), 1);
+        assert!(!slots[0].read);
+        let mut only_top = json!({"callback_url": "http://a.example/top"});
+        assert!(!callback_url_slots(Some(NewStandard), &mut only_top)[0].read);
+        assert!(callback_url_slots(None, &mut only_options)[0].read);
         let mut empty = json!({"callback_url": "", "options": {"callback_url": 5}});
         assert!(callback_url_slots(Some(Legacy), &mut empty).is_empty());
         assert!(callback_url_slots(Some(Legacy), &mut json!([1])).is_empty());

@@ -588,7 +588,7 @@ pub async fn handle(
         if op.kind == OperationKind::Create {
             let slots = inspect::callback_url_slots(op.generation, body_value);
             let rewritten = !slots.is_empty();
-            for slot in slots {
+            for inspect::CallbackSlot { url: slot, read } in slots {
                 let original = slot.as_str().unwrap_or_default().to_owned();
                 let token = callbacks::make_token(
                     state.auditor.commitments(),
@@ -597,8 +597,9 @@ pub async fn handle(
                     &request_id,
                 );
                 *slot = Value::String(format!("{}{token}", state.callback_base));
-                // The record summarises the URL the generation reads, which comes first.
-                if !record.body.contains_key("callback") {
+                // The record summarises the URL the generation reads, if there is one: a URL
+                // Kling ignores gets no callback, so nothing will be relayed for it.
+                if read {
                     let mut summary = inspect::url_summary(&original);
                     if let Some(obj) = summary.as_object_mut() {
                         obj.insert("relayed".into(), json!(true));

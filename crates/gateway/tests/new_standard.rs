@@ -391,3 +391,26 @@ async fn without_an_organisation_api_key_new_standard_calls_fail_here_not_as_the
         "nothing was forwarded"
     );
 }
+
+#[tokio::test]
+async fn a_callback_url_only_where_the_new_api_does_not_look_is_not_recorded_as_relayed() {
+    // The new standard reads `options.callback_url`; a top-level one alone brings no callback,
+    // so the record must not promise a relay for it.
+    let mut env = env().await;
+    let body = json!({"prompt": PROMPT, "callback_url": "http://127.0.0.1:9/ignored"});
+    let (status, _, created) = env
+        .post(&env.alice, "/text-to-video/kling-3.0", &body)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let request = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "create")
+        .unwrap();
+    assert!(
+        request["details"].get("callback").is_none(),
+        "{}",
+        request["details"]
+    );
+}
