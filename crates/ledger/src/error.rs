@@ -105,8 +105,9 @@ pub enum AppendError {
     #[error(transparent)]
     Entry(#[from] std::sync::Arc<EntryError>),
     #[error(
-        "the ledger stopped accepting records after a failed write or sync ({cause}); \
-         records since then are not durable. Fix the storage, then restart the writer"
+        "the ledger stopped accepting records after a failed write, sync or checkpoint \
+         ({cause}); nothing since then was acknowledged. Fix what the cause names (usually \
+         the storage), then restart the writer"
     )]
     Poisoned { cause: String },
     #[error("the ledger writer has shut down")]
