@@ -1,22 +1,28 @@
 //! The connection pool to the Kling API.
 //!
-//! Every forwarded call goes through here, so this is hyper's pooled client used directly:
-//! reqwest, which the gateway uses for callback relays, parses a URL and wraps the request in
-//! several layers on each call, which cost about a tenth of the gateway's CPU per call at
-//! saturation.
+//! Every forwarded call goes through here, so this is hyper used directly: reqwest, which the
+//! gateway uses for callback relays, parses a URL and wraps the request in several layers on
+//! each call, which cost about a tenth of the gateway's CPU per call at saturation. The pool is
+//! our own over hyper's connection-level HTTP/1 client rather than hyper-util's pooled client,
+//! whose per-call work (hashing the pool key, checkout futures, request extensions, formatting
+//! the Host header, parsing an absolute URI) cost a few percent more for one fixed upstream.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::header::HOST;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use tower::ServiceExt;
 
 /// Why no usable answer came from the Kling API.
 #[derive(Debug)]
@@ -77,16 +83,82 @@ where
 }
 
 /// How long an idle pooled connection is kept. A connection the far side closes just as a
-/// call reuses it fails that call, and a create is not retried since it may have been
-/// processed; load balancers commonly close idle connections after 60 s, so the gateway lets
-/// go of them first.
+/// call reuses it, after the request was written, fails that call, and a create is not retried
+/// since it may have been processed; load balancers commonly close idle connections after
+/// 60 s, so the gateway lets go of them first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The pooled client and the base URL every call is forwarded to.
+/// At most this many idle connections are kept; beyond it the longest idle is closed, so a
+/// burst does not leave hundreds of sockets open.
+const MAX_IDLE: usize = 256;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Where every call goes, worked out once from the configured URL.
+struct Origin {
+    /// `scheme://authority/`: what the connector opens.
+    connect_to: Uri,
+    /// The `Host` header: the host, with the port only when it is not the scheme's default.
+    host: HeaderValue,
+    /// The URL's path without its trailing `/`; the caller's path and query follow it.
+    base_path: String,
+}
+
+impl Origin {
+    fn parse(base: &str) -> Option<Origin> {
+        let uri: Uri = base.parse().ok()?;
+        let scheme = uri.scheme()?.clone();
+        let authority = uri.authority()?.clone();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            _ => 80,
+        };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::try_from(host).ok()?;
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let connect_to = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        Some(Origin {
+            connect_to,
+            host,
+            base_path,
+        })
+    }
+
+    /// The origin-form request target: the base path, then the caller's path and query.
+    fn target(&self, path_and_query: &str) -> Option<Uri> {
+        let mut target = String::with_capacity(self.base_path.len() + path_and_query.len() + 1);
+        target.push_str(&self.base_path);
+        target.push_str(path_and_query);
+        if !target.starts_with('/') {
+            target.insert(0, '/');
+        }
+        Uri::try_from(target).ok()
+    }
+}
+
+/// A connection waiting in the pool, and since when.
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The connection pool and the base URL every call is forwarded to.
 pub(crate) struct Upstream {
-    client: Client<ConnectWithin<HttpsConnector<HttpConnector>>, Full<Bytes>>,
-    /// The configured URL without its trailing `/`; the caller's path and query follow it.
-    base: String,
+    connector: ConnectWithin<HttpsConnector<HttpConnector>>,
+    /// `None` when the configured URL does not parse as a URI; every call then fails as it
+    /// would have at its own parse.
+    origin: Option<Origin>,
+    /// Idle connections, the longest idle at the front; calls take from the back.
+    idle: Mutex<VecDeque<Idle>>,
+    pool_idle: Duration,
     timeout: Duration,
 }
 
@@ -111,15 +183,14 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let connector = ConnectWithin {
-            inner: https,
-            limit: connect_timeout,
-        };
         Upstream {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(pool_idle)
-                .build(connector),
-            base: base.trim_end_matches('/').to_owned(),
+            connector: ConnectWithin {
+                inner: https,
+                limit: connect_timeout,
+            },
+            origin: Origin::parse(base),
+            idle: Mutex::new(VecDeque::new()),
+            pool_idle,
             timeout,
         }
     }
@@ -130,25 +201,23 @@ impl Upstream {
         &self,
         method: Method,
         path_and_query: &str,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: Bytes,
         max_answer: usize,
     ) -> Result<Answer, ExchangeError> {
-        let uri: Uri = format!("{}{path_and_query}", self.base)
-            .parse()
-            .map_err(|_| ExchangeError::Broken("request"))?;
+        let origin = self.origin.as_ref().ok_or(ExchangeError::Broken("request"))?;
+        let uri = origin
+            .target(path_and_query)
+            .ok_or(ExchangeError::Broken("request"))?;
+        if !headers.contains_key(HOST) {
+            headers.insert(HOST, origin.host.clone());
+        }
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    ExchangeError::Connect
-                } else {
-                    ExchangeError::Broken("request")
-                }
-            })?;
+            let (sender, response) = self.send(origin, request).await?;
             let (parts, mut incoming) = response.into_parts();
             // hyper passes a 101 through (other 1xx are skipped); the gateway never asks for an
             // upgrade, and relaying it would hand the caller a switch to no protocol.
@@ -170,6 +239,9 @@ impl Upstream {
                     chunks.push(chunk);
                 }
             }
+            // Only a connection whose answer was read to the end can carry another call; on
+            // every early return above it is dropped, which closes it.
+            self.check_in(sender);
             Ok(Answer {
                 status: parts.status,
                 headers: parts.headers,
@@ -179,6 +251,99 @@ impl Upstream {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ExchangeError::Timeout)?
+    }
+
+    /// Sends `request` on the most recently used live pooled connection, or on a new one.
+    ///
+    /// A pooled connection the upstream closed as it was taken makes hyper hand the request
+    /// back unwritten; only then is it sent once more, on a new connection. A request hyper
+    /// does not hand back may have reached the upstream, and is never sent twice.
+    async fn send(
+        &self,
+        origin: &Origin,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(Sender, Response<Incoming>), ExchangeError> {
+        let request = match self.checkout().await {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok((sender, response)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => {
+                        tracing::debug!(
+                            error = %e.into_error(),
+                            "pooled upstream connection closed before the request was written; \
+                             sending it on a new connection"
+                        );
+                        unsent
+                    }
+                    None => return Err(ExchangeError::Broken("request")),
+                },
+            },
+            None => request,
+        };
+        let mut sender = self.connect(origin).await?;
+        match sender.send_request(request).await {
+            Ok(response) => Ok((sender, response)),
+            Err(_) => Err(ExchangeError::Broken("request")),
+        }
+    }
+
+    /// The most recently used pooled connection that is still open and idle for less than the
+    /// pool limit.
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let conn = idle.pop_back()?;
+                if conn.since.elapsed() > self.pool_idle {
+                    // Everything still pooled has been idle longer.
+                    idle.clear();
+                    return None;
+                }
+                conn.sender
+            };
+            // A connection is pooled as soon as its answer is read, which may be before hyper
+            // has made it ready for the next request; `ready` waits for that, or fails if the
+            // connection has closed since.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Pools a connection whose exchange completed, unless it has closed.
+    fn check_in(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let expired = idle.partition_point(|c| now.duration_since(c.since) > self.pool_idle);
+        idle.drain(..expired);
+        if idle.len() >= MAX_IDLE {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { sender, since: now });
+    }
+
+    /// Opens a connection (TCP, and TLS for https) and starts its HTTP/1 driver.
+    async fn connect(&self, origin: &Origin) -> Result<Sender, ExchangeError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(origin.connect_to.clone())
+            .await
+            .map_err(|_| ExchangeError::Connect)?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|_| ExchangeError::Connect)?;
+        tokio::spawn(async move {
+            // hyper's errors name the failure (an I/O error, a malformed answer), never the
+            // request.
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection failed");
+            }
+        });
+        Ok(sender)
     }
 }
 
