@@ -205,7 +205,10 @@ impl Upstream {
         body: Bytes,
         max_answer: usize,
     ) -> Result<Answer, ExchangeError> {
-        let origin = self.origin.as_ref().ok_or(ExchangeError::Broken("request"))?;
+        let origin = self
+            .origin
+            .as_ref()
+            .ok_or(ExchangeError::Broken("request"))?;
         let uri = origin
             .target(path_and_query)
             .ok_or(ExchangeError::Broken("request"))?;
@@ -485,6 +488,163 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         call().await.unwrap();
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// Reads one request head from a blocking socket.
+    fn read_head(socket: &mut std::net::TcpStream) -> String {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    const KEEP_ALIVE_OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_replaced_and_the_call_succeeds() {
+        // Answers one request per connection, with keep-alive, then closes the socket.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        let _server = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                if socket.read(&mut buf).await.unwrap_or(0) > 0 {
+                    let _ = socket.write_all(KEEP_ALIVE_OK).await;
+                }
+                drop(socket);
+            }
+        });
+        let upstream = client(&format!("http://{addr}"), 5000);
+        get_root(&upstream).await.unwrap();
+        let again = get_root(&upstream).await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// Everything logged on this thread while the guard lives.
+    fn capture_logs() -> (
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        tracing::subscriber::DefaultGuard,
+    ) {
+        #[derive(Clone)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Capture(std::sync::Arc::clone(&logs));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test]
+    async fn a_request_handed_back_unsent_by_a_closed_pooled_connection_is_sent_on_a_new_one() {
+        // The race this covers: the upstream closes an idle connection just as a call takes it
+        // from the pool, so the gateway learns of the close only after queueing the request.
+        // The server thread closes the pooled connection while this test holds the runtime's
+        // only thread, and writes to a signal socket just before closing it, so that at its
+        // next poll the runtime wakes this test first and the connection's driver second.
+        let (logs, _guard) = capture_logs();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let signal_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let signal_addr = signal_listener.local_addr().unwrap();
+        let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut signal, _) = signal_listener.accept().unwrap();
+            let (mut first, _) = listener.accept().unwrap();
+            read_head(&mut first);
+            first.write_all(KEEP_ALIVE_OK).unwrap();
+            close_rx.recv().unwrap();
+            signal.write_all(b"!").unwrap();
+            drop(first);
+            closed_tx.send(()).unwrap();
+            let (mut second, _) = listener.accept().unwrap();
+            let head = read_head(&mut second);
+            second.write_all(KEEP_ALIVE_OK).unwrap();
+            // No third connection: the request was sent once more, not retried again.
+            listener.set_nonblocking(true).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            (head, listener.accept().is_ok())
+        });
+        let mut signal = tokio::net::TcpStream::connect(signal_addr).await.unwrap();
+        let upstream = client(&format!("http://{addr}"), 5000);
+        get_root(&upstream).await.unwrap();
+        // Let the connection go idle in the pool, its driver waiting for the socket.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        close_tx.send(()).unwrap();
+        closed_rx.recv().unwrap();
+        let mut byte = [0u8; 1];
+        signal.read_exact(&mut byte).await.unwrap();
+        let again = get_root(&upstream).await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        let (head, third) = tokio::task::spawn_blocking(move || server.join().unwrap())
+            .await
+            .unwrap();
+        assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+        assert!(!third, "a third connection was opened");
+        let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        assert!(
+            logs.contains("closed before the request was written"),
+            "the request was not handed back unsent: {logs}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_host_header_names_the_base_authority_unless_the_caller_sent_one() {
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        let (base, server) = serve_once(reply).await;
+        get_root(&client(&base, 5000)).await.unwrap();
+        let head = server.await.unwrap().to_ascii_lowercase();
+        let authority = base.trim_start_matches("http://");
+        assert!(
+            head.contains(&format!("\r\nhost: {authority}\r\n")),
+            "{head}"
+        );
+
+        let (base, server) = serve_once(reply).await;
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("api.example"));
+        client(&base, 5000)
+            .exchange(Method::GET, "/", headers, Bytes::new(), 64)
+            .await
+            .unwrap();
+        let head = server.await.unwrap().to_ascii_lowercase();
+        assert_eq!(head.matches("\r\nhost: ").count(), 1, "{head}");
+        assert!(head.contains("\r\nhost: api.example\r\n"), "{head}");
+    }
+
+    #[test]
+    fn the_host_header_leaves_out_only_the_schemes_default_port() {
+        let host = |base: &str| Origin::parse(base).unwrap().host;
+        assert_eq!(host("https://api.example:443/v"), "api.example");
+        assert_eq!(host("http://api.example:80"), "api.example");
+        assert_eq!(host("http://api.example:443"), "api.example:443");
+        assert_eq!(host("https://api.example:8443/"), "api.example:8443");
+        assert_eq!(host("http://[::1]:8080"), "[::1]:8080");
+        assert_eq!(host("https://api.example"), "api.example");
     }
 
     #[tokio::test]
