@@ -88,8 +88,8 @@ where
 /// 60 s, so the gateway lets go of them first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// At most this many idle connections are kept; beyond it the longest idle is closed, so a
-/// burst does not leave hundreds of sockets open.
+/// At most this many idle connections are kept; beyond it the longest idle is closed, so the
+/// sockets a burst opened do not all stay open until they idle out.
 const MAX_IDLE: usize = 256;
 
 type Sender = SendRequest<Full<Bytes>>;
