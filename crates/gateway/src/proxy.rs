@@ -234,8 +234,10 @@ impl Reply {
         state.metrics.overhead.observe(overhead);
         let mut response = Response::new(Body::from(self.body));
         *response.status_mut() = self.status;
+        // The reply's own map, made with room for what follows, rather than a copy into an
+        // empty one that regrows.
+        *response.headers_mut() = self.headers;
         let headers = response.headers_mut();
-        headers.extend(self.headers);
         // Names made once: a `&str` name is parsed and checked again on every insert.
         const RECORD: HeaderName = HeaderName::from_static(HEADER_RECORD);
         const OVERHEAD: HeaderName = HeaderName::from_static(HEADER_OVERHEAD);
@@ -999,7 +1001,8 @@ async fn forward(
             )),
             ExchangeError::Broken(stage) => UpstreamFailure::Other(stage.to_owned()),
         })?;
-    let mut headers = HeaderMap::new();
+    // Room for the answer's headers and the four `Reply::finish` adds, without regrowing.
+    let mut headers = HeaderMap::with_capacity(8);
     for name in FORWARD_RESPONSE_HEADERS {
         if let Some(v) = answer.headers.get(name) {
             headers.insert(name.clone(), v.clone());

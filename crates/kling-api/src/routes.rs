@@ -425,6 +425,10 @@ pub fn looks_like_task_id(id: &str) -> bool {
 
 /// Decodes `%XX` escapes and `+` in a query component. Invalid escapes are kept as text.
 fn percent_decode(s: &str) -> String {
+    // Most names and values have nothing to decode: one copy, no byte loop.
+    if !s.contains(['%', '+']) {
+        return s.to_owned();
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -447,7 +451,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn hex_value(b: u8) -> u8 {
