@@ -89,9 +89,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// `s` cut to at most `max` characters.
 pub fn cap_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => s[..i].to_owned(),
-        None => s.to_owned(),
+    let mut s = s.to_owned();
+    cap_in_place(&mut s, max);
+    s
+}
+
+/// Cuts `s` to at most `max` characters, keeping its buffer.
+pub fn cap_in_place(s: &mut String, max: usize) {
+    // Fewer bytes than the cap means fewer characters too: nothing to count.
+    if s.len() <= max {
+        return;
+    }
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
     }
 }
 
@@ -398,11 +408,13 @@ pub fn query_summary(pairs: Vec<(String, String)>) -> Option<QuerySummary> {
     }
     let mut values = Map::new();
     let mut other_names = Vec::new();
-    for (k, v) in pairs {
+    for (mut k, mut v) in pairs {
         if QUERY_VALUES.contains(&k.as_str()) {
-            values.insert(k, json!(cap_chars(&v, 256)));
+            cap_in_place(&mut v, 256);
+            values.insert(k, Value::String(v));
         } else {
-            other_names.push(json!(cap_chars(&k, 64)));
+            cap_in_place(&mut k, 64);
+            other_names.push(Value::String(k));
         }
     }
     Some(QuerySummary {
@@ -513,19 +525,19 @@ pub fn parse_answer(bytes: &[u8], message_max_chars: usize, whole: bool) -> Answ
             .filter(|text| text.trim_start().starts_with('{'))
             .and_then(|text| serde_json::from_str::<AnswerHead<'_>>(text).ok());
         if let Some(head) = head {
-            let value = |raw: Option<&RawValue>| {
-                raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+            // Read as the types wanted, as `Value::as_i64` and `as_str` would take them: a
+            // number that is not an integer, or text that is not a string, reads as absent.
+            let text = |raw: Option<&RawValue>, max: usize| {
+                let mut s = serde_json::from_str::<String>(raw?.get()).ok()?;
+                cap_in_place(&mut s, max);
+                Some(s)
             };
             return Answer {
-                code: value(head.code).as_ref().and_then(Value::as_i64),
-                message: value(head.message)
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .map(|m| cap_chars(m, message_max_chars)),
-                request_id: value(head.request_id)
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .map(|s| cap_chars(s, 128)),
+                code: head
+                    .code
+                    .and_then(|r| serde_json::from_str::<i64>(r.get()).ok()),
+                message: text(head.message, message_max_chars),
+                request_id: text(head.request_id, 128),
                 json: true,
                 body: None,
             };
@@ -949,6 +961,7 @@ mod tests {
             r#"{"code":0,"message":"SUCCEED","request_id":"r-1","data":{"a":[1,2,{"b":null}]}}"#,
             r#"{"code":"0","message":7,"request_id":null}"#,
             r#"{"code":1.5,"message":"caf\u00e9 \"q\"","extra":{"code":9}}"#,
+            r#"{"code":-3,"message":"ééééééééééééééééé","request_id":"r-ééééé"}"#,
             r#"{"code":1,"code":2,"message":"repeated key: the last one counts"}"#,
             r#"[{"code":1}]"#,
             r#""just a string""#,
@@ -1044,6 +1057,19 @@ mod tests {
         let failed =
             json!({"task_id": "3", "task_status": "failed", "task_status_msg": "risk control"});
         assert_eq!(result_fields(&failed, 4)["status_msg"], "risk");
+    }
+
+    #[test]
+    fn text_is_cut_at_a_character_count_never_inside_a_character() {
+        let mut s = "é".repeat(17);
+        cap_in_place(&mut s, 12);
+        assert_eq!(s, "é".repeat(12));
+        let mut short = "abc".to_owned();
+        cap_in_place(&mut short, 3);
+        assert_eq!(short, "abc");
+        cap_in_place(&mut short, 0);
+        assert_eq!(short, "");
+        assert_eq!(cap_chars("日本語テキスト", 3), "日本語");
     }
 
     #[test]
