@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -157,7 +157,7 @@ pub(crate) struct Upstream {
     /// would have at its own parse.
     origin: Option<Origin>,
     /// Idle connections, the longest idle at the front; calls take from the back.
-    idle: Mutex<VecDeque<Idle>>,
+    idle: Arc<Mutex<VecDeque<Idle>>>,
     pool_idle: Duration,
     timeout: Duration,
 }
@@ -189,7 +189,7 @@ impl Upstream {
                 limit: connect_timeout,
             },
             origin: Origin::parse(base),
-            idle: Mutex::new(VecDeque::new()),
+            idle: Arc::new(Mutex::new(VecDeque::new())),
             pool_idle,
             timeout,
         }
@@ -304,28 +304,37 @@ impl Upstream {
                 }
                 conn.sender
             };
-            // A connection is pooled as soon as its answer is read, which may be before hyper
-            // has made it ready for the next request; `ready` waits for that, or fails if the
-            // connection has closed since.
+            // Pooled connections were ready when pooled (see `check_in`); `ready` fails if one
+            // has closed since.
             if sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
     }
 
-    /// Pools a connection whose exchange completed, unless it has closed.
+    /// Pools a connection whose answer was read whole, once hyper is ready to send another
+    /// request on it, unless it has closed.
     fn check_in(&self, sender: Sender) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let expired = idle.partition_point(|c| now.duration_since(c.since) > self.pool_idle);
-        idle.drain(..expired);
-        if idle.len() >= MAX_IDLE {
-            idle.pop_front();
+        if sender.is_ready() {
+            pool_idle_connection(&self.idle, self.pool_idle, sender);
+            return;
         }
-        idle.push_back(Idle { sender, since: now });
+        // An upstream may answer before it has read the whole request body; hyper then goes
+        // on writing it. Pooled now, the connection would hold the next call, unsent, in
+        // `checkout` until that call's timeout, reported as possibly processed; and one whose
+        // upstream never reads the rest would never be ready. So it joins the pool only once
+        // ready, and is dropped if that takes longer than a connection may idle.
+        let idle = Arc::clone(&self.idle);
+        let pool_idle = self.pool_idle;
+        tokio::spawn(async move {
+            let mut sender = sender;
+            if let Ok(Ok(())) = tokio::time::timeout(pool_idle, sender.ready()).await {
+                pool_idle_connection(&idle, pool_idle, sender);
+            }
+        });
     }
 
     /// Opens a connection (TCP, and TLS for https) and starts its HTTP/1 driver.
@@ -348,6 +357,19 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// Adds a ready connection to the pool, dropping those idle too long, and the longest idle
+/// when the pool is full.
+fn pool_idle_connection(idle: &Mutex<VecDeque<Idle>>, pool_idle: Duration, sender: Sender) {
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    let expired = idle.partition_point(|c| now.duration_since(c.since) > pool_idle);
+    idle.drain(..expired);
+    if idle.len() >= MAX_IDLE {
+        idle.pop_front();
+    }
+    idle.push_back(Idle { sender, since: now });
 }
 
 #[cfg(test)]
@@ -530,6 +552,43 @@ mod tests {
         let again = get_root(&upstream).await;
         assert!(again.is_ok(), "{:?}", again.err());
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_a_body_the_upstream_answered_early_does_not_hold_the_next_call(
+    ) {
+        // The first connection answers as soon as it has the request head and never reads the
+        // body; later ones answer every request, with keep-alive.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let early = std::mem::replace(&mut first, false);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 || socket.write_all(KEEP_ALIVE_OK).await.is_err() {
+                            break;
+                        }
+                        if early {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let upstream = client(&format!("http://{addr}"), 2000);
+        // Larger than the loopback socket buffers, so hyper is still writing it.
+        let body = Bytes::from(vec![b'a'; 64 << 20]);
+        upstream
+            .exchange(Method::POST, "/", HeaderMap::new(), body, 64)
+            .await
+            .unwrap();
+        let next = get_root(&upstream).await;
+        assert!(next.is_ok(), "{:?}", next.err());
     }
 
     /// Everything logged on this thread while the guard lives.
