@@ -593,8 +593,16 @@ impl Ledger {
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
-    /// The durable state as of the last batch.
+    /// The durable state as of the last batch whose sync has been taken in. Syncs that
+    /// finished are taken in here when the writer is not busy; a busy writer takes them in
+    /// itself before its next batch, so a head read while it writes may miss the newest
+    /// acknowledged records for that long.
     pub fn head(&self) -> Head {
+        // A successful sync does not wake the writer (that cost a wake-up per batch under
+        // load), so an idle writer would otherwise publish it only at its next tick.
+        if let Ok(mut w) = self.inner.writer.try_lock() {
+            w.absorb_finished();
+        }
         self.inner
             .head
             .lock()

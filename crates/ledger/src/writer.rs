@@ -598,7 +598,7 @@ impl Writer {
 
     /// Acknowledges the batches whose syncs have finished, without waiting; stops the writer
     /// once a checkpoint could not be stored.
-    fn absorb_finished(&mut self) {
+    pub(crate) fn absorb_finished(&mut self) {
         if self.poisoned.is_none() {
             if let Some(cause) = self.checkpointer.failed() {
                 // Batches in flight are still synced and acknowledged: they are durable. What

@@ -941,3 +941,25 @@ fn appends_are_acknowledged_while_a_checkpoint_is_being_stored() {
     l.close().unwrap();
     intact(&ledger_dir(tmp.path()));
 }
+
+#[test]
+fn head_counts_every_acknowledged_record_once_appenders_are_done() {
+    // Appenders that meet have their batches synced by the sync thread, which does not wake
+    // the writer; the head must still show them as soon as they are acknowledged.
+    let tmp = tempfile::tempdir().unwrap();
+    let l = std::sync::Arc::new(open(options(tmp.path())));
+    for round in 1..=5u64 {
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let l = std::sync::Arc::clone(&l);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        l.append(entry(t * 1000 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        let head = l.head();
+        assert_eq!(head.size, round * 400, "round {round}");
+    }
+}
