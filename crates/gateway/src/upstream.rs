@@ -468,31 +468,47 @@ mod tests {
         assert!(matches!(err, Some(ExchangeError::TooLarge)), "{err:?}");
     }
 
-    #[tokio::test]
-    async fn a_connection_idle_past_the_pool_limit_is_not_reused() {
+    /// A loopback server that counts the connections it accepts and serves each one with
+    /// `serve` on a task of its own.
+    async fn counting_server<F, Fut>(
+        serve: F,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    )
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = std::sync::Arc::clone(&accepted);
-        let _server = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
+                let (socket, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    // Keep-alive: answer every request head on this connection.
-                    while let Ok(n) = socket.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                        if socket.write_all(reply).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+                tokio::spawn(serve(socket));
             }
         });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_pool_limit_is_not_reused() {
+        let (addr, accepted) = counting_server(|mut socket| async move {
+            let mut buf = [0u8; 4096];
+            // Keep-alive: answer every request head on this connection.
+            while let Ok(n) = socket.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if socket.write_all(KEEP_ALIVE_OK).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
         let upstream = Upstream::with_pool_idle(
             &format!("http://{addr}"),
             Duration::from_secs(5),
@@ -532,21 +548,13 @@ mod tests {
     #[tokio::test]
     async fn a_pooled_connection_the_upstream_closed_is_replaced_and_the_call_succeeds() {
         // Answers one request per connection, with keep-alive, then closes the socket.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = std::sync::Arc::clone(&accepted);
-        let _server = tokio::spawn(async move {
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                if socket.read(&mut buf).await.unwrap_or(0) > 0 {
-                    let _ = socket.write_all(KEEP_ALIVE_OK).await;
-                }
-                drop(socket);
+        let (addr, accepted) = counting_server(|mut socket| async move {
+            let mut buf = [0u8; 4096];
+            if socket.read(&mut buf).await.unwrap_or(0) > 0 {
+                let _ = socket.write_all(KEEP_ALIVE_OK).await;
             }
-        });
+        })
+        .await;
         let upstream = client(&format!("http://{addr}"), 5000);
         get_root(&upstream).await.unwrap();
         let again = get_root(&upstream).await;
