@@ -2,6 +2,8 @@
 //! moments, over and over. After each kill the ledger must reopen, keep every acknowledged
 //! record, and verify intact.
 
+mod log_stdin;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use kling_audit_ledger::verify::{verify, VerifyOptions};
 use kling_audit_ledger::{Ledger, LedgerOptions};
+use log_stdin::spawn_log_stdin;
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kling-audit");
@@ -20,26 +23,11 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b6c696e67);
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
     for round in 0..100 {
-        let mut child = Command::new(BIN)
-            .arg("--dir")
-            .arg(&dir)
-            .args(["log", "--stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feeder = std::thread::spawn(move || {
-            for i in 0.. {
-                let line = format!(
-                    "{{\"type\":\"crash.test\",\"actor\":\"round-{round}\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
-                    "x".repeat(i % 200)
-                );
-                if stdin.write_all(line.as_bytes()).is_err() {
-                    break;
-                }
-            }
+        let (mut child, feeder) = spawn_log_stdin(&dir, &[], move |i| {
+            format!(
+                "{{\"type\":\"crash.test\",\"actor\":\"round-{round}\",\"details\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
+                "x".repeat(i % 200)
+            )
         });
         let stdout = child.stdout.take().unwrap();
         let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();

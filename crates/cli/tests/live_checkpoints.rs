@@ -2,13 +2,15 @@
 //! (a small segment limit brings one at every segment change): while it writes, and after it
 //! is killed with SIGKILL at random moments.
 
+mod log_stdin;
 mod run_ok;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+use log_stdin::spawn_log_stdin;
 use rand::{Rng, SeedableRng};
 use run_ok::run_ok;
 
@@ -16,28 +18,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_kling-audit");
 
 /// `log --stdin` with 4 KiB segments, fed records until its stdin closes.
 fn spawn_writer(dir: &Path, tag: &str) -> (Child, std::thread::JoinHandle<()>) {
-    let mut child = Command::new(BIN)
-        .arg("--dir")
-        .arg(dir)
-        .args(["log", "--stdin", "--max-segment-bytes", "4096"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     let tag = tag.to_owned();
-    let feeder = std::thread::spawn(move || {
-        for i in 0.. {
-            let line = format!(
-                "{{\"type\":\"live.test\",\"actor\":\"{tag}\",\"details\":{{\"i\":{i}}}}}\n"
-            );
-            if stdin.write_all(line.as_bytes()).is_err() {
-                break;
-            }
-        }
-    });
-    (child, feeder)
+    spawn_log_stdin(dir, &["--max-segment-bytes", "4096"], move |i| {
+        format!("{{\"type\":\"live.test\",\"actor\":\"{tag}\",\"details\":{{\"i\":{i}}}}}\n")
+    })
 }
 
 /// `kling-audit verify --format json` with the keys directory's verifier key pinned.
