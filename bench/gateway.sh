@@ -15,6 +15,12 @@
 #   gateway-queued    diagnostic only, not in the default list: durability "sync" with
 #                     audit.inline_appends off, so every record goes through the writer
 #                     thread's queue
+#   floor             diagnostic only: the least a proxy on hyper can do (one upstream
+#                     connection per caller connection, nothing checked or recorded;
+#                     crates/gateway/examples/floorproxy.rs): what hyper costs here
+#   floor-ledger      diagnostic only: the same proxy appending the gateway's two durable
+#                     records per call to a ledger on the gateway's disk, and nothing else:
+#                     what hyper and the write-ahead records cost without the gateway's checks
 # Two workloads: GET /account/costs (cheap, full audited path) and POST /v1/videos/text2video
 # (a create; the sim's concurrency and units are raised so creates answer 200). For each:
 # p50/p99 at a fixed rate with an open-loop generator (crates/gateway/examples/loadgen.rs,
@@ -23,9 +29,9 @@
 #
 # usage: bench/gateway.sh [--out FILE.jsonl]
 # environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS="16 128"
-#   WRK_THREADS=1 TARGETS="direct nginx gateway gateway-tmpfs" WORKLOADS="get post"
-#   BENCH_TMPDIR=${TMPDIR:-/tmp} TMPFS_DIR=/dev/shm KEEP_TMP=0 SKIP_BUILD=0
-#   KLING_AUDIT_BIN, LOADGEN_BIN: binaries to use instead of the ones built here (before/after)
+#   WRK_THREADS=1 TARGETS="direct nginx gateway gateway-tmpfs floor floor-ledger"
+#   WORKLOADS="get post" BENCH_TMPDIR=${TMPDIR:-/tmp} TMPFS_DIR=/dev/shm KEEP_TMP=0 SKIP_BUILD=0
+#   KLING_AUDIT_BIN, LOADGEN_BIN, FLOOR_BIN: binaries to use instead of the ones built here
 #
 # Needs: cargo, python3 (JWT signing and the summary), curl; installs nginx and wrk with
 # apt-get when missing. Touches no system nginx configuration or service: nginx runs from a
@@ -39,14 +45,14 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 WRK_SECS=${WRK_SECS:-10}
 WRK_CONNS=${WRK_CONNS:-16 128}
-TARGETS=${TARGETS:-direct nginx gateway gateway-tmpfs}
+TARGETS=${TARGETS:-direct nginx gateway gateway-tmpfs floor floor-ledger}
 WRK_THREADS=${WRK_THREADS:-1}
 WORKLOADS=${WORKLOADS:-get post}
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -74,11 +80,14 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   say "building kling-audit and the load generator (release)"
   (cd "$ROOT" && cargo build --release --locked -q -p kling-audit \
-    && cargo build --release --locked -q -p kling-audit-gateway --example loadgen)
+    && cargo build --release --locked -q -p kling-audit-gateway --example loadgen \
+      --example floorproxy)
 fi
 BIN=${KLING_AUDIT_BIN:-$ROOT/target/release/kling-audit}
 LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/examples/loadgen}
-[ -x "$BIN" ] && [ -x "$LOADGEN" ] || die "binaries missing; run without SKIP_BUILD=1"
+FLOOR=${FLOOR_BIN:-$ROOT/target/release/examples/floorproxy}
+[ -x "$BIN" ] && [ -x "$LOADGEN" ] && [ -x "$FLOOR" ] \
+  || die "binaries missing; run without SKIP_BUILD=1"
 
 # --- processes and cleanup ----------------------------------------------------------------
 T=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/kling-gw-bench.XXXXXX")
@@ -207,6 +216,18 @@ if [[ " $TARGETS " == *" gateway-queued "* ]]; then
   start_gateway gateway-queued sync "$T" false
 fi
 
+# The floor proxies pass the caller's token on to the simulator, as nginx does.
+start_floor() { # name [ledger-directory]
+  local addr
+  "$FLOOR" --upstream "$SIM" ${2:+--ledger "$2"} >"$T/$1.out" 2>"$T/$1.err" &
+  PIDS+=("$!")
+  PROXY_PIDS[$1]=$!
+  addr=$(wait_line "$T/$1.out" 20) || die "$1 did not start: $(cat "$T/$1.err")"
+  ADDR[$1]=$addr
+}
+[[ " $TARGETS " != *" floor "* ]] || start_floor floor
+[[ " $TARGETS " != *" floor-ledger "* ]] || start_floor floor-ledger "$T/ledger-floor"
+
 # --- nginx --------------------------------------------------------------------------------
 NGX_PORT=$(free_port)
 mkdir -p "$T/nginx/tmp"
@@ -255,6 +276,8 @@ PROXY_PIDS[direct]=""
 SIM_TOKEN=$(jwt "$ORG_AK" "$ORG_SK")
 TOKEN[direct]=$SIM_TOKEN
 TOKEN[nginx]=$SIM_TOKEN
+TOKEN[floor]=$SIM_TOKEN
+TOKEN[floor-ledger]=$SIM_TOKEN
 GET_PATH="/account/costs?start_time=0&end_time=1"
 POST_PATH="/v1/videos/text2video"
 POST_BODY='{"model_name":"kling-v1","prompt":"a lighthouse at dusk, slow dolly shot","duration":"5","mode":"std"}'
@@ -437,7 +460,7 @@ for w in ("get", "post"):
     nginx = {c: by.get(f"nginx/{w}/max/c{c}", {}).get("rps", 0.0) for c in conns}
     if best.get("nginx"):
         for t in targets:
-            if not t.startswith("gateway"):
+            if t in ("direct", "nginx"):
                 continue
             per = ", ".join(
                 f"c={c} {by.get(f'{t}/{w}/max/c{c}', {}).get('rps', 0.0) / nginx[c]:.2f}"
