@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kling_api::client::{PollOptions, RetryPolicy};
 use kling_api::routes::Family;
+use kling_api::task::TaskStatus;
 use kling_api::{ClientConfig, KlingClient, SecretString};
 use serde_json::json;
 
@@ -212,7 +213,7 @@ async fn run(out: &Path) -> Result<Exit> {
         started,
         &format!(
             "marketing-app: text-to-video {t2v_id} ended {}",
-            done.task_status.as_ref().map_or("unknown", |s| s.as_str())
+            ended_word(done.task_status.as_ref())
         ),
     );
 
@@ -232,7 +233,7 @@ async fn run(out: &Path) -> Result<Exit> {
         started,
         &format!(
             "ads-pipeline: image-to-video {i2v_id} ended {}",
-            done.task_status.as_ref().map_or("unknown", |s| s.as_str())
+            ended_word(done.task_status.as_ref())
         ),
     );
 
@@ -248,7 +249,7 @@ async fn run(out: &Path) -> Result<Exit> {
         started,
         &format!(
             "design-studio: image generation {img_id} ended {}",
-            done.task_status.as_ref().map_or("unknown", |s| s.as_str())
+            ended_word(done.task_status.as_ref())
         ),
     );
 
@@ -267,7 +268,7 @@ async fn run(out: &Path) -> Result<Exit> {
     {
         Ok(task) => format!(
             "{} ({})",
-            task.task_status.as_ref().map_or("unknown", |s| s.as_str()),
+            ended_word(task.task_status.as_ref()),
             task.task_status_msg.as_deref().unwrap_or("")
         ),
         Err(e) => short_err(Some(e)),
@@ -462,6 +463,12 @@ async fn run(out: &Path) -> Result<Exit> {
     })
 }
 
+/// How a progress line names a task's final status: in the summary report's word, so the
+/// two do not disagree about the same task.
+fn ended_word(status: Option<&TaskStatus>) -> &str {
+    status.map_or("unknown", |s| crate::report::final_status_word(s.as_str()))
+}
+
 fn task_id(data: &Option<serde_json::Value>) -> Result<String> {
     data.as_ref()
         .and_then(|d| d["task_id"].as_str())
@@ -518,6 +525,21 @@ mod tests {
         if name(&second).len() > name(&first).len() {
             assert_eq!(name(&second), format!("{}-2", name(&first)));
         }
+    }
+
+    #[test]
+    fn progress_lines_name_a_legacy_success_as_the_report_does() {
+        for word in ["succeed", "succeeded"] {
+            let status = TaskStatus::parse(word);
+            assert_eq!(ended_word(Some(&status)), "succeeded", "{word}");
+            assert_eq!(
+                ended_word(Some(&status)),
+                crate::report::final_status_word(word)
+            );
+        }
+        assert_eq!(ended_word(Some(&TaskStatus::Failed)), "failed");
+        assert_eq!(ended_word(Some(&TaskStatus::parse("odd"))), "odd");
+        assert_eq!(ended_word(None), "unknown");
     }
 
     #[test]

@@ -84,13 +84,7 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
                             .as_str()
                             .or(d["status"].as_str())
                             .unwrap_or("unknown");
-                        // The two API generations spell success differently; one outcome is
-                        // counted once. The records keep the word each answer used.
-                        let status = if TaskStatus::parse(status).is_success() {
-                            "succeeded"
-                        } else {
-                            status
-                        };
+                        let status = final_status_word(status);
                         *s.tasks_final.entry(status.to_owned()).or_default() += 1;
                         let units = d["units_deducted"]
                             .as_f64()
@@ -112,6 +106,17 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
         }
     }
     Ok(s)
+}
+
+/// The word the report uses for a final task status. The two API generations spell success
+/// differently; one outcome is counted (and shown) under one word. The records keep the word
+/// each answer used.
+pub fn final_status_word(status: &str) -> &str {
+    if TaskStatus::parse(status).is_success() {
+        "succeeded"
+    } else {
+        status
+    }
 }
 
 /// The envelope fields of a record whose details are too deep to load as a tree.
