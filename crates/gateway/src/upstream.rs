@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,10 @@ where
 /// 60 s, so the gateway lets go of them first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often, as a fraction of the idle limit, the pool is swept of connections idle past it,
+/// so a connection is closed at most this fraction of the limit late even when no call comes.
+const SWEEPS_PER_IDLE_LIMIT: u32 = 4;
+
 /// At most this many idle connections are kept; beyond it the longest idle is closed, so the
 /// sockets a burst opened do not all stay open until they idle out.
 const MAX_IDLE: usize = 256;
@@ -164,6 +168,7 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// A client for `base`, with a connect timeout and a timeout on each whole exchange.
+    /// Must be called within a tokio runtime, where the pool's idle sweep runs.
     pub(crate) fn new(base: &str, timeout: Duration, connect_timeout: Duration) -> Upstream {
         Upstream::with_pool_idle(base, timeout, connect_timeout, POOL_IDLE_TIMEOUT)
     }
@@ -183,13 +188,15 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let idle = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(sweep_idle(Arc::downgrade(&idle), pool_idle));
         Upstream {
             connector: ConnectWithin {
                 inner: https,
                 limit: connect_timeout,
             },
             origin: Origin::parse(base),
-            idle: Arc::new(Mutex::new(VecDeque::new())),
+            idle,
             pool_idle,
             timeout,
         }
@@ -364,12 +371,34 @@ impl Upstream {
 fn pool_idle_connection(idle: &Mutex<VecDeque<Idle>>, pool_idle: Duration, sender: Sender) {
     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
     let now = Instant::now();
-    let expired = idle.partition_point(|c| now.duration_since(c.since) > pool_idle);
-    idle.drain(..expired);
+    drop_expired(&mut idle, now, pool_idle);
     if idle.len() >= MAX_IDLE {
         idle.pop_front();
     }
     idle.push_back(Idle { sender, since: now });
+}
+
+/// Drops (and so closes) the pooled connections idle longer than `pool_idle`.
+fn drop_expired(idle: &mut VecDeque<Idle>, now: Instant, pool_idle: Duration) {
+    let expired = idle.partition_point(|c| now.duration_since(c.since) > pool_idle);
+    idle.drain(..expired);
+}
+
+/// Closes pooled connections that idled past the limit even when no call comes to do it, so
+/// the sockets a burst opened are not held open until the next call. It holds the pool only
+/// weakly and ends once the `Upstream` is gone.
+async fn sweep_idle(idle: Weak<Mutex<VecDeque<Idle>>>, pool_idle: Duration) {
+    let period = (pool_idle / SWEEPS_PER_IDLE_LIMIT).max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        drop_expired(&mut idle, Instant::now(), pool_idle);
+    }
 }
 
 #[cfg(test)]
@@ -526,6 +555,67 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         call().await.unwrap();
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_pool_limit_are_closed_without_a_further_call() {
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&closed);
+        let (addr, accepted) = counting_server(move |mut socket| {
+            let closed = std::sync::Arc::clone(&counter);
+            async move {
+                let mut buf = [0u8; 4096];
+                // Keep-alive: answer every request head until the gateway closes the socket.
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 || socket.write_all(KEEP_ALIVE_OK).await.is_err() {
+                        break;
+                    }
+                }
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .await;
+        let upstream = Upstream::with_pool_idle(
+            &format!("http://{addr}"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Duration::from_millis(200),
+        );
+        // Two calls at once: two connections, both pooled afterwards.
+        let (first, second) = tokio::join!(get_root(&upstream), get_root(&upstream));
+        first.unwrap();
+        second.unwrap();
+        let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(opened, 2);
+        assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // No further call; the idle limit and a sweep pass.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while closed.load(std::sync::atomic::Ordering::SeqCst) < opened && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), opened);
+        drop(upstream);
+    }
+
+    #[tokio::test]
+    async fn the_idle_sweep_ends_with_its_upstream() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        let upstream = Upstream::with_pool_idle(
+            "http://127.0.0.1:9",
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Duration::from_millis(40),
+        );
+        assert_eq!(tasks(), before + 1);
+        drop(upstream);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(tasks(), before);
     }
 
     /// Reads one request head from a blocking socket.
