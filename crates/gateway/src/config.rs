@@ -128,7 +128,8 @@ pub struct UpstreamConfig {
     pub url: Url,
     /// Whole-request timeout.
     pub timeout: Duration,
-    /// TCP/TLS connect timeout.
+    /// TCP/TLS connect timeout. It may be longer than `timeout`, which then ends a connect
+    /// early; either way a call that got no connection is answered as a connect failure.
     pub connect_timeout: Duration,
     /// The organisation's key; required in [`AuthMode::Actors`].
     pub credentials: Option<OrgCredentials>,
@@ -433,6 +434,10 @@ impl GatewayConfig {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
             }
         }
+        // A connect timeout above the upstream timeout is accepted, not refused: the upstream
+        // timeout bounds the connect too, and a call cut short while connecting is still
+        // answered as the connect failure it is, so the setting is harmless, and refusing it
+        // would stop a gateway that started before from starting.
         if self.callbacks.relay_attempts == 0 || self.callbacks.relay_attempts > 20 {
             return Err(ConfigError::invalid(
                 "callbacks.relay_attempts",

@@ -48,8 +48,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A connector whose whole connect, TCP and TLS handshake, must finish within `limit`.
 /// `HttpConnector`'s own timeout covers only TCP, so a peer that accepts but never completes
-/// the handshake would otherwise hold the call for the whole upstream timeout and be
-/// reported as a request that may have been processed, when nothing was sent.
+/// the handshake would otherwise hold the call for the whole upstream timeout.
 #[derive(Clone)]
 struct ConnectWithin<C> {
     inner: C,
@@ -203,7 +202,8 @@ impl Upstream {
     }
 
     /// Sends one request and reads its answer whole, up to `max_answer` bytes, all within the
-    /// upstream timeout.
+    /// upstream timeout. If that timeout passes before the request was handed to a connection
+    /// (the connect timeout may be the longer), it is a connect failure: nothing was sent.
     pub(crate) async fn exchange(
         &self,
         method: Method,
@@ -226,8 +226,9 @@ impl Upstream {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
+        let mut handed = false;
         let exchange = async {
-            let (sender, response) = self.send(origin, request).await?;
+            let (sender, response) = self.send(origin, request, &mut handed).await?;
             let (parts, mut incoming) = response.into_parts();
             // hyper passes a 101 through (other 1xx are skipped); the gateway never asks for an
             // upgrade, and relaying it would hand the caller a switch to no protocol.
@@ -258,9 +259,11 @@ impl Upstream {
                 body: crate::body::join(chunks),
             })
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ExchangeError::Timeout)?
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) if handed => Err(ExchangeError::Timeout),
+            Err(_) => Err(ExchangeError::Connect),
+        }
     }
 
     /// Sends `request` on the most recently used live pooled connection, or on a new one.
@@ -268,29 +271,38 @@ impl Upstream {
     /// A pooled connection the upstream closed as it was taken makes hyper hand the request
     /// back unwritten; only then is it sent once more, on a new connection. A request hyper
     /// does not hand back may have reached the upstream, and is never sent twice.
+    ///
+    /// `handed` is set once hyper holds the request, which it may then write, and cleared only
+    /// when hyper hands it back unwritten.
     async fn send(
         &self,
         origin: &Origin,
         request: Request<Full<Bytes>>,
+        handed: &mut bool,
     ) -> Result<(Sender, Response<Incoming>), ExchangeError> {
         let request = match self.checkout().await {
-            Some(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => return Ok((sender, response)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => {
-                        tracing::debug!(
-                            error = %e.into_error(),
-                            "pooled upstream connection closed before the request was written; \
-                             sending it on a new connection"
-                        );
-                        unsent
-                    }
-                    None => return Err(ExchangeError::Broken("request")),
-                },
-            },
+            Some(mut sender) => {
+                *handed = true;
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok((sender, response)),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => {
+                            *handed = false;
+                            tracing::debug!(
+                                error = %e.into_error(),
+                                "pooled upstream connection closed before the request was written; \
+                                 sending it on a new connection"
+                            );
+                            unsent
+                        }
+                        None => return Err(ExchangeError::Broken("request")),
+                    },
+                }
+            }
             None => request,
         };
         let mut sender = self.connect(origin).await?;
+        *handed = true;
         match sender.send_request(request).await {
             Ok(response) => Ok((sender, response)),
             Err(_) => Err(ExchangeError::Broken("request")),
@@ -845,6 +857,64 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// A loopback listener that never accepts, with its accept queue full, so that a further
+    /// connect's TCP handshake never completes (Linux drops a SYN to a full accept queue). The
+    /// listener and the connections filling its queue live as long as the returned guard.
+    async fn unaccepting_server() -> (
+        std::net::SocketAddr,
+        (tokio::net::TcpListener, Vec<tokio::net::TcpStream>),
+    ) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            assert!(queued.len() < 64, "the accept queue never filled");
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(stream) => queued.push(stream.unwrap()),
+                Err(_) => break,
+            }
+        }
+        (addr, (listener, queued))
+    }
+
+    #[tokio::test]
+    async fn a_connect_still_pending_when_the_upstream_timeout_passes_is_a_connect_failure() {
+        let (addr, _guard) = unaccepting_server().await;
+        // The connect timeout is the longer: the upstream timeout cuts the connect short.
+        let upstream = Upstream::new(
+            &format!("http://{addr}"),
+            Duration::from_millis(200),
+            Duration::from_secs(20),
+        );
+        let started = std::time::Instant::now();
+        let err = get_root(&upstream).await.err();
+        assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_cut_short_by_the_upstream_timeout_is_a_connect_failure() {
+        let addr = silent_server().await;
+        let upstream = Upstream::new(
+            &format!("https://{addr}"),
+            Duration::from_millis(200),
+            Duration::from_secs(20),
+        );
+        let err = get_root(&upstream).await.err();
+        assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
     }
 
     #[tokio::test]

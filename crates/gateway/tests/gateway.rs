@@ -1132,6 +1132,47 @@ async fn a_body_that_stops_arriving_times_out_and_is_recorded() {
     assert_eq!(denied[0]["details"]["http_status"], 408);
 }
 
+/// A create whose upstream connect is still under way when the upstream timeout passes (the
+/// connect timeout being the longer) was never sent: it is answered and recorded as a connect
+/// failure, not as a timeout that may have been processed.
+#[tokio::test]
+async fn a_create_still_connecting_when_the_upstream_timeout_passes_is_answered_as_not_sent() {
+    // Accepts TCP and never speaks TLS, so an https connect never completes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.upstream.url = reqwest::Url::parse(&format!("https://{addr}")).unwrap();
+        cfg.upstream.timeout = Duration::from_millis(300);
+        cfg.upstream.connect_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let body = json!({"prompt": "a lighthouse at dusk", "duration": "5"});
+    let (status, _, answer) = env.post(&env.alice, "/v1/videos/text2video", &body).await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (502, Some(5000)),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing was processed")),
+        "{answer}"
+    );
+    env.stop().await;
+    holder.abort();
+    let records = records(&env.ledger_dir);
+    let responses = of_type(&records, "gateway.response");
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0]["details"]["outcome"], "upstream-connect");
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
     let mut env = setup(sim_config(), |cfg| cfg.server.max_body_bytes = 1024).await;
