@@ -3,10 +3,11 @@
 //!
 //! Jobs that queue up while a sync runs are folded into one sync of the newest: `fdatasync`
 //! makes durable everything written to the file before it was called, and a segment is fully
-//! synced before the next one is created. The sync thread acknowledges the records itself, in
-//! order, which saves a hand-off back to the writer, and then tells the writer which batches
-//! are durable so that checkpoints can cover them. After one failed sync it fails every later
-//! job: the kernel may report a later sync as successful while the earlier data is gone.
+//! synced before the next one is created. The sync thread tells the writer which batches are
+//! durable, so that checkpoints and the head can cover them, and then acknowledges the records
+//! itself, in order, which saves a hand-off back to the writer. After one failed sync it fails
+//! every later job: the kernel may report a later sync as successful while the earlier data is
+//! gone.
 
 use std::fs::File;
 use std::sync::mpsc as std_mpsc;
@@ -107,6 +108,10 @@ fn run(
         if let Err(cause) = &result {
             failed.get_or_insert_with(|| cause.clone());
         }
+        // The writer is told before any appender is answered, so that a head read once an
+        // append is acknowledged can take the sync in (see `Ledger::head`).
+        let failed_now = result.is_err();
+        let told = done.send((covered, result.clone())).is_ok();
         for job in batch {
             for (ack, receipt) in job.acks {
                 let answer = match &result {
@@ -119,8 +124,7 @@ fn run(
             }
             drop(job.spent);
         }
-        let failed_now = result.is_err();
-        if done.send((covered, result)).is_err() {
+        if !told {
             return;
         }
         // A success needs no wake-up: the writer takes it in before its next batch, and the
