@@ -27,6 +27,7 @@ pub mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -228,6 +229,8 @@ struct Inner {
     writer: Arc<Mutex<writer::Writer>>,
     inline: bool,
     head: Arc<Mutex<writer::Published>>,
+    /// Records the sync thread has made durable and acknowledged (see [`Ledger::head`]).
+    acked: Arc<AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
     origin: String,
@@ -308,6 +311,7 @@ impl Ledger {
             epoch: keys.epoch.epoch(),
             poisoned: None,
         };
+        let acked = Arc::new(AtomicU64::new(scan.next_seq));
         let shared = Arc::new(Mutex::new(writer::Published::new(
             head,
             scan.frontier.clone(),
@@ -356,6 +360,7 @@ impl Ledger {
             unsynced: false,
             last_sync: Instant::now(),
             shared: shared.clone(),
+            acked: Arc::clone(&acked),
             buf: Vec::with_capacity(1 << 20),
             ids: writer::IdSource::new(),
             mac,
@@ -383,6 +388,7 @@ impl Ledger {
                 writer: w,
                 inline: opts.inline_appends,
                 head: shared,
+                acked,
                 thread: Mutex::new(Some(thread)),
                 dir: dir.clone(),
                 origin,
@@ -593,21 +599,36 @@ impl Ledger {
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
-    /// The durable state as of the last batch whose sync has been taken in. Syncs that
-    /// finished are taken in here when the writer is not busy; a busy writer takes them in
-    /// itself before its next batch, so a head read while it writes may miss the newest
-    /// acknowledged records for that long.
+    /// The durable state, covering at least every record acknowledged before the call. Syncs
+    /// that finished are taken in here; when the writer is busy and one of them has already
+    /// answered its appenders, this waits for the writer to finish the batch it is writing.
     pub fn head(&self) -> Head {
+        let read = || {
+            self.inner
+                .head
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .read()
+        };
         // A successful sync does not wake the writer (that cost a wake-up per batch under
         // load), so an idle writer would otherwise publish it only at its next tick.
         if let Ok(mut w) = self.inner.writer.try_lock() {
             w.absorb_finished();
         }
+        let head = read();
+        if head.size >= self.inner.acked.load(Ordering::Acquire) {
+            return head;
+        }
+        // The sync thread answered appenders of a sync that the busy writer has not taken in
+        // yet (it is told before any appender is answered): wait for the writer's lock, held
+        // only while it writes a batch, and take it in. A flush or close that holds the lock
+        // while it waits for checkpoints has taken in every sync first, so it never gets here.
         self.inner
-            .head
+            .writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .read()
+            .absorb_finished();
+        read()
     }
 
     /// Appends waiting in the queue.

@@ -10,6 +10,7 @@
 //! gone.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
@@ -39,13 +40,17 @@ pub(crate) struct SyncThread {
 
 impl SyncThread {
     /// Starts the thread. A failed sync also sends a `Tick` through `wake`, so that a writer
-    /// blocked waiting for appends notices it and stops.
-    pub(crate) fn start(wake: mpsc::WeakSender<Msg>) -> std::io::Result<SyncThread> {
+    /// blocked waiting for appends notices it and stops. `acked` is raised to the number of
+    /// records durable and acknowledged, before their appenders are answered.
+    pub(crate) fn start(
+        wake: mpsc::WeakSender<Msg>,
+        acked: Arc<AtomicU64>,
+    ) -> std::io::Result<SyncThread> {
         let (jobs_tx, jobs) = std_mpsc::channel::<Job>();
         let (done_tx, done) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ledger-sync".into())
-            .spawn(move || run(&jobs, &done_tx, &wake))?;
+            .spawn(move || run(&jobs, &done_tx, &wake, &acked))?;
         Ok(SyncThread {
             jobs: Some(jobs_tx),
             done,
@@ -91,6 +96,7 @@ fn run(
     jobs: &std_mpsc::Receiver<Job>,
     done: &std_mpsc::Sender<Done>,
     wake: &mpsc::WeakSender<Msg>,
+    acked: &AtomicU64,
 ) {
     let mut failed: Option<String> = None;
     while let Ok(first) = jobs.recv() {
@@ -112,6 +118,12 @@ fn run(
         // append is acknowledged can take the sync in (see `Ledger::head`).
         let failed_now = result.is_err();
         let told = done.send((covered, result.clone())).is_ok();
+        if result.is_ok() {
+            let newest_seq = batch.iter().rev().find_map(|job| job.acks.last());
+            if let Some((_, receipt)) = newest_seq {
+                acked.fetch_max(receipt.seq + 1, Ordering::Release);
+            }
+        }
         for job in batch {
             for (ack, receipt) in job.acks {
                 let answer = match &result {

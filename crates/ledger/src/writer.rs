@@ -199,6 +199,9 @@ pub(crate) struct Writer {
     /// When buffered data was last synced.
     pub last_sync: Instant,
     pub shared: Arc<Mutex<Published>>,
+    /// Records durable and acknowledged by the sync thread, which may be ahead of what the
+    /// writer has published: see [`crate::Ledger::head`].
+    pub acked: Arc<std::sync::atomic::AtomicU64>,
     pub buf: Vec<u8>,
     pub ids: IdSource,
     /// HMAC state of the current epoch key.
@@ -255,7 +258,7 @@ impl Writer {
         last_is_seal: bool,
     ) {
         if self.cfg.durability == Durability::Sync {
-            match SyncThread::start(wake) {
+            match SyncThread::start(wake, Arc::clone(&self.acked)) {
                 Ok(pool) => self.pool = Some(pool),
                 // Without the sync thread every batch is synced in place.
                 Err(e) => tracing::warn!(error = %e, "cannot start the sync thread"),
