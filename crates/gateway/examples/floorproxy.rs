@@ -55,6 +55,34 @@ struct RequestRecord<'a> {
     source_ip: String,
     sync: bool,
     user_agent: Option<&'a str>,
+    /// For a call with a body, what the gateway records of a create, at the same size.
+    #[serde(flatten)]
+    create: Option<CreateSummary>,
+}
+
+#[derive(Serialize)]
+struct CreateSummary {
+    media: [(); 0],
+    model: &'static str,
+    model_missing: bool,
+    model_source: &'static str,
+    params: Params,
+    prompts: [Prompt; 1],
+    unknown_fields: [(); 0],
+}
+
+#[derive(Serialize)]
+struct Params {
+    duration: &'static str,
+    duration_type: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct Prompt {
+    chars: usize,
+    field: &'static str,
+    hmac: &'static str,
 }
 
 #[derive(Serialize)]
@@ -256,6 +284,23 @@ async fn forward(
                 route,
                 source_ip: peer.ip().to_string(),
                 sync: true,
+                create: (!body.is_empty()).then(|| CreateSummary {
+                    media: [],
+                    model: "kling-v1",
+                    model_missing: false,
+                    model_source: "model_name",
+                    params: Params {
+                        duration: "5",
+                        duration_type: "string",
+                        mode: "std",
+                    },
+                    prompts: [Prompt {
+                        chars: body.len() / 3,
+                        field: "prompt",
+                        hmac: "39a8c89de0fdb0907614a128e7573f25f1d313f78c7966f53fd99404dd6e9381",
+                    }],
+                    unknown_fields: [],
+                }),
                 user_agent: parts
                     .headers
                     .get(hyper::header::USER_AGENT)
