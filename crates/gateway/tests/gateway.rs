@@ -971,6 +971,28 @@ async fn shutdown_closes_connections_still_open_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_out_the_header_timeout_of_a_half_sent_request() {
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.server.header_timeout = std::time::Duration::from_secs(600);
+        cfg.server.shutdown_grace = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let _conn = half_sent_request(env.gw.as_ref().unwrap().addr).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    env.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "shutdown took {took:?} with a half-sent request open"
+    );
+    let records = records(&env.ledger_dir);
+    let shutdown = of_type(&records, "gateway.shutdown");
+    assert_eq!(shutdown.len(), 1);
+    assert_eq!(shutdown[0]["details"]["connections_cut"], 1);
+}
+
+#[tokio::test]
 async fn a_caller_beyond_the_connection_limit_waits_for_a_free_slot() {
     let mut env = setup(sim_config(), |cfg| cfg.server.max_connections = 1).await;
     let addr = env.gw.as_ref().unwrap().addr;
