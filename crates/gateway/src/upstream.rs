@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::ServiceExt;
 
 /// Why no usable answer came from the Kling API.
@@ -82,9 +85,9 @@ where
 }
 
 /// How long an idle pooled connection is kept. A connection the far side closes just as a
-/// call reuses it, after the request was written, fails that call, and a create is not retried
-/// since it may have been processed; load balancers commonly close idle connections after
-/// 60 s, so the gateway lets go of them first.
+/// call reuses it, after the request was written, fails that call unless it is a query (see
+/// `Upstream::send`), and a create is not retried since it may have been processed; load
+/// balancers commonly close idle connections after 60 s, so the gateway lets go of them first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often, as a fraction of the idle limit, the pool is swept of connections idle past it,
@@ -96,6 +99,86 @@ const SWEEPS_PER_IDLE_LIMIT: u32 = 4;
 const MAX_IDLE: usize = 256;
 
 type Sender = SendRequest<Full<Bytes>>;
+
+/// A connection: hyper's handle to send on it, and whether any answer byte has been read on it
+/// since the flag was last cleared, which hyper's errors do not tell (an answer cut off in its
+/// head is reported as one that never started).
+struct Conn {
+    sender: Sender,
+    answered: Arc<AtomicBool>,
+}
+
+/// The connection's byte stream (TLS already undone), noting in `answered` each read that
+/// brought bytes.
+struct NoteReads<T> {
+    io: T,
+    answered: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for NoteReads<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for NoteReads<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Whether a request's failure is its connection closing or being reset under it, the way an
+/// upstream closing an idle connection looks when the request crossed the close.
+fn connection_dropped(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    if error.is_incomplete_message() || error.is_closed() {
+        return true;
+    }
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            )
+        })
+}
 
 /// Where every call goes, worked out once from the configured URL.
 struct Origin {
@@ -149,7 +232,7 @@ impl Origin {
 
 /// A connection waiting in the pool, and since when.
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -228,7 +311,9 @@ impl Upstream {
         *request.headers_mut() = headers;
         let mut handed = false;
         let exchange = async {
-            let (sender, response) = self.send(origin, request, &mut handed).await?;
+            let (conn, response) = self
+                .send(origin, path_and_query, request, &mut handed)
+                .await?;
             let (parts, mut incoming) = response.into_parts();
             // hyper passes a 101 through (other 1xx are skipped); the gateway never asks for an
             // upgrade, and relaying it would hand the caller a switch to no protocol.
@@ -252,7 +337,7 @@ impl Upstream {
             }
             // Only a connection whose answer was read to the end can carry another call; on
             // every early return above it is dropped, which closes it.
-            self.check_in(sender);
+            self.check_in(conn);
             Ok(Answer {
                 status: parts.status,
                 headers: parts.headers,
@@ -269,22 +354,41 @@ impl Upstream {
     /// Sends `request` on the most recently used live pooled connection, or on a new one.
     ///
     /// A pooled connection the upstream closed as it was taken makes hyper hand the request
-    /// back unwritten; only then is it sent once more, on a new connection. A request hyper
-    /// does not hand back may have reached the upstream, and is never sent twice.
+    /// back unwritten; it is then sent once more, on a new connection. A request hyper does not
+    /// hand back may have reached the upstream, and is sent again only if it is a GET or HEAD
+    /// whose pooled connection was closed or reset before any byte of an answer came: the
+    /// upstream closing an idle connection as the request crossed it. That is safe because
+    /// GET and HEAD are idempotent (in the Kling API they are queries, which change nothing),
+    /// and no partial answer is thrown away. It is sent at most once more, on a new
+    /// connection, within the same upstream timeout; anything else is never sent twice.
     ///
     /// `handed` is set once hyper holds the request, which it may then write, and cleared only
     /// when hyper hands it back unwritten.
     async fn send(
         &self,
         origin: &Origin,
+        path_and_query: &str,
         request: Request<Full<Bytes>>,
         handed: &mut bool,
-    ) -> Result<(Sender, Response<Incoming>), ExchangeError> {
+    ) -> Result<(Conn, Response<Incoming>), ExchangeError> {
         let request = match self.checkout().await {
-            Some(mut sender) => {
+            Some(mut conn) => {
                 *handed = true;
-                match sender.try_send_request(request).await {
-                    Ok(response) => return Ok((sender, response)),
+                // What a resend needs that hyper does not give back, kept for GET and HEAD only:
+                // the method (no allocation for these), the headers, and the body (a reference
+                // count). The target is rebuilt only if it comes to a resend.
+                let resend = matches!(*request.method(), Method::GET | Method::HEAD).then(|| {
+                    (
+                        request.method().clone(),
+                        request.headers().clone(),
+                        request.body().clone(),
+                    )
+                });
+                // The previous answer on this connection was read whole, so any byte read from
+                // here on belongs to this request's answer.
+                conn.answered.store(false, Ordering::Relaxed);
+                match conn.sender.try_send_request(request).await {
+                    Ok(response) => return Ok((conn, response)),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => {
                             *handed = false;
@@ -295,25 +399,56 @@ impl Upstream {
                             );
                             unsent
                         }
-                        None => return Err(ExchangeError::Broken("request")),
+                        None => match resend {
+                            // Relaxed is enough: the channel that brought the error orders
+                            // the driver's store before this load.
+                            Some((method, headers, body))
+                                if !conn.answered.load(Ordering::Relaxed)
+                                    && connection_dropped(e.error()) =>
+                            {
+                                tracing::debug!(
+                                    error = %e.into_error(),
+                                    "pooled upstream connection closed before answering a query; \
+                                     sending it once more on a new connection"
+                                );
+                                let uri = origin
+                                    .target(path_and_query)
+                                    .ok_or(ExchangeError::Broken("request"))?;
+                                let mut request = Request::new(body);
+                                *request.method_mut() = method;
+                                *request.uri_mut() = uri;
+                                *request.headers_mut() = headers;
+                                request
+                            }
+                            _ => return Err(ExchangeError::Broken("request")),
+                        },
                     },
                 }
             }
             None => request,
         };
-        let mut sender = self.connect(origin).await?;
+        // Once sent, a request whose second connection cannot be made failed after it may
+        // have reached the upstream, not with nothing sent.
+        let sent = *handed;
+        let mut conn = self.connect(origin).await.map_err(|e| {
+            if sent {
+                ExchangeError::Broken("request")
+            } else {
+                e
+            }
+        })?;
         *handed = true;
-        match sender.send_request(request).await {
-            Ok(response) => Ok((sender, response)),
+        match conn.sender.send_request(request).await {
+            Ok(response) => Ok((conn, response)),
             Err(_) => Err(ExchangeError::Broken("request")),
         }
     }
 
     /// The most recently used pooled connection that is still open and idle for less than the
     /// pool limit.
-    async fn checkout(&self) -> Option<Sender> {
+    async fn checkout(&self) -> Option<Conn> {
         loop {
-            let mut sender = {
+            let mut conn = {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 let conn = idle.pop_back()?;
                 if conn.since.elapsed() > self.pool_idle {
@@ -321,24 +456,24 @@ impl Upstream {
                     idle.clear();
                     return None;
                 }
-                conn.sender
+                conn.conn
             };
             // Pooled connections were ready when pooled (see `check_in`); `ready` fails if one
             // has closed since.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            if conn.sender.ready().await.is_ok() {
+                return Some(conn);
             }
         }
     }
 
     /// Pools a connection whose answer was read whole, once hyper is ready to send another
     /// request on it, unless it has closed.
-    fn check_in(&self, sender: Sender) {
-        if sender.is_closed() {
+    fn check_in(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
-        if sender.is_ready() {
-            pool_idle_connection(&self.idle, self.pool_idle, sender);
+        if conn.sender.is_ready() {
+            pool_idle_connection(&self.idle, self.pool_idle, conn);
             return;
         }
         // An upstream may answer before it has read the whole request body; hyper then goes
@@ -349,21 +484,26 @@ impl Upstream {
         let idle = Arc::clone(&self.idle);
         let pool_idle = self.pool_idle;
         tokio::spawn(async move {
-            let mut sender = sender;
-            if let Ok(Ok(())) = tokio::time::timeout(pool_idle, sender.ready()).await {
-                pool_idle_connection(&idle, pool_idle, sender);
+            let mut conn = conn;
+            if let Ok(Ok(())) = tokio::time::timeout(pool_idle, conn.sender.ready()).await {
+                pool_idle_connection(&idle, pool_idle, conn);
             }
         });
     }
 
     /// Opens a connection (TCP, and TLS for https) and starts its HTTP/1 driver.
-    async fn connect(&self, origin: &Origin) -> Result<Sender, ExchangeError> {
+    async fn connect(&self, origin: &Origin) -> Result<Conn, ExchangeError> {
         let io = self
             .connector
             .clone()
             .oneshot(origin.connect_to.clone())
             .await
             .map_err(|_| ExchangeError::Connect)?;
+        let answered = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(NoteReads {
+            io: TokioIo::new(io),
+            answered: Arc::clone(&answered),
+        });
         let (sender, connection) = http1::handshake(io)
             .await
             .map_err(|_| ExchangeError::Connect)?;
@@ -374,20 +514,20 @@ impl Upstream {
                 tracing::debug!(%error, "upstream connection failed");
             }
         });
-        Ok(sender)
+        Ok(Conn { sender, answered })
     }
 }
 
 /// Adds a ready connection to the pool, dropping those idle too long, and the longest idle
 /// when the pool is full.
-fn pool_idle_connection(idle: &Mutex<VecDeque<Idle>>, pool_idle: Duration, sender: Sender) {
+fn pool_idle_connection(idle: &Mutex<VecDeque<Idle>>, pool_idle: Duration, conn: Conn) {
     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
     let now = Instant::now();
     drop_expired(&mut idle, now, pool_idle);
     if idle.len() >= MAX_IDLE {
         idle.pop_front();
     }
-    idle.push_back(Idle { sender, since: now });
+    idle.push_back(Idle { conn, since: now });
 }
 
 /// Drops (and so closes) the pooled connections idle longer than `pool_idle`.
@@ -662,6 +802,156 @@ mod tests {
         let again = get_root(&upstream).await;
         assert!(again.is_ok(), "{:?}", again.err());
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A server whose every connection answers its first request with keep-alive, reads the
+    /// head of the next one, then does `then` with the socket (which closes it when dropped):
+    /// an upstream closing an idle connection just as a call reuses it.
+    async fn drops_the_second_request<F, Fut>(
+        then: F,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    )
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + Copy + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        counting_server(move |socket| async move {
+            let mut socket = socket.into_std().unwrap();
+            socket.set_nonblocking(false).unwrap();
+            let socket = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                read_head(&mut socket);
+                socket.write_all(KEEP_ALIVE_OK).unwrap();
+                read_head(&mut socket);
+                socket.set_nonblocking(true).unwrap();
+                socket
+            })
+            .await
+            .unwrap();
+            then(tokio::net::TcpStream::from_std(socket).unwrap()).await;
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_get_on_a_pooled_connection_closed_unanswered_is_sent_once_more_on_a_new_one() {
+        let (addr, accepted) = drops_the_second_request(|socket| async move { drop(socket) }).await;
+        let upstream = client(&format!("http://{addr}"), 5000);
+        get_root(&upstream).await.unwrap();
+        let again = get_root(&upstream).await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_get_on_a_pooled_connection_reset_unanswered_is_sent_once_more_on_a_new_one() {
+        let (addr, accepted) = drops_the_second_request(|socket| async move {
+            // Linger 0: closing sends a reset rather than an orderly close, without blocking,
+            // which is what the deprecation warns of.
+            #[allow(deprecated)]
+            socket.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(socket);
+        })
+        .await;
+        let upstream = client(&format!("http://{addr}"), 5000);
+        get_root(&upstream).await.unwrap();
+        let again = get_root(&upstream).await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_get_is_sent_once_more_at_most_and_never_again_from_a_new_connection() {
+        // The first connection answers one request and then closes on the next unanswered;
+        // every later one closes on its first request unanswered.
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (addr, accepted) = counting_server(move |socket| {
+            let first = opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                let mut socket = socket.into_std().unwrap();
+                socket.set_nonblocking(false).unwrap();
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    read_head(&mut socket);
+                    if first {
+                        socket.write_all(KEEP_ALIVE_OK).unwrap();
+                        read_head(&mut socket);
+                    }
+                })
+                .await
+                .unwrap();
+            }
+        })
+        .await;
+        let upstream = client(&format!("http://{addr}"), 5000);
+        get_root(&upstream).await.unwrap();
+        let again = get_root(&upstream).await.err();
+        assert!(
+            matches!(again, Some(ExchangeError::Broken("request"))),
+            "{again:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A GET on a new connection is not sent again either.
+        let fresh = get_root(&upstream).await.err();
+        assert!(
+            matches!(fresh, Some(ExchangeError::Broken("request"))),
+            "{fresh:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_post_on_a_pooled_connection_closed_unanswered_is_not_sent_again() {
+        let (addr, accepted) = drops_the_second_request(|socket| async move { drop(socket) }).await;
+        let upstream = client(&format!("http://{addr}"), 5000);
+        let post = || {
+            upstream.exchange(
+                Method::POST,
+                "/",
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+                64,
+            )
+        };
+        post().await.unwrap();
+        let again = post().await.err();
+        assert!(
+            matches!(again, Some(ExchangeError::Broken("request"))),
+            "{again:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_get_whose_answer_was_cut_off_after_its_first_bytes_is_not_sent_again() {
+        // Cut off in the head, which hyper reports as it reports a close before any answer, and
+        // cut off in the body.
+        for (cut, stage) in [
+            (&b"HTTP/1.1 200 OK\r\ncontent-"[..], "request"),
+            (
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{\"co"[..],
+                "body",
+            ),
+        ] {
+            let (addr, accepted) = drops_the_second_request(move |mut socket| async move {
+                socket.write_all(cut).await.unwrap();
+            })
+            .await;
+            let upstream = client(&format!("http://{addr}"), 5000);
+            get_root(&upstream).await.unwrap();
+            let again = get_root(&upstream).await.err();
+            assert!(
+                matches!(again, Some(ExchangeError::Broken(s)) if s == stage),
+                "{again:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
     }
 
     #[tokio::test]
