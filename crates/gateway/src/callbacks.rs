@@ -3,6 +3,11 @@
 //! (`callback.received`, with the webhook-signature result), and relays it to the caller's
 //! original URL with bounded retries, recording each attempt (`callback.relay`).
 //!
+//! When a webhook secret is configured, a callback without a valid signature is recorded and
+//! refused (401): it neither moves the task's recorded status nor is relayed. Whatever the
+//! secret, a callback moves only the status of the task its token's create made, and never a
+//! status already final.
+//!
 //! The token is self-contained: base64url of `{actor, original URL, request id}` followed by
 //! a tag, the keyed HMAC of that text under the ledger's commit key. So callbacks for tasks
 //! created before a restart still find their way without any state on disk, and nobody
@@ -32,7 +37,7 @@ use crate::config::FailureMode;
 use crate::inspect::{self, cap_chars};
 use crate::proxy::{self, StatusChange};
 use crate::state::AppState;
-use crate::tasks::Observed;
+use crate::tasks::CallbackObserved;
 
 /// Path prefix of the callback endpoint.
 pub const CALLBACK_PATH: &str = "/_gateway/callback/";
@@ -178,6 +183,10 @@ pub async fn handle(
         .callbacks_received
         .fetch_add(1, Ordering::Relaxed);
     let (signature, signature_reason) = signature_result(&state, &headers, &body);
+    // With a secret configured only a callback signed with it is Kling's: anything else is
+    // kept as evidence that it came, but moves no status and reaches no caller. Without one
+    // nothing can be told apart, so every callback counts.
+    let accepted = state.cfg.callbacks.webhook_secret.is_none() || signature == "valid";
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let view = parsed.as_ref().and_then(inspect::task_view);
     let header_text = |name: &str| {
@@ -203,6 +212,7 @@ pub async fn handle(
     );
     details.insert("signature".into(), json!(signature));
     details.insert("signature_reason".into(), json!(signature_reason));
+    details.insert("accepted".into(), json!(accepted));
     details.insert("webhook_id".into(), json!(header_text(webhook::HEADER_ID)));
     details.insert(
         "webhook_timestamp".into(),
@@ -236,34 +246,46 @@ pub async fn handle(
         },
     };
 
+    if !accepted {
+        state
+            .metrics
+            .callbacks_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            json!({
+                "error": "callback signature not valid",
+                "signature": signature,
+                "signature_reason": signature_reason,
+            }),
+        );
+    }
+
     if let Some(view) = &view {
         if let Some(status) = &view.status {
-            let owned = state
-                .tasks
-                .get(&view.task_id)
-                .filter(|e| e.owner == payload.actor);
-            if let Some(entry) = owned {
-                if let Observed::Changed { previous: from } =
-                    state.tasks.observe(&view.task_id, status)
-                {
-                    let change = StatusChange {
-                        task_id: view.task_id.clone(),
-                        owner: entry.owner,
-                        family: entry.family,
-                        from,
-                        to: status.clone(),
-                        task: view.raw.clone(),
-                    };
-                    proxy::record_status_change(
-                        &state,
-                        change,
-                        &payload.request_id,
-                        None,
-                        received_seq,
-                        "callback",
-                    )
-                    .await;
-                }
+            if let CallbackObserved::Changed { entry } = state.tasks.observe_callback(
+                &view.task_id,
+                &payload.actor,
+                &payload.request_id,
+                status,
+            ) {
+                let change = StatusChange {
+                    task_id: view.task_id.clone(),
+                    owner: entry.owner,
+                    family: entry.family,
+                    from: entry.status,
+                    to: status.clone(),
+                    task: view.raw.clone(),
+                };
+                proxy::record_status_change(
+                    &state,
+                    change,
+                    &payload.request_id,
+                    None,
+                    received_seq,
+                    "callback",
+                )
+                .await;
             }
         }
     }

@@ -1061,9 +1061,13 @@ fn digest_answer(
                         let ext = request_external_id
                             .map(str::to_owned)
                             .or(view.external_task_id.clone());
-                        state
-                            .tasks
-                            .bind(&view.task_id, actor, family.as_deref(), ext.as_deref());
+                        state.tasks.bind(
+                            &view.task_id,
+                            actor,
+                            family.as_deref(),
+                            ext.as_deref(),
+                            Some(resp.request_id),
+                        );
                         if let Some(status) = &view.status {
                             // The create's own status is the baseline, kept in this record.
                             let _ = state.tasks.observe(&view.task_id, status);

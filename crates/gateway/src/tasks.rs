@@ -40,6 +40,9 @@ pub struct TaskEntry {
     pub family: Option<String>,
     /// The last status recorded.
     pub status: Option<String>,
+    /// The gateway request id of the create that made it, when known: callback tokens name
+    /// the create they were issued for, so a token drives only that create's task.
+    pub created_by: Option<String>,
 }
 
 /// Number of independently locked parts of the book. A map grows by rehashing every entry at
@@ -66,6 +69,22 @@ pub enum Observed {
     Unchanged,
     /// The task is not in the book.
     UnknownTask,
+}
+
+/// What [`TaskBook::observe_callback`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackObserved {
+    /// A new status, now recorded in the book; `entry` is the task as it was before.
+    Changed {
+        /// The task before the change (its `status` is the previous one).
+        entry: TaskEntry,
+    },
+    /// The same status as last recorded.
+    Unchanged,
+    /// The recorded status is final: a callback does not move it.
+    AlreadyFinal,
+    /// The task is not in the book, or is not the task of the token's actor and create.
+    NotTokensTask,
 }
 
 /// Counts from a rebuild, for the `gateway.start` record.
@@ -140,6 +159,7 @@ impl TaskBook {
         owner: &str,
         family: Option<&str>,
         external_task_id: Option<&str>,
+        created_by: Option<&str>,
     ) {
         self.shard(task_id)
             .tasks
@@ -148,6 +168,7 @@ impl TaskBook {
                 owner: owner.to_owned(),
                 family: family.map(str::to_owned),
                 status: None,
+                created_by: created_by.map(str::to_owned),
             });
         if let Some(ext) = external_task_id {
             self.shard(ext)
@@ -172,6 +193,39 @@ impl TaskBook {
         }
         Observed::Changed {
             previous: entry.status.replace(status.to_owned()),
+        }
+    }
+
+    /// Notes a status a callback reported, under the same lock as the checks, so a poll cannot
+    /// slip in between: the task must be `owner`'s and, when the book knows its create, made
+    /// by `create_request_id`; a final recorded status is never moved by a callback (Kling does
+    /// not leave a final state, so a later callback saying otherwise is stale or forged).
+    pub fn observe_callback(
+        &self,
+        task_id: &str,
+        owner: &str,
+        create_request_id: &str,
+        status: &str,
+    ) -> CallbackObserved {
+        let mut shard = self.shard(task_id);
+        let Some(entry) = shard.tasks.get_mut(task_id) else {
+            return CallbackObserved::NotTokensTask;
+        };
+        let other_create = entry
+            .created_by
+            .as_deref()
+            .is_some_and(|c| c != create_request_id);
+        if entry.owner != owner || other_create {
+            return CallbackObserved::NotTokensTask;
+        }
+        match entry.status.as_deref() {
+            Some(s) if same_status(s, status) => CallbackObserved::Unchanged,
+            Some(s) if crate::inspect::is_final(s) => CallbackObserved::AlreadyFinal,
+            _ => {
+                let before = entry.clone();
+                entry.status = Some(status.to_owned());
+                CallbackObserved::Changed { entry: before }
+            }
         }
     }
 
@@ -217,6 +271,7 @@ impl TaskBook {
                         actor,
                         text(fields.family).as_deref(),
                         text(fields.external_task_id).as_deref(),
+                        text(fields.request_id).as_deref(),
                     );
                     if let Some(status) = text(fields.task_status) {
                         let _ = self.observe(&task_id, &status);
@@ -308,6 +363,8 @@ struct BookFields<'a> {
     task_status: Option<&'a RawValue>,
     #[serde(default, borrow)]
     to: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    request_id: Option<&'a RawValue>,
 }
 
 /// The string a raw field holds, if it holds one.
@@ -328,7 +385,13 @@ mod tests {
         let n = 40 * SHARDS;
         for i in 0..n {
             let owner = if i % 2 == 0 { "alice" } else { "bob" };
-            book.bind(&format!("task-{i}"), owner, None, Some(&format!("ext-{i}")));
+            book.bind(
+                &format!("task-{i}"),
+                owner,
+                None,
+                Some(&format!("ext-{i}")),
+                None,
+            );
         }
         assert_eq!(book.len(), n);
         for (i, shard) in book.shards().enumerate() {
@@ -348,8 +411,8 @@ mod tests {
     #[test]
     fn binding_is_first_come_and_status_changes_once() {
         let book = TaskBook::default();
-        book.bind("t1", "alice", Some("text-to-video"), Some("ext-1"));
-        book.bind("t1", "mallory", None, Some("ext-1"));
+        book.bind("t1", "alice", Some("text-to-video"), Some("ext-1"), None);
+        book.bind("t1", "mallory", None, Some("ext-1"), None);
         assert_eq!(book.owner("t1").as_deref(), Some("alice"));
         assert_eq!(book.external_owner("ext-1").as_deref(), Some("alice"));
         assert_eq!(
@@ -371,7 +434,7 @@ mod tests {
     #[test]
     fn a_success_seen_in_both_api_spellings_is_recorded_once() {
         let book = TaskBook::default();
-        book.bind("t1", "alice", None, None);
+        book.bind("t1", "alice", None, None, None);
         assert!(matches!(
             book.observe("t1", "succeed"),
             Observed::Changed { .. }
@@ -379,6 +442,45 @@ mod tests {
         assert_eq!(book.observe("t1", "succeeded"), Observed::Unchanged);
         assert_eq!(book.observe("t1", "succeed"), Observed::Unchanged);
         assert_eq!(book.get("t1").unwrap().status.as_deref(), Some("succeed"));
+    }
+
+    #[test]
+    fn a_callback_moves_only_its_own_creates_task_and_never_a_final_status() {
+        let book = TaskBook::default();
+        book.bind("t1", "alice", None, None, Some("req-1"));
+        book.bind("t2", "alice", None, None, Some("req-2"));
+        assert_eq!(
+            book.observe_callback("t1", "bob", "req-1", "processing"),
+            CallbackObserved::NotTokensTask
+        );
+        assert_eq!(
+            book.observe_callback("t2", "alice", "req-1", "processing"),
+            CallbackObserved::NotTokensTask
+        );
+        assert_eq!(
+            book.observe_callback("t9", "alice", "req-1", "processing"),
+            CallbackObserved::NotTokensTask
+        );
+        assert!(matches!(
+            book.observe_callback("t1", "alice", "req-1", "processing"),
+            CallbackObserved::Changed { entry } if entry.status.is_none()
+        ));
+        assert_eq!(
+            book.observe_callback("t1", "alice", "req-1", "processing"),
+            CallbackObserved::Unchanged
+        );
+        assert!(matches!(
+            book.observe_callback("t1", "alice", "req-1", "failed"),
+            CallbackObserved::Changed { .. }
+        ));
+        for later in ["succeed", "processing", "submitted"] {
+            assert_eq!(
+                book.observe_callback("t1", "alice", "req-1", later),
+                CallbackObserved::AlreadyFinal
+            );
+        }
+        assert_eq!(book.get("t1").unwrap().status.as_deref(), Some("failed"));
+        assert_eq!(book.get("t2").unwrap().status, None);
     }
 
     #[test]
@@ -414,7 +516,7 @@ mod tests {
             "gateway.response",
             "alice",
             &json!({"operation": "create", "task_id": "t1", "family": "text-to-video",
-                    "external_task_id": "e1", "task_status": "submitted"})
+                    "external_task_id": "e1", "task_status": "submitted", "request_id": "req-1"})
             .to_string(),
         );
         book.apply_record(
@@ -433,6 +535,7 @@ mod tests {
             ("alice", Some("succeed"))
         );
         assert_eq!(book.external_owner("e1").as_deref(), Some("alice"));
+        assert_eq!(t.created_by.as_deref(), Some("req-1"));
         assert_eq!(book.len(), 1);
     }
 
