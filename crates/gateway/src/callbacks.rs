@@ -136,6 +136,15 @@ fn signature_result(
     }
 }
 
+/// Counts a refused callback and answers it.
+fn refuse(state: &AppState, status: StatusCode, body: Value) -> Response {
+    state
+        .metrics
+        .callbacks_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    plain(status, body)
+}
+
 fn plain(status: StatusCode, body: Value) -> Response {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
@@ -154,26 +163,20 @@ pub async fn handle(
 ) -> Response {
     let commitments = state.auditor.commitments();
     let Some(payload) = open_token(commitments, &token) else {
-        state
-            .metrics
-            .callbacks_rejected
-            .fetch_add(1, Ordering::Relaxed);
         let details = json!({ "reason": "unknown-token", "source_ip": peer.ip().to_string() });
         let _ = state
             .auditor
             .append("callback.rejected", "unauthenticated", &details)
             .await;
-        return plain(
+        return refuse(
+            &state,
             StatusCode::NOT_FOUND,
             json!({ "error": "unknown callback" }),
         );
     };
     let Ok(body) = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await else {
-        state
-            .metrics
-            .callbacks_rejected
-            .fetch_add(1, Ordering::Relaxed);
-        return plain(
+        return refuse(
+            &state,
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({ "error": "callback too large" }),
         );
@@ -247,11 +250,8 @@ pub async fn handle(
     };
 
     if !accepted {
-        state
-            .metrics
-            .callbacks_rejected
-            .fetch_add(1, Ordering::Relaxed);
-        return plain(
+        return refuse(
+            &state,
             StatusCode::UNAUTHORIZED,
             json!({
                 "error": "callback signature not valid",
