@@ -125,16 +125,18 @@ fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller
             upstream,
         });
     }
-    if !auth::looks_like_jwt(token) {
+    let index = state.actors.index();
+    // A token found in the cache had JWT shape when it was verified; only others are checked.
+    let cached = state.verified.get(token, &index);
+    if cached.is_none() && !auth::looks_like_jwt(token) {
         return Err(Denial::token(TokenRejection::Invalid, "not-a-jwt"));
     }
-    let index = state.actors.index();
     let now = SystemClock.now_unix();
     let (leeway, max_lifetime) = (
         state.cfg.auth.leeway_secs,
         state.cfg.auth.max_token_lifetime_secs,
     );
-    let (actor, verified) = match state.verified.get(token, &index) {
+    let (actor, verified) = match cached {
         Some(verified) => {
             let Some(actor) = index.get(&verified.claims.iss) else {
                 let mut d = Denial::token(TokenRejection::Invalid, "unknown-access-key");

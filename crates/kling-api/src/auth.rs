@@ -204,7 +204,16 @@ pub fn bearer_token(authorization_header: Option<&str>) -> Result<&str, TokenRej
     if token.trim().is_empty() {
         return Err(TokenRejection::Missing);
     }
-    if token.chars().any(char::is_whitespace) {
+    // Header values are ASCII; scanning bytes spares decoding every character of the token on
+    // every call. `char::is_whitespace` also counts the vertical tab and form feed.
+    let has_space = if token.is_ascii() {
+        token
+            .bytes()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'))
+    } else {
+        token.chars().any(char::is_whitespace)
+    };
+    if has_space {
         return Err(TokenRejection::Invalid);
     }
     Ok(token)
@@ -791,6 +800,22 @@ mod tests {
         );
         let ok = sign_jwt(AK, SK, NOW, 1800).unwrap();
         assert!(verify_jwt(&ok, SK, NOW, 10, Some(1800)).is_ok());
+    }
+
+    #[test]
+    fn a_credential_with_any_whitespace_inside_is_invalid_ascii_or_not() {
+        for c in (0u8..128)
+            .map(char::from)
+            .chain(['\u{a0}', '\u{2003}', '\u{3000}', 'é'])
+        {
+            let header = format!("Bearer ab{c}cd");
+            let expected = if c.is_whitespace() {
+                Err(TokenRejection::Invalid)
+            } else {
+                Ok(&header[7..])
+            };
+            assert_eq!(bearer_token(Some(&header)), expected, "{c:?}");
+        }
     }
 
     #[test]
