@@ -405,6 +405,28 @@ pub async fn handle(
     };
     let actor = caller.actor.clone();
 
+    // TRACE would have the upstream echo the request back, the organisation's credential with
+    // it, and CONNECT asks for a tunnel; the Kling API uses neither.
+    if method == Method::TRACE || method == Method::CONNECT {
+        let fields = [
+            ("reason", json!("method-not-allowed")),
+            ("code", json!(codes::PARAMETER_INVALID)),
+            ("http_status", json!(405)),
+            ("credential", Value::clone(&caller.credential)),
+        ];
+        let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+        state.metrics.count_request(&route, Outcome::BadRequest);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, %method, "method refused");
+        let message = format!("the gateway does not forward {method} requests");
+        let (status, body) = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::PARAMETER_INVALID,
+            &message,
+            &request_id,
+        );
+        return Reply::json(status, body, seq).finish(&request_id, started, Duration::ZERO, &state);
+    }
+
     // 2. Ownership of the task a query names. A query naming tasks twice is refused first:
     // the check reads one of the values, and Kling might read the other.
     // The query is decoded once, for this check and for the request record.

@@ -971,6 +971,41 @@ async fn shutdown_closes_connections_still_open_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn trace_and_connect_are_refused_and_never_reach_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    for method in ["TRACE", "CONNECT"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = env
+            .http
+            .request(method.clone(), env.url("/v1/videos/text2video"))
+            .bearer_auth(jwt(&env.alice))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, body) = split(resp).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (405, Some(1200)),
+            "{method}: {body}"
+        );
+        assert!(headers.contains_key("x-kling-audit-record"), "{method}");
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 2);
+    assert!(denied
+        .iter()
+        .all(|r| r["actor"] == "alice" && r["details"]["reason"] == "method-not-allowed"));
+}
+
+#[tokio::test]
 async fn shutdown_does_not_wait_out_the_header_timeout_of_a_half_sent_request() {
     let mut env = setup(sim_config(), |cfg| {
         cfg.server.header_timeout = std::time::Duration::from_secs(600);
