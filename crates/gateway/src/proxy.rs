@@ -203,6 +203,21 @@ fn error_response(
     (status, Bytes::from(body.to_string()))
 }
 
+/// Answers a call refused before anything was forwarded, with a Kling-style error body and
+/// `seq`, the record of the refusal if it could be written.
+fn answer_refusal(
+    state: &AppState,
+    status: StatusCode,
+    code: i64,
+    message: &str,
+    request_id: &str,
+    seq: Option<u64>,
+    started: Instant,
+) -> Response {
+    let (status, body) = error_response(status, code, message, request_id);
+    Reply::json(status, body, seq).finish(request_id, started, Duration::ZERO, state)
+}
+
 struct Reply {
     status: StatusCode,
     headers: HeaderMap,
@@ -389,17 +404,14 @@ pub async fn handle(
             let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
             state.metrics.count_request(&route, Outcome::AuthFailed);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, code = denial.code, reason = denial.reason, "caller refused");
-            let (status, body) = error_response(
+            return answer_refusal(
+                &state,
                 StatusCode::UNAUTHORIZED,
                 denial.code,
                 denial.message,
                 &request_id,
-            );
-            return Reply::json(status, body, seq).finish(
-                &request_id,
+                seq,
                 started,
-                Duration::ZERO,
-                &state,
             );
         }
     };
@@ -418,13 +430,15 @@ pub async fn handle(
         state.metrics.count_request(&route, Outcome::BadRequest);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, %method, "method refused");
         let message = format!("the gateway does not forward {method} requests");
-        let (status, body) = error_response(
+        return answer_refusal(
+            &state,
             StatusCode::METHOD_NOT_ALLOWED,
             codes::PARAMETER_INVALID,
             &message,
             &request_id,
+            seq,
+            started,
         );
-        return Reply::json(status, body, seq).finish(&request_id, started, Duration::ZERO, &state);
     }
 
     // 2. Ownership of the task a query names. A query naming tasks twice is refused first:
@@ -443,13 +457,15 @@ pub async fn handle(
         state.metrics.count_request(&route, Outcome::BadRequest);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, name, "query repeats a task parameter");
         let message = format!("the query repeats the parameter {name:?}; send it once");
-        let (status, body) = error_response(
+        return answer_refusal(
+            &state,
             StatusCode::BAD_REQUEST,
             codes::PARAMETER_INVALID,
             &message,
             &request_id,
+            seq,
+            started,
         );
-        return Reply::json(status, body, seq).finish(&request_id, started, Duration::ZERO, &state);
     }
     if let Some(reason) = check_owner(&state, &op, &actor) {
         let fields = [
@@ -461,13 +477,15 @@ pub async fn handle(
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(&route, Outcome::NotOwner);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "task query refused");
-        let (status, body) = error_response(
+        return answer_refusal(
+            &state,
             StatusCode::NOT_FOUND,
             codes::RESOURCE_NOT_FOUND,
             codes::default_message(codes::RESOURCE_NOT_FOUND),
             &request_id,
+            seq,
+            started,
         );
-        return Reply::json(status, body, seq).finish(&request_id, started, Duration::ZERO, &state);
     }
 
     // 3. Body and its inspection.
@@ -570,13 +588,7 @@ pub async fn handle(
             let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
             state.metrics.count_request(&route, outcome);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason = refusal.reason(), "request body refused");
-            let (status, body) = error_response(status, code, &message, &request_id);
-            return Reply::json(status, body, seq).finish(
-                &request_id,
-                started,
-                Duration::ZERO,
-                &state,
-            );
+            return answer_refusal(&state, status, code, &message, &request_id, seq, started);
         }
     };
     let mut json_body: Option<Value> = if raw_body.is_empty() {
@@ -762,14 +774,16 @@ fn audit_unavailable(
         .count_request(route, Outcome::AuditUnavailable);
     // The refusal of the request record was logged (at most once a second) by the auditor.
     tracing::debug!(target: "kling_audit_gateway::proxy", %request_id, route, error = %error, "request refused: audit ledger unavailable (fail-closed)");
-    let (status, body) = error_response(
+    answer_refusal(
+        state,
         StatusCode::SERVICE_UNAVAILABLE,
         codes::SERVER_UNAVAILABLE,
         "audit ledger unavailable: the gateway records every request before forwarding it and \
          cannot record now, so nothing was sent to Kling; retry later",
         request_id,
-    );
-    Reply::json(status, body, None).finish(request_id, started, Duration::ZERO, state)
+        None,
+        started,
+    )
 }
 
 /// A status change to record after the response record.
