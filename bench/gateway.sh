@@ -28,6 +28,10 @@
 # maximum throughput with wrk at a few connection counts.
 #
 # usage: bench/gateway.sh [--out FILE.jsonl]
+#        bench/gateway.sh --serve ENV_FILE   start every target, write their addresses, tokens
+#                                            and pids to ENV_FILE as shell variables (ADDR_x,
+#                                            TOKEN_x, PIDS_x, GET_PATH, POST_PATH, POST_BODY),
+#                                            and hold them up until interrupted: for profiling
 # environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS="16 128"
 #   WRK_THREADS=1 TARGETS="direct nginx gateway gateway-tmpfs floor floor-ledger"
 #   WORKLOADS="get post" BENCH_TMPDIR=${TMPDIR:-/tmp} TMPFS_DIR=/dev/shm KEEP_TMP=0 SKIP_BUILD=0
@@ -49,9 +53,11 @@ TARGETS=${TARGETS:-direct nginx gateway gateway-tmpfs floor floor-ledger}
 WRK_THREADS=${WRK_THREADS:-1}
 WORKLOADS=${WORKLOADS:-get post}
 OUT=""
+SERVE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
+    --serve) SERVE=$2; shift 2 ;;
     # The header comment, whatever its length.
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -282,6 +288,21 @@ TOKEN[floor-ledger]=$SIM_TOKEN
 GET_PATH="/account/costs?start_time=0&end_time=1"
 POST_PATH="/v1/videos/text2video"
 POST_BODY='{"model_name":"kling-v1","prompt":"a lighthouse at dusk, slow dolly shot","duration":"5","mode":"std"}'
+if [ -n "$SERVE" ]; then
+  {
+    for t in direct nginx $TARGETS; do
+      [ -n "${ADDR[$t]:-}" ] || continue
+      v=${t//-/_}
+      printf 'ADDR_%s=%q\nTOKEN_%s=%q\nPIDS_%s=%q\n' "$v" "${ADDR[$t]}" "$v" "${TOKEN[$t]}" \
+        "$v" "${PROXY_PIDS[$t]:-}"
+    done
+    printf 'SIM_PID=%q\nGET_PATH=%q\nPOST_PATH=%q\nPOST_BODY=%q\n' "$SIM_PID" "$GET_PATH" \
+      "$POST_PATH" "$POST_BODY"
+  } >"$SERVE"
+  say "targets up; their variables are in $SERVE; interrupt to stop them"
+  wait "$SIM_PID"
+  exit 0
+fi
 RESULTS="$T/results.jsonl"
 : >"$RESULTS"
 TICK=$(getconf CLK_TCK)

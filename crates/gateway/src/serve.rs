@@ -8,19 +8,19 @@
 //! use up the process's file descriptors, and with them the audit ledger's, or keep the
 //! gateway from ever shutting down and sealing its ledger.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::App;
@@ -67,8 +67,7 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let (stopping, stop_seen) = watch::channel(false);
+    let stop = Arc::new(Stop::default());
     let cut_idle = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     let mut last_full_warning: Option<Instant> = None;
@@ -115,17 +114,35 @@ pub(crate) async fn serve(
                 }
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let mut stop_seen = stop_seen.clone();
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let stop = Arc::clone(&stop);
         let cut_idle = Arc::clone(&cut_idle);
         connections.spawn(async move {
-            tokio::select! {
-                ended = connection => {
-                    if let Err(e) = ended {
-                        tracing::debug!(target: "kling_audit_gateway", error = %e, "connection ended with an error");
+            let mut connection = std::pin::pin!(connection);
+            let mut watch = StopWatch::new(&stop);
+            let ended = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+                Poll::Ready(ended) => Poll::Ready(Some(ended)),
+                Poll::Pending if watch.stopping(cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let ended = match ended {
+                Some(ended) => Some(ended),
+                None => {
+                    // Shutdown: hyper ends the connection after the call in progress.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        ended = connection.as_mut() => Some(ended),
+                        () = idle_at_shutdown(&calls) => None,
                     }
                 }
-                () = idle_at_shutdown(&mut stop_seen, &calls) => {
+            };
+            match ended {
+                Some(Err(e)) => {
+                    tracing::debug!(target: "kling_audit_gateway", error = %e, "connection ended with an error");
+                }
+                Some(Ok(())) => {}
+                None => {
                     cut_idle.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -133,11 +150,13 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    let _ = stopping.send(true);
+    stop.raise();
     let drain_started = Instant::now();
-    let drained = tokio::time::timeout(limits.grace, graceful.shutdown()).await;
+    let drained = tokio::time::timeout(limits.grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     let mut served = Served::default();
-    while connections.try_join_next().is_some() {}
     if drained.is_err() {
         served.connections_cut = connections.len();
         tracing::warn!(target: "kling_audit_gateway", connections = served.connections_cut, "grace period over; closing the connections still open");
@@ -147,6 +166,83 @@ pub(crate) async fn serve(
     served.connections_cut += cut_idle.load(Ordering::Relaxed);
     served.drain = drain_started.elapsed();
     served
+}
+
+/// The shutdown signal as connections see it: a flag read on every poll, and the wakers of
+/// the connections to wake once it is raised.
+///
+/// Written by hand because hyper-util's `GracefulShutdown` and a `watch` receiver each
+/// register the task's waker anew on every poll of every connection, which cost a measurable
+/// share of the gateway's time per call; this registers a connection's waker once.
+#[derive(Default)]
+struct Stop {
+    raised: AtomicBool,
+    next_key: AtomicU64,
+    wakers: Mutex<HashMap<u64, Waker>>,
+}
+
+impl Stop {
+    /// Raises the flag and wakes every connection registered so far; later ones see the flag.
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in wakers.into_values() {
+            waker.wake();
+        }
+    }
+}
+
+/// One connection's registration with [`Stop`], removed when dropped.
+struct StopWatch<'a> {
+    stop: &'a Stop,
+    key: u64,
+    registered: Option<Waker>,
+}
+
+impl<'a> StopWatch<'a> {
+    fn new(stop: &'a Stop) -> Self {
+        Self {
+            stop,
+            key: stop.next_key.fetch_add(1, Ordering::Relaxed),
+            registered: None,
+        }
+    }
+
+    /// Whether shutdown has started; if not, the task of `cx` is woken when it does.
+    fn stopping(&mut self, cx: &Context<'_>) -> bool {
+        if self.stop.raised.load(Ordering::Acquire) {
+            return true;
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return false;
+        }
+        let waker = cx.waker().clone();
+        self.stop
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.key, waker.clone());
+        self.registered = Some(waker);
+        // A raise between the first check and the insert took the map before this waker was
+        // in it; the flag it set first is visible now.
+        self.stop.raised.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for StopWatch<'_> {
+    fn drop(&mut self) {
+        if self.registered.is_some() {
+            self.stop
+                .wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.key);
+        }
+    }
 }
 
 /// Calls of one connection: started, and finished (answer handed over whole to hyper).
@@ -199,13 +295,10 @@ impl hyper::body::Body for Answer {
     }
 }
 
-/// Resolves once shutdown has started and the connection has had no call in progress, and
-/// none started, for [`IDLE_AT_SHUTDOWN`]. hyper closes a connection idle between requests
+/// Resolves once the connection has had no call in progress, and none started, for
+/// [`IDLE_AT_SHUTDOWN`]; awaited once shutdown has started. hyper closes a connection idle between requests
 /// by itself; this closes one that is part-way through a request's headers.
-async fn idle_at_shutdown(stop_seen: &mut watch::Receiver<bool>, calls: &Calls) {
-    if stop_seen.wait_for(|stopping| *stopping).await.is_err() {
-        return std::future::pending().await;
-    }
+async fn idle_at_shutdown(calls: &Calls) {
     loop {
         let started = calls.started.load(Ordering::Acquire);
         let idle = calls.finished.load(Ordering::Acquire) == started;
