@@ -290,7 +290,7 @@ POST_PATH="/v1/videos/text2video"
 POST_BODY='{"model_name":"kling-v1","prompt":"a lighthouse at dusk, slow dolly shot","duration":"5","mode":"std"}'
 if [ -n "$SERVE" ]; then
   {
-    for t in direct nginx $TARGETS; do
+    for t in $(printf '%s\n' direct nginx $TARGETS | awk '!seen[$0]++'); do
       [ -n "${ADDR[$t]:-}" ] || continue
       v=${t//-/_}
       printf 'ADDR_%s=%q\nTOKEN_%s=%q\nPIDS_%s=%q\n' "$v" "${ADDR[$t]}" "$v" "${TOKEN[$t]}" \

@@ -105,7 +105,9 @@ pub(crate) async fn serve(
             let calls = Arc::clone(&calls);
             move |request: http::Request<Incoming>| {
                 let call = InCall::start(&calls);
-                let response = app.clone().call(request.map(axum::body::Body::new), peer);
+                // Boxed: the call's future is several kilobytes, which hyper would otherwise
+                // copy each time it moves the future into place.
+                let response = Box::pin(app.clone().call(request.map(axum::body::Body::new), peer));
                 async move {
                     let response = response.await;
                     Ok::<_, std::convert::Infallible>(
