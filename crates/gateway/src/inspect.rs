@@ -477,11 +477,11 @@ pub fn operation_fields(op: &Operation, method: &str, out: &mut Map<String, Valu
 
 /// The route label for records and metrics: the path template for known routes, a fixed
 /// word for unknown ones so that arbitrary paths cannot grow the metric set.
-pub fn route_label(op: &Operation) -> String {
+pub fn route_label(op: &Operation) -> &str {
     if op.kind == OperationKind::Unknown {
-        return "other".to_owned();
+        return "other";
     }
-    op.path_template.clone()
+    &op.path_template
 }
 
 /// The business fields of a Kling answer: `code`, `message` (capped), `request_id`.

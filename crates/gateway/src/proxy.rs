@@ -370,12 +370,13 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = state.auditor.enter();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    // Formatted on the stack: the id is read as text, never kept past the call.
+    let mut id_text = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_text);
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
-    let query = parts.uri.query().map(str::to_owned);
-    let op = routes::classify(method.as_str(), &path, query.as_deref());
+    let query = parts.uri.query();
+    let op = routes::classify(method.as_str(), parts.uri.path(), query);
     let route = inspect::route_label(&op);
     state.served.fetch_add(1, Ordering::Relaxed);
 
@@ -444,7 +445,7 @@ pub async fn handle(
     // 2. Ownership of the task a query names. A query naming tasks twice is refused first:
     // the check reads one of the values, and Kling might read the other.
     // The query is decoded once, for this check and for the request record.
-    let query_pairs = routes::query_pairs(query.as_deref());
+    let query_pairs = routes::query_pairs(query);
     if let Some(name) = repeated_task_parameter(&query_pairs) {
         let fields = [
             ("reason", json!("query-repeats-parameter")),
