@@ -98,6 +98,24 @@ impl Denial {
     }
 }
 
+/// The request's one `Authorization` header, if any. A request carrying several is refused:
+/// the gateway would check one while a proxy in front of it, or Kling in pass-through mode,
+/// could take another for the caller's.
+fn sole_authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Denial> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Denial {
+            code: codes::AUTH_INVALID,
+            message: "the request carries more than one Authorization header; send exactly one",
+            reason: "repeated-authorization",
+            claimed_actor: None,
+            key_fp: None,
+        });
+    }
+    Ok(first)
+}
+
 fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Caller, Denial> {
     let text = match header {
         None => None,
@@ -389,7 +407,8 @@ pub async fn handle(
     };
 
     // 1. Authentication.
-    let caller = match authenticate(&state, parts.headers.get(AUTHORIZATION)) {
+    let authorization = sole_authorization(&parts.headers);
+    let caller = match authorization.and_then(|header| authenticate(&state, header)) {
         Ok(c) => c,
         Err(denial) => {
             let actor = denial

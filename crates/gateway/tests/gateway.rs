@@ -1005,6 +1005,55 @@ async fn trace_and_connect_are_refused_and_never_reach_the_upstream() {
         .all(|r| r["actor"] == "alice" && r["details"]["reason"] == "method-not-allowed"));
 }
 
+/// How many API calls the metrics count with `outcome`, over every route.
+async fn counted(env: &Env, outcome: &str) -> u64 {
+    let metrics = env.http.get(env.url("/metrics")).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let label = format!("outcome=\"{outcome}\"}} ");
+    text.lines()
+        .filter(|line| line.starts_with("kling_gateway_requests_total{"))
+        .filter_map(|line| line.split_once(&label))
+        .map(|(_, n)| n.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn repeated_authorization_headers_are_refused_and_never_reach_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    // Another actor's token second, or the same one twice: either way one header is too many.
+    for second in [&env.bob, &env.alice] {
+        let resp = env
+            .http
+            .post(env.url("/v1/videos/text2video"))
+            .header("authorization", format!("Bearer {}", jwt(&env.alice)))
+            .header("authorization", format!("Bearer {}", jwt(second)))
+            .json(&json!({"prompt": "signed twice"}))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, body) = split(resp).await;
+        assert_eq!((status, body["code"].as_i64()), (401, Some(1002)), "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("more than one Authorization"), "{message}");
+        assert!(headers.contains_key("x-kling-audit-record"));
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    assert_eq!(counted(&env, "auth_failed").await, 2);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    assert!(of_type(&records, "gateway.request").is_empty());
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|r| r["actor"] == "unauthenticated"
+        && r["details"]["reason"] == "repeated-authorization"
+        && r["details"]["http_status"] == 401));
+}
+
 #[tokio::test]
 async fn shutdown_does_not_wait_out_the_header_timeout_of_a_half_sent_request() {
     let mut env = setup(sim_config(), |cfg| {
