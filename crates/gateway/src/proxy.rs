@@ -1,7 +1,8 @@
 //! The API surface: every Kling route (and any other path) goes through [`handle`].
 //!
 //! Order of work for one request, each step before the next:
-//! 1. authenticate the caller (actor JWT, or pass-through) and refuse with 1001-1004;
+//! 1. authenticate the caller (actor JWT, or pass-through) and refuse with 1001-1004; then
+//!    refuse a method other than GET and POST (405) or a target other than a plain path (400);
 //! 2. refuse a query for a task owned by another actor with 404/1203, unforwarded;
 //! 3. inspect the body, swap `callback_url` for the gateway's callback endpoint;
 //! 4. append `gateway.request` and wait until it is durable (write-ahead); if that fails,
@@ -328,6 +329,23 @@ async fn record_denial<const N: usize>(
         .map(|r| r.seq)
 }
 
+/// Why a request target is refused, and what to tell the caller, if it is. Only a plain
+/// origin-form path is forwarded: the gateway classifies and checks the path as sent, so a path
+/// Kling could read as another one could name a task the ownership check never saw.
+fn target_refusal(uri: &http::Uri) -> Option<(&'static str, &'static str)> {
+    let path = uri.path();
+    // `OPTIONS *` (asterisk form), or an absolute URI as sent to a forward proxy: the gateway
+    // would forward it to Kling under the organisation's key whatever host it named.
+    if uri.scheme().is_some() || uri.authority().is_some() || !path.starts_with('/') {
+        return Some((
+            "target-not-origin-form",
+            "the request target must be a path such as /v1/videos/text2video; the gateway is \
+             not a forward proxy, so use its address as the base URL",
+        ));
+    }
+    None
+}
+
 /// The query parameters that name tasks, whose owner the gateway checks.
 const TASK_PARAMETERS: &[&str] = &["external_task_id", "task_ids", "external_task_ids"];
 
@@ -437,9 +455,11 @@ pub async fn handle(
     };
     let actor = caller.actor.clone();
 
-    // TRACE would have the upstream echo the request back, the organisation's credential with
-    // it, and CONNECT asks for a tunnel; the Kling API uses neither.
-    if method == Method::TRACE || method == Method::CONNECT {
+    // The Kling API uses GET and POST alone, and only those are classified and checked; any
+    // other method (HEAD, which would have answered whether another actor's task exists, PUT,
+    // an extension or a lower-case `get`) is refused rather than forwarded under the
+    // organisation's key. TRACE would even have the upstream echo that key back.
+    if method != Method::GET && method != Method::POST {
         let fields = [
             ("reason", json!("method-not-allowed")),
             ("code", json!(codes::PARAMETER_INVALID)),
@@ -449,12 +469,42 @@ pub async fn handle(
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(&route, Outcome::BadRequest);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, %method, "method refused");
-        let message = format!("the gateway does not forward {method} requests");
-        return answer_refusal(
+        let message = format!(
+            "the gateway does not forward {} requests; the Kling API uses only GET and POST \
+             (method names are case-sensitive)",
+            cap_chars(method.as_str(), 32)
+        );
+        let mut response = answer_refusal(
             &state,
             StatusCode::METHOD_NOT_ALLOWED,
             codes::PARAMETER_INVALID,
             &message,
+            &request_id,
+            seq,
+            started,
+        );
+        // A 405 names the methods that would be served (RFC 9110, 15.5.6).
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return response;
+    }
+
+    if let Some((reason, message)) = target_refusal(&parts.uri) {
+        let fields = [
+            ("reason", json!(reason)),
+            ("code", json!(codes::PARAMETER_INVALID)),
+            ("http_status", json!(400)),
+            ("credential", Value::clone(&caller.credential)),
+        ];
+        let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+        state.metrics.count_request(&route, Outcome::BadRequest);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "request target refused");
+        return answer_refusal(
+            &state,
+            StatusCode::BAD_REQUEST,
+            codes::PARAMETER_INVALID,
+            message,
             &request_id,
             seq,
             started,

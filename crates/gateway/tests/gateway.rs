@@ -1017,6 +1017,29 @@ async fn counted(env: &Env, outcome: &str) -> u64 {
         .sum()
 }
 
+/// Sends `request_line` as written, with alice's credential, on a new connection; the answer's
+/// status and the whole answer as text.
+async fn raw_request(env: &Env, request_line: &str) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let addr = env.gw.as_ref().unwrap().addr;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{request_line}\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        jwt(&env.alice),
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut conn))
+        .await
+        .expect("the gateway did not close the connection");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer:?}"));
+    (status, answer)
+}
+
 #[tokio::test]
 async fn repeated_authorization_headers_are_refused_and_never_reach_the_upstream() {
     let mut env = setup(sim_config(), |_| {}).await;
@@ -1052,6 +1075,104 @@ async fn repeated_authorization_headers_are_refused_and_never_reach_the_upstream
     assert!(denied.iter().all(|r| r["actor"] == "unauthenticated"
         && r["details"]["reason"] == "repeated-authorization"
         && r["details"]["http_status"] == 401));
+}
+
+/// The Kling API uses GET and POST alone; every other method, a HEAD or a lower-case `get`
+/// too, is refused with 405 and recorded rather than forwarded under the organisation's key.
+#[tokio::test]
+async fn methods_other_than_get_and_post_are_refused_and_never_reach_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (_, _, created) = env
+        .post(
+            &env.bob,
+            "/v1/videos/text2video",
+            &json!({"prompt": "bob's"}),
+        )
+        .await;
+    let bob_task = format!(
+        "/v1/videos/text2video/{}",
+        created["data"]["task_id"].as_str().unwrap()
+    );
+    let before = env.sim.stats();
+    let cases = [
+        // A HEAD escaped the ownership check: its status alone tells whether the task exists.
+        ("HEAD", bob_task.as_str()),
+        ("get", bob_task.as_str()),
+        ("FOO", "/v1/videos/text2video"),
+        ("PUT", "/v1/videos/text2video"),
+        ("DELETE", bob_task.as_str()),
+        ("PATCH", "/v1/videos/text2video"),
+        ("OPTIONS", "/v1/videos/text2video"),
+    ];
+    for (method, path) in cases {
+        let resp = env
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                env.url(path),
+            )
+            .bearer_auth(jwt(&env.alice))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, body) = split(resp).await;
+        assert_eq!(status, 405, "{method}: {body}");
+        assert_eq!(headers["allow"], "GET, POST", "{method}");
+        assert!(headers.contains_key("x-kling-audit-record"), "{method}");
+        // A HEAD answer has no body.
+        if method != "HEAD" {
+            assert_eq!(body["code"], 1200, "{method}: {body}");
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains("only GET and POST"), "{method}: {message}");
+        }
+    }
+    // `OPTIONS *`, the asterisk form, can only be sent by hand.
+    let (status, answer) = raw_request(&env, "OPTIONS * HTTP/1.1").await;
+    assert_eq!(status, 405, "{answer}");
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    assert_eq!(counted(&env, "bad_request").await, cases.len() as u64 + 1);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), cases.len() + 1);
+    assert!(denied.iter().all(|r| r["actor"] == "alice"
+        && r["details"]["reason"] == "method-not-allowed"
+        && r["details"]["http_status"] == 405));
+}
+
+/// Only a path is a Kling request target: an asterisk-form or absolute-form target (as sent to
+/// a forward proxy, naming some other host) is refused, not forwarded to Kling.
+#[tokio::test]
+async fn a_target_other_than_a_path_is_refused_and_never_reaches_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    for line in [
+        "GET * HTTP/1.1",
+        "POST http://example.invalid/v1/videos/text2video HTTP/1.1",
+        "GET http://example.invalid/v1/videos/text2video HTTP/1.1",
+    ] {
+        let (status, answer) = raw_request(&env, line).await;
+        assert_eq!(status, 400, "{line}: {answer}");
+        assert!(answer.contains("\"code\":1200"), "{line}: {answer}");
+        assert!(answer.contains("not a forward proxy"), "{line}: {answer}");
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    assert_eq!(counted(&env, "bad_request").await, 3);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 3);
+    assert!(denied
+        .iter()
+        .all(|r| r["actor"] == "alice" && r["details"]["reason"] == "target-not-origin-form"));
 }
 
 #[tokio::test]
