@@ -343,6 +343,17 @@ fn target_refusal(uri: &http::Uri) -> Option<(&'static str, &'static str)> {
              not a forward proxy, so use its address as the base URL",
         ));
     }
+    // Refused rather than decoded: Kling may decode an escape otherwise than the gateway would
+    // (twice, or `%2F` as a separator), and an id or route segment read differently escapes the
+    // ownership check. No Kling path needs one; an external id that does can be looked up with
+    // `?external_task_id=`, a query parameter, which the check reads decoded.
+    if path.contains('%') {
+        return Some((
+            "path-percent-encoded",
+            "the path holds a percent-encoded character, which the gateway does not forward; \
+             send the path unencoded, or look an external_task_id up with ?external_task_id=",
+        ));
+    }
     None
 }
 

@@ -1175,6 +1175,67 @@ async fn a_target_other_than_a_path_is_refused_and_never_reaches_the_upstream() 
         .all(|r| r["actor"] == "alice" && r["details"]["reason"] == "target-not-origin-form"));
 }
 
+/// A percent escape in the path is refused rather than decoded: the gateway would check one
+/// reading of it and Kling could act on another.
+#[tokio::test]
+async fn percent_encoded_paths_are_refused_and_never_reach_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (_, _, created) = env
+        .post(
+            &env.alice,
+            "/v1/videos/text2video",
+            &json!({"prompt": "mine"}),
+        )
+        .await;
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    // `%38…` for `8…`: the same id to a server that decodes the path.
+    let encoded_id = format!("%{:02X}{}", task_id.as_bytes()[0], &task_id[1..]);
+    let before = env.sim.stats();
+    let cases = [
+        // An encoded route segment made the path unknown to the gateway, so unchecked.
+        (&env.bob, format!("/v1/videos/text2vide%6F/{task_id}")),
+        (&env.bob, format!("/v1/videos/text2video/{encoded_id}")),
+        // The owner's own query, refused with a reason rather than as an unknown task.
+        (&env.alice, format!("/v1/videos/text2video/{encoded_id}")),
+    ];
+    for (actor, path) in &cases {
+        let (status, headers, body) = env.get(actor, path).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (400, Some(1200)),
+            "{path}: {body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("percent-encoded"), "{path}: {message}");
+        assert!(headers.contains_key("x-kling-audit-record"), "{path}");
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    assert_eq!(counted(&env, "bad_request").await, 3);
+    // Unencoded, the owner's query goes through.
+    let (status, _, body) = env
+        .get(&env.alice, &format!("/v1/videos/text2video/{task_id}"))
+        .await;
+    assert_eq!((status, body["code"].as_i64()), (200, Some(0)), "{body}");
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 3);
+    assert!(denied
+        .iter()
+        .all(|r| r["details"]["reason"] == "path-percent-encoded"));
+    assert_eq!(
+        denied
+            .iter()
+            .map(|r| r["actor"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["bob", "bob", "alice"]
+    );
+}
+
 #[tokio::test]
 async fn shutdown_does_not_wait_out_the_header_timeout_of_a_half_sent_request() {
     let mut env = setup(sim_config(), |cfg| {
