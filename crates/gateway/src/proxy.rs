@@ -354,6 +354,20 @@ fn target_refusal(uri: &http::Uri) -> Option<(&'static str, &'static str)> {
              send the path unencoded, or look an external_task_id up with ?external_task_id=",
         ));
     }
+    // Empty, `.` and `..` segments: a server or proxy that normalises the path would read
+    // `/v1/videos/text2video/x/../ID` or `/v1/videos/text2video//ID` as a query for task ID,
+    // which the gateway took for an unknown path and so never checked. No Kling path has them.
+    if path[1..]
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Some((
+            "path-not-normalized",
+            "the path has an empty, \".\" or \"..\" segment (a doubled or trailing slash, as \
+             a base URL ending in / gives), which the gateway does not forward; send the plain \
+             path",
+        ));
+    }
     None
 }
 

@@ -1236,6 +1236,49 @@ async fn percent_encoded_paths_are_refused_and_never_reach_the_upstream() {
     );
 }
 
+/// A path with an empty, `.` or `..` segment names a task query once normalised, which the
+/// gateway took for an unknown path and so never checked: it is refused.
+#[tokio::test]
+async fn paths_with_empty_or_dot_segments_are_refused_and_never_reach_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (_, _, created) = env
+        .post(
+            &env.bob,
+            "/v1/videos/text2video",
+            &json!({"prompt": "bob's"}),
+        )
+        .await;
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let before = env.sim.stats();
+    // Written by hand: an HTTP client resolves dot segments before sending.
+    let lines = [
+        format!("GET /v1/videos/text2video/x/../{task_id} HTTP/1.1"),
+        format!("GET /v1/videos/text2video/./{task_id} HTTP/1.1"),
+        format!("GET /v1/videos/text2video//{task_id} HTTP/1.1"),
+        "GET /v1/videos/text2video/ HTTP/1.1".to_owned(),
+        "POST //v1/videos/text2video HTTP/1.1".to_owned(),
+    ];
+    for line in &lines {
+        let (status, answer) = raw_request(&env, line).await;
+        assert_eq!(status, 400, "{line}: {answer}");
+        assert!(answer.contains("\"code\":1200"), "{line}: {answer}");
+        assert!(answer.contains("segment"), "{line}: {answer}");
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    assert_eq!(counted(&env, "bad_request").await, lines.len() as u64);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), lines.len());
+    assert!(denied
+        .iter()
+        .all(|r| r["actor"] == "alice" && r["details"]["reason"] == "path-not-normalized"));
+}
+
 #[tokio::test]
 async fn shutdown_does_not_wait_out_the_header_timeout_of_a_half_sent_request() {
     let mut env = setup(sim_config(), |cfg| {
