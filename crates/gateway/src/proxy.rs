@@ -465,14 +465,14 @@ pub async fn handle(
                 ("key_fp", json!(denial.key_fp)),
             ];
             let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
-            state.metrics.count_request(&route, Outcome::AuthFailed);
+            state.metrics.count_request(route, Outcome::AuthFailed);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, code = denial.code, reason = denial.reason, "caller refused");
             return answer_refusal(
                 &state,
                 StatusCode::UNAUTHORIZED,
                 denial.code,
                 denial.message,
-                &request_id,
+                request_id,
                 seq,
                 started,
             );
@@ -492,7 +492,7 @@ pub async fn handle(
             ("credential", Value::clone(&caller.credential)),
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
-        state.metrics.count_request(&route, Outcome::BadRequest);
+        state.metrics.count_request(route, Outcome::BadRequest);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, %method, "method refused");
         let message = format!(
             "the gateway does not forward {} requests; the Kling API uses only GET and POST \
@@ -504,7 +504,7 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             codes::PARAMETER_INVALID,
             &message,
-            &request_id,
+            request_id,
             seq,
             started,
         );
@@ -523,14 +523,14 @@ pub async fn handle(
             ("credential", Value::clone(&caller.credential)),
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
-        state.metrics.count_request(&route, Outcome::BadRequest);
+        state.metrics.count_request(route, Outcome::BadRequest);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "request target refused");
         return answer_refusal(
             &state,
             StatusCode::BAD_REQUEST,
             codes::PARAMETER_INVALID,
             message,
-            &request_id,
+            request_id,
             seq,
             started,
         );
@@ -549,7 +549,7 @@ pub async fn handle(
             ("credential", Value::clone(&caller.credential)),
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
-        state.metrics.count_request(&route, Outcome::BadRequest);
+        state.metrics.count_request(route, Outcome::BadRequest);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, name, "query repeats a task parameter");
         let message = format!("the query repeats the parameter {name:?}; send it once");
         return answer_refusal(
@@ -557,7 +557,7 @@ pub async fn handle(
             StatusCode::BAD_REQUEST,
             codes::PARAMETER_INVALID,
             &message,
-            &request_id,
+            request_id,
             seq,
             started,
         );
@@ -570,14 +570,14 @@ pub async fn handle(
             ("credential", Value::clone(&caller.credential)),
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
-        state.metrics.count_request(&route, Outcome::NotOwner);
+        state.metrics.count_request(route, Outcome::NotOwner);
         tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, "task query refused");
         return answer_refusal(
             &state,
             StatusCode::NOT_FOUND,
             codes::RESOURCE_NOT_FOUND,
             codes::default_message(codes::RESOURCE_NOT_FOUND),
-            &request_id,
+            request_id,
             seq,
             started,
         );
@@ -681,9 +681,9 @@ pub async fn handle(
                 ("credential", Value::clone(&caller.credential)),
             ];
             let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;
-            state.metrics.count_request(&route, outcome);
+            state.metrics.count_request(route, outcome);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason = refusal.reason(), "request body refused");
-            return answer_refusal(&state, status, code, &message, &request_id, seq, started);
+            return answer_refusal(&state, status, code, &message, request_id, seq, started);
         }
     };
     let mut json_body: Option<Value> = if raw_body.is_empty() {
@@ -692,9 +692,9 @@ pub async fn handle(
         serde_json::from_slice::<Value>(&raw_body).ok()
     };
     let mut record = RequestRecord {
-        request_id: &request_id,
+        request_id,
         method: method.as_str(),
-        route: &route,
+        route,
         op: &op,
         auth_mode: match state.cfg.auth.mode {
             AuthMode::Actors => "actors",
@@ -727,7 +727,7 @@ pub async fn handle(
                     state.auditor.commitments(),
                     &actor,
                     &original,
-                    &request_id,
+                    request_id,
                 );
                 *slot = Value::String(format!("{}{token}", state.callback_base));
                 // The record summarises the URL the generation reads, if there is one: a URL
@@ -760,7 +760,7 @@ pub async fn handle(
         Ok(r) => Some(r),
         Err(e) => match state.auditor.mode() {
             FailureMode::FailClosed => {
-                return audit_unavailable(&state, &route, &request_id, started, &e)
+                return audit_unavailable(&state, route, request_id, started, &e)
             }
             FailureMode::FailOpen => {
                 state.auditor.note_unaudited();
@@ -780,9 +780,9 @@ pub async fn handle(
     state.metrics.upstream_latency.observe(upstream_elapsed);
 
     let mut resp = ResponseRecord {
-        request_id: &request_id,
+        request_id,
         request_seq,
-        route: &route,
+        route,
         operation: op.kind.as_str(),
         family: op.family.map(|f| f.as_str()),
         upstream_ms: upstream_elapsed.as_secs_f64() * 1000.0,
@@ -797,7 +797,7 @@ pub async fn handle(
             let (status, code, message) = failure.answer(state.cfg.upstream.timeout);
             resp.http_status = status.as_u16();
             resp.code = Some(code);
-            let (status, body) = error_response(status, code, &message, &request_id);
+            let (status, body) = error_response(status, code, &message, request_id);
             (
                 Reply::json(status, body, request_seq),
                 Outcome::UpstreamError,
@@ -828,7 +828,7 @@ pub async fn handle(
         Details::from_serialize(&resp),
     )];
     for change in &status_changes {
-        let details = status_details(&state, change, &request_id, request_seq, None, "poll");
+        let details = status_details(&state, change, request_id, request_seq, None, "poll");
         records.push((
             "task.status",
             change.owner.as_str(),
@@ -848,13 +848,13 @@ pub async fn handle(
             state.tasks.revert(&change.task_id, &change.to, change.from);
         }
     }
-    state.metrics.count_request(&route, outcome);
+    state.metrics.count_request(route, outcome);
     tracing::info!(
         target: "kling_audit_gateway::access",
         %request_id, route, %actor, status = reply.status.as_u16(), outcome = outcome.as_str(),
         upstream_ms = upstream_elapsed.as_millis() as u64, "request done"
     );
-    reply.finish(&request_id, started, upstream_elapsed, &state)
+    reply.finish(request_id, started, upstream_elapsed, &state)
 }
 
 fn audit_unavailable(

@@ -241,7 +241,7 @@ mod tests {
             let record = RequestRecord {
                 request_id: "0193bc1c-8d7e-41a7-82d2-f5cd6f83d50d",
                 method,
-                route: &route,
+                route,
                 op: &op,
                 auth_mode: "actors",
                 credential: &credential,
