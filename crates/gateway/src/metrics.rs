@@ -1,13 +1,13 @@
 //! Prometheus text exposition, hand-rolled on atomics.
 //!
 //! Histograms are fixed-bucket atomic counters, so observing never locks. Request counts are
-//! keyed by route template and outcome under a short-lived mutex (never held across an
-//! await); route labels come from [`crate::inspect::route_label`], which folds unknown paths
+//! keyed by route template and outcome under short-lived mutexes (never held across an
+//! await). Both are kept in per-thread stripes, added up when scraped; route labels come from [`crate::inspect::route_label`], which folds unknown paths
 //! into `other`, so the label set stays bounded whatever callers send.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,20 +18,50 @@ const BOUNDS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Stripes of each metric, so that threads counting at once do not contend for one cache
+/// line: a thread writes to its own stripe, and a scrape adds the stripes up.
+const STRIPES: usize = 8;
+
+/// The stripe of the calling thread: threads take stripes in turn as they first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+/// One stripe of a histogram, on cache lines of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct HistogramStripe {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Default for HistogramStripe {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+const BUCKETS: usize = BOUNDS.len();
+
 /// A latency histogram.
 #[derive(Debug)]
 pub struct Histogram {
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+    stripes: Box<[HistogramStripe; STRIPES]>,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Self {
-            buckets: BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_ns: AtomicU64::new(0),
+            stripes: Box::new(std::array::from_fn(|_| HistogramStripe::default())),
         }
     }
 }
@@ -39,31 +69,46 @@ impl Default for Histogram {
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
+        let stripe = &self.stripes[stripe()];
         let secs = d.as_secs_f64();
         if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            stripe.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        stripe.count.fetch_add(1, Ordering::Relaxed);
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        stripe.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Observations so far.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.stripes
+            .iter()
+            .map(|s| s.count.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for (i, bound) in BOUNDS.iter().enumerate() {
+            cumulative += self
+                .stripes
+                .iter()
+                .map(|s| s.buckets[i].load(Ordering::Relaxed))
+                .sum::<u64>();
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count();
+        // Read after the buckets, so that a scrape racing observations never shows a count
+        // below the last bucket's (a bucket is bumped before its count).
+        let count = self.count().max(cumulative);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum_ns: u64 = self
+            .stripes
+            .iter()
+            .map(|s| s.sum_ns.load(Ordering::Relaxed))
+            .fold(0, u64::saturating_add);
+        let sum = sum_ns as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
     }
@@ -106,11 +151,15 @@ impl Outcome {
     }
 }
 
+/// Request counts by route, then outcome.
+type RequestCounts = BTreeMap<String, BTreeMap<Outcome, u64>>;
+
 /// Every gateway metric.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// By route, then outcome: a known route is counted without allocating its key.
-    requests: Mutex<BTreeMap<String, BTreeMap<Outcome, u64>>>,
+    /// By route, then outcome, in stripes (see [`STRIPES`]): a known route is counted
+    /// without allocating its key.
+    requests: [Mutex<RequestCounts>; STRIPES],
     /// Time spent waiting for the upstream.
     pub upstream_latency: Histogram,
     /// Time the gateway added (total minus upstream wait).
@@ -138,7 +187,9 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one request.
     pub fn count_request(&self, route: &str, outcome: Outcome) {
-        let mut map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.requests[stripe()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let outcomes = match map.get_mut(route) {
             Some(outcomes) => outcomes,
             None => map.entry(route.to_owned()).or_default(),
@@ -148,11 +199,31 @@ impl Metrics {
 
     /// Requests counted for a route and outcome.
     pub fn requests(&self, route: &str, outcome: Outcome) -> u64 {
-        let map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(route)
-            .and_then(|outcomes| outcomes.get(&outcome))
-            .copied()
-            .unwrap_or(0)
+        self.requests
+            .iter()
+            .map(|stripe| {
+                let map = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+                map.get(route)
+                    .and_then(|outcomes| outcomes.get(&outcome))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Every stripe's request counts added up.
+    fn request_totals(&self) -> RequestCounts {
+        let mut totals = RequestCounts::new();
+        for stripe in &self.requests {
+            let map = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+            for (route, outcomes) in map.iter() {
+                let into = totals.entry(route.clone()).or_default();
+                for (outcome, n) in outcomes {
+                    *into.entry(*outcome).or_insert(0) += n;
+                }
+            }
+        }
+        totals
     }
 
     /// The exposition text, with gauges read by the caller at scrape time.
@@ -163,7 +234,7 @@ impl Metrics {
         );
         out.push_str("# TYPE kling_gateway_requests_total counter\n");
         {
-            let map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let map = self.request_totals();
             for (route, outcomes) in map.iter() {
                 for (outcome, n) in outcomes {
                     let _ = writeln!(
@@ -328,6 +399,44 @@ mod tests {
         assert!(text.contains("kling_gateway_ledger_writable 1\n"));
         assert!(text.contains("kling_gateway_body_bytes_held 2048\n"));
         assert_eq!(m.requests("other", Outcome::AuthFailed), 1);
+    }
+
+    #[test]
+    fn counts_from_many_threads_add_up_across_stripes() {
+        let m = Metrics::default();
+        std::thread::scope(|scope| {
+            for t in 0..(2 * STRIPES) {
+                let m = &m;
+                scope.spawn(move || {
+                    for _ in 0..100 {
+                        m.count_request("/account/costs", Outcome::Ok);
+                        m.overhead
+                            .observe(Duration::from_micros(40 + t as u64 * 1000));
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            m.requests("/account/costs", Outcome::Ok),
+            200 * STRIPES as u64
+        );
+        assert_eq!(m.overhead.count(), 200 * STRIPES as u64);
+        let text = m.render(&Gauges::default());
+        assert!(text.contains(&format!(
+            "kling_gateway_requests_total{{route=\"/account/costs\",outcome=\"ok\"}} {}\n",
+            200 * STRIPES
+        )));
+        // Thread t observed 40 µs + t ms: only thread 0's observations fall in the first bucket.
+        assert!(text.contains("kling_gateway_overhead_seconds_bucket{le=\"0.00005\"} 100\n"));
+        assert!(text.contains(&format!(
+            "kling_gateway_overhead_seconds_bucket{{le=\"+Inf\"}} {}\n",
+            200 * STRIPES
+        )));
+        let sum_us: u64 = (0..2 * STRIPES as u64).map(|t| 100 * (40 + t * 1000)).sum();
+        assert!(text.contains(&format!(
+            "kling_gateway_overhead_seconds_sum {}\n",
+            sum_us as f64 / 1e6
+        )));
     }
 
     #[test]
