@@ -60,7 +60,9 @@ impl VerifiedTokens {
     pub fn get(&self, token: &str, index: &Arc<ActorIndex>) -> Option<Arc<Verified>> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let e = map.get(token)?;
-        Weak::ptr_eq(&e.index, &Arc::downgrade(index)).then(|| Arc::clone(&e.verified))
+        // Compared by address, without making a `Weak` of `index`: that would bump its shared
+        // count twice on every call.
+        std::ptr::eq(e.index.as_ptr(), Arc::as_ptr(index)).then(|| Arc::clone(&e.verified))
     }
 
     /// Remembers a token whose signature verified against `index`.
