@@ -1236,7 +1236,22 @@ fn digest_answer(
                     resp.narrowed_out = Some(removed);
                     rewritten = removed > 0;
                 }
-                OperationKind::Account | OperationKind::Unknown => {}
+                OperationKind::Unknown => {
+                    // A path the gateway does not know was forwarded without an owner check,
+                    // and Kling may read it as a task query all the same (a route in another
+                    // letter case, say): an answer naming another actor's task is held back.
+                    let foreign = inspect::data_tasks(data).into_iter().find(|view| {
+                        state
+                            .tasks
+                            .owner(&view.task_id)
+                            .is_some_and(|owner| owner != actor)
+                    });
+                    if let Some(view) = foreign {
+                        withheld = true;
+                        resp.task_id = Some(view.task_id);
+                    }
+                }
+                OperationKind::Account => {}
             }
             if !matches!(op.kind, OperationKind::Create) && !withheld {
                 for view in inspect::data_tasks(data) {

@@ -326,6 +326,48 @@ async fn an_answer_naming_another_actors_task_is_withheld() {
         .any(|r| r["actor"] == "bob"));
 }
 
+/// A path the gateway does not recognise is forwarded unchecked, but Kling might read it as a
+/// task query (a route in another letter case, say): an answer naming another actor's task is
+/// withheld all the same, and recorded so.
+#[tokio::test]
+async fn an_unknown_path_answering_with_another_actors_task_is_withheld() {
+    let upstream = upstream_answering_one_task().await;
+    let mut env = setup(sim_config(), |cfg| {
+        cfg.upstream.url = reqwest::Url::parse(&upstream).unwrap();
+    })
+    .await;
+    let (status, _, created) = env
+        .post(
+            &env.alice,
+            "/v1/videos/text2video",
+            &json!({"prompt": "mine"}),
+        )
+        .await;
+    assert_eq!(
+        (status, created["data"]["task_id"].as_str()),
+        (200, Some("T-alice"))
+    );
+    let (status, _, body) = env.get(&env.bob, "/v1/videos/TEXT2VIDEO/T-alice").await;
+    assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
+    assert!(!body.to_string().contains("T-alice"), "{body}");
+    // Alice reads her own task that way.
+    let (status, _, body) = env.get(&env.alice, "/v1/videos/TEXT2VIDEO/T-alice").await;
+    assert_eq!(
+        (status, body["data"]["task_id"].as_str()),
+        (200, Some("T-alice"))
+    );
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let withheld: Vec<_> = of_type(&records, "gateway.response")
+        .into_iter()
+        .filter(|r| r["details"]["outcome"] == "withheld")
+        .collect();
+    assert_eq!(withheld.len(), 1);
+    assert_eq!(withheld[0]["actor"], "bob");
+    assert_eq!(withheld[0]["details"]["task_id"], "T-alice");
+    assert_eq!(withheld[0]["details"]["operation"], "unknown");
+}
+
 /// The ownership check reads one value of a parameter and Kling might read another: a query
 /// naming tasks twice is refused, unforwarded and recorded, even when the first value is the
 /// caller's own.
