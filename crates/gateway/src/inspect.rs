@@ -8,6 +8,8 @@
 //! expire (kling-api.md 7.4, 15). Parameters that decide price are copied as scalars, with
 //! strings capped so no free text can ride along in an unexpected field.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kling_api::routes::{self, ApiGeneration, Operation, OperationKind};
@@ -392,29 +394,33 @@ pub fn body_fields(
 }
 
 /// What a record keeps of a query string: values of the paging/time/id parameters, and the
-/// names of the others.
-pub struct QuerySummary {
-    /// `query`: the kept values by parameter name (the last one wins when a name repeats).
-    pub values: Map<String, Value>,
+/// names of the others, borrowed from the query where nothing was decoded or capped.
+pub struct QuerySummary<'a> {
+    /// `query`: the kept values by parameter name, in byte order of the names, each name once
+    /// (the last value wins when a name repeats), as a JSON object holds them.
+    pub values: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// `query_other_names`: names of the other parameters, in order; empty when there are none.
-    pub other_names: Vec<Value>,
+    pub other_names: Vec<Cow<'a, str>>,
 }
 
-/// The summary of a query string's decoded pairs ([`routes::query_pairs`]), or `None` when
-/// it has none.
-pub fn query_summary(pairs: Vec<(String, String)>) -> Option<QuerySummary> {
+/// The summary of a query string's decoded pairs ([`routes::query_pairs_borrowed`]), or `None`
+/// when it has none.
+pub fn query_summary<'a>(pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>) -> Option<QuerySummary<'a>> {
     if pairs.is_empty() {
         return None;
     }
-    let mut values = Map::new();
+    let mut values: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
     let mut other_names = Vec::new();
     for (mut k, mut v) in pairs {
-        if QUERY_VALUES.contains(&k.as_str()) {
-            cap_in_place(&mut v, 256);
-            values.insert(k, Value::String(v));
+        if QUERY_VALUES.contains(&k.as_ref()) {
+            cap_cow(&mut v, 256);
+            match values.binary_search_by(|(name, _)| name.as_ref().cmp(k.as_ref())) {
+                Ok(i) => values[i].1 = v,
+                Err(i) => values.insert(i, (k, v)),
+            }
         } else {
-            cap_in_place(&mut k, 64);
-            other_names.push(Value::String(k));
+            cap_cow(&mut k, 64);
+            other_names.push(k);
         }
     }
     Some(QuerySummary {
@@ -423,16 +429,32 @@ pub fn query_summary(pairs: Vec<(String, String)>) -> Option<QuerySummary> {
     })
 }
 
+/// Cuts `s` to at most `max` characters, copying it only when it is cut.
+fn cap_cow(s: &mut Cow<'_, str>, max: usize) {
+    if s.len() > max && s.chars().nth(max).is_some() {
+        cap_in_place(s.to_mut(), max);
+    }
+}
+
 /// Query-string fields ([`query_summary`]) added to `out`.
 pub fn query_fields(query: Option<&str>, out: &mut Map<String, Value>) {
-    let Some(summary) = query_summary(routes::query_pairs(query)) else {
+    let Some(summary) = query_summary(routes::query_pairs_borrowed(query)) else {
         return;
     };
-    out.insert("query".into(), Value::Object(summary.values));
+    let values = summary
+        .values
+        .into_iter()
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    out.insert("query".into(), Value::Object(values));
     if !summary.other_names.is_empty() {
         out.insert(
             "query_other_names".into(),
-            Value::Array(summary.other_names),
+            summary
+                .other_names
+                .into_iter()
+                .map(|n| Value::String(n.into_owned()))
+                .collect(),
         );
     }
 }

@@ -13,6 +13,7 @@
 //!    (one sync), and wait until they are durable;
 //! 8. answer, with `x-kling-audit-record` and `x-kling-audit-overhead-us`.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -375,7 +376,7 @@ fn target_refusal(uri: &http::Uri) -> Option<(&'static str, &'static str)> {
 const TASK_PARAMETERS: &[&str] = &["external_task_id", "task_ids", "external_task_ids"];
 
 /// The first task-naming parameter the query's pairs hold more than once, if any.
-fn repeated_task_parameter(pairs: &[(String, String)]) -> Option<&'static str> {
+fn repeated_task_parameter(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Option<&'static str> {
     TASK_PARAMETERS
         .iter()
         .copied()
@@ -539,7 +540,7 @@ pub async fn handle(
     // 2. Ownership of the task a query names. A query naming tasks twice is refused first:
     // the check reads one of the values, and Kling might read the other.
     // The query is decoded once, for this check and for the request record.
-    let query_pairs = routes::query_pairs(query);
+    let query_pairs = routes::query_pairs_borrowed(query);
     if let Some(name) = repeated_task_parameter(&query_pairs) {
         let fields = [
             ("reason", json!("query-repeats-parameter")),

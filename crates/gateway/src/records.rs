@@ -4,6 +4,7 @@
 //! cost an allocation per key and per value, and a second pass to drop them. The fields keep
 //! the text a sorted map gave them (keys in byte order, the same values), which a test pins.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use kling_api::routes::{Operation, OperationKind};
@@ -24,7 +25,7 @@ pub(crate) struct RequestRecord<'a> {
     pub source_ip: IpAddr,
     /// Already capped.
     pub user_agent: Option<String>,
-    pub query: Option<QuerySummary>,
+    pub query: Option<QuerySummary<'a>>,
     pub body_bytes: usize,
     pub body_json: bool,
     /// Fields read from the body ([`crate::inspect::body_fields`]) and the callback summary.
@@ -42,8 +43,8 @@ enum Field<'a> {
     Count(usize),
     Json(&'a Value),
     Strings(&'a [String]),
-    Values(&'a [Value]),
-    Object(&'a Map<String, Value>),
+    Names(&'a [Cow<'a, str>]),
+    Pairs(&'a [(Cow<'a, str>, Cow<'a, str>)]),
     Ip(IpAddr),
     Null,
 }
@@ -58,8 +59,14 @@ impl Serialize for Field<'_> {
             Field::Count(v) => s.serialize_u64(*v as u64),
             Field::Json(v) => v.serialize(s),
             Field::Strings(v) => v.serialize(s),
-            Field::Values(v) => v.serialize(s),
-            Field::Object(v) => v.serialize(s),
+            Field::Names(v) => v.serialize(s),
+            Field::Pairs(v) => {
+                let mut map = s.serialize_map(Some(v.len()))?;
+                for (key, value) in *v {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
+            }
             Field::Ip(v) => s.collect_str(v),
             Field::Null => s.serialize_unit(),
         }
@@ -101,9 +108,9 @@ impl<'a> RequestRecord<'a> {
         f.push(("method", Field::Str(self.method)));
         f.push(("operation", Field::Str(op.kind.as_str())));
         if let Some(query) = &self.query {
-            f.push(("query", Field::Object(&query.values)));
+            f.push(("query", Field::Pairs(&query.values)));
             if !query.other_names.is_empty() {
-                f.push(("query_other_names", Field::Values(&query.other_names)));
+                f.push(("query_other_names", Field::Names(&query.other_names)));
             }
         }
         f.push(("request_id", Field::Str(self.request_id)));
@@ -166,7 +173,32 @@ mod tests {
         m.insert("credential".into(), r.credential.clone());
         m.insert("source_ip".into(), json!(r.source_ip.to_string()));
         m.insert("user_agent".into(), json!(r.user_agent));
-        inspect::query_fields(query, &mut m);
+        // The query as the sorted map used to hold it, built here independently.
+        let pairs = routes::query_pairs(query);
+        if !pairs.is_empty() {
+            let kept = [
+                "pageNum",
+                "pageSize",
+                "start_time",
+                "end_time",
+                "external_task_id",
+                "task_ids",
+                "external_task_ids",
+            ];
+            let mut values = Map::new();
+            let mut others = Vec::new();
+            for (k, v) in pairs {
+                if kept.contains(&k.as_str()) {
+                    values.insert(k, json!(cap_chars(&v, 256)));
+                } else {
+                    others.push(json!(cap_chars(&k, 64)));
+                }
+            }
+            m.insert("query".into(), Value::Object(values));
+            if !others.is_empty() {
+                m.insert("query_other_names".into(), Value::Array(others));
+            }
+        }
         m.insert("body_bytes".into(), json!(r.body_bytes));
         m.insert("body_json".into(), json!(r.body_json));
         m.extend(r.body.clone());
@@ -182,9 +214,23 @@ mod tests {
             "callback": {"host": "example.org", "relayed": true},
             "prompts": [{"field": "prompt", "chars": 12}], "zz_last": 1,
         });
+        // Repeated names (the last value kept), escapes, and values and names over the caps.
+        let odd_query = format!(
+            "pageNum=1&pageSize=5&pageNum=2&a%20b=1&end_time={}&{}=3&start_time=%C3%A9{}",
+            "x".repeat(300),
+            "n".repeat(70),
+            "é".repeat(300)
+        );
         // method, path, query, body fields, user agent
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Value, Option<&'a str>);
         let cases: &[Case] = &[
+            (
+                "GET",
+                "/v1/videos/text2video",
+                Some(&odd_query),
+                json!({}),
+                None,
+            ),
             (
                 "GET",
                 "/account/costs",
@@ -247,7 +293,7 @@ mod tests {
                 credential: &credential,
                 source_ip: "::1".parse().unwrap(),
                 user_agent: ua.map(str::to_owned),
-                query: inspect::query_summary(routes::query_pairs(*query)),
+                query: inspect::query_summary(routes::query_pairs_borrowed(*query)),
                 body_bytes: 17,
                 body_json: true,
                 body: body.as_object().cloned().unwrap_or_default(),

@@ -9,6 +9,8 @@
 //! Field paths use a small notation: `a.b` descends into objects and `a[]` visits every element
 //! of an array, e.g. `multi_prompt[].prompt`; [`field_values`] walks it.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// Which request style a call uses (kling-api.md 2).
@@ -424,10 +426,10 @@ pub fn looks_like_task_id(id: &str) -> bool {
 }
 
 /// Decodes `%XX` escapes and `+` in a query component. Invalid escapes are kept as text.
-fn percent_decode(s: &str) -> String {
-    // Most names and values have nothing to decode: one copy, no byte loop.
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    // Most names and values have nothing to decode: borrowed, no byte loop.
     if !s.contains(['%', '+']) {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -451,7 +453,10 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 fn hex_value(b: u8) -> u8 {
@@ -465,6 +470,14 @@ fn hex_value(b: u8) -> u8 {
 
 /// All `(name, value)` pairs of a query string, percent-decoded, in order.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query_pairs_borrowed(query)
+        .into_iter()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// [`query_pairs`], borrowing from `query` every name and value that has nothing to decode.
+pub fn query_pairs_borrowed(query: Option<&str>) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     let Some(query) = query else {
         return Vec::new();
     };
@@ -474,7 +487,7 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(pair), String::new()),
+            None => (percent_decode(pair), Cow::Borrowed("")),
         })
         .collect()
 }
