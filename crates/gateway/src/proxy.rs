@@ -822,32 +822,43 @@ pub async fn handle(
 
     // 7. The response record and the status changes it shows, in one group commit: one sync
     // instead of one per record. A status change cannot name the response's seq, which is
-    // stamped in the same write; the two share the request id.
-    let mut records = vec![(
-        "gateway.response",
-        actor.as_str(),
-        Details::from_serialize(&resp),
-    )];
-    for change in &status_changes {
-        let details = status_details(&state, change, request_id, request_seq, None, "poll");
-        records.push((
-            "task.status",
-            change.owner.as_str(),
-            Details::from_value(&details),
-        ));
-    }
-    let mut results = state.auditor.append_group(records).await.into_iter();
-    if results.next().is_none_or(|r| r.is_err()) {
+    // stamped in the same write; the two share the request id. Most answers change no status:
+    // their record goes alone, without the group's bookkeeping.
+    let response_recorded = if status_changes.is_empty() {
+        state
+            .auditor
+            .append("gateway.response", &actor, &resp)
+            .await
+            .is_ok()
+    } else {
+        let mut records = vec![(
+            "gateway.response",
+            actor.as_str(),
+            Details::from_serialize(&resp),
+        )];
+        for change in &status_changes {
+            let details = status_details(&state, change, request_id, request_seq, None, "poll");
+            records.push((
+                "task.status",
+                change.owner.as_str(),
+                Details::from_value(&details),
+            ));
+        }
+        let mut results = state.auditor.append_group(records).await.into_iter();
+        let recorded = results.next().is_some_and(|r| r.is_ok());
+        for (change, result) in status_changes.into_iter().zip(results) {
+            if result.is_err() {
+                state.tasks.revert(&change.task_id, &change.to, change.from);
+            }
+        }
+        recorded
+    };
+    if !response_recorded {
         state
             .metrics
             .unrecorded_responses
             .fetch_add(1, Ordering::Relaxed);
         reply.response_recorded = false;
-    }
-    for (change, result) in status_changes.into_iter().zip(results) {
-        if result.is_err() {
-            state.tasks.revert(&change.task_id, &change.to, change.from);
-        }
     }
     state.metrics.count_request(route, outcome);
     tracing::info!(
