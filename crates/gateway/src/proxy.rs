@@ -494,11 +494,11 @@ pub async fn handle(
         ];
         let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
         state.metrics.count_request(route, Outcome::BadRequest);
-        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, %method, "method refused");
+        let shown = cap_chars(method.as_str(), inspect::METHOD_MAX_CHARS);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, method = %shown, "method refused");
         let message = format!(
-            "the gateway does not forward {} requests; the Kling API uses only GET and POST \
-             (method names are case-sensitive)",
-            cap_chars(method.as_str(), 32)
+            "the gateway does not forward {shown} requests; the Kling API uses only GET and POST \
+             (method names are case-sensitive)"
         );
         let mut response = answer_refusal(
             &state,

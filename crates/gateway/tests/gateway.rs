@@ -1186,6 +1186,55 @@ async fn methods_other_than_get_and_post_are_refused_and_never_reach_the_upstrea
         && r["details"]["http_status"] == 405));
 }
 
+/// A method is whatever token the caller sends; the record keeps only its first characters, so
+/// that no caller, not even an unauthenticated one, writes a record as long as its request.
+#[tokio::test]
+async fn a_long_method_is_recorded_capped_whoever_sends_it() {
+    use tokio::io::AsyncWriteExt;
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let method = "M".repeat(100_000);
+    // With alice's credential: refused as a method (405).
+    let (status, answer) =
+        raw_request(&env, &format!("{method} /v1/videos/text2video HTTP/1.1")).await;
+    assert_eq!(status, 405, "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.len() < 2_000, "the answer repeats the method whole");
+    // Without a credential: refused as unauthenticated (401).
+    let addr = env.gw.as_ref().unwrap().addr;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} /v1/videos/text2video HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut conn))
+        .await
+        .expect("the gateway did not close the connection");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), 2);
+    for record in denied {
+        let recorded = record["details"]["method"].as_str().unwrap();
+        assert!(method.starts_with(recorded), "{recorded}");
+        assert!(
+            (1..=32).contains(&recorded.len()),
+            "method of {} characters recorded",
+            recorded.len()
+        );
+    }
+}
+
 /// Only a path is a Kling request target: an asterisk-form or absolute-form target (as sent to
 /// a forward proxy, naming some other host) is refused, not forwarded to Kling.
 #[tokio::test]
