@@ -31,7 +31,8 @@
 #        bench/gateway.sh --serve ENV_FILE   start every target, write their addresses, tokens
 #                                            and pids to ENV_FILE as shell variables (ADDR_x,
 #                                            TOKEN_x, PIDS_x, GET_PATH, POST_PATH, POST_BODY),
-#                                            and hold them up until interrupted: for profiling
+#                                            and hold them up until SIGTERM (or Ctrl-C when run
+#                                            in the foreground): for profiling
 # environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS="16 128"
 #   WRK_THREADS=1 TARGETS="direct nginx gateway gateway-tmpfs floor floor-ledger"
 #   WORKLOADS="get post" BENCH_TMPDIR=${TMPDIR:-/tmp} TMPFS_DIR=/dev/shm KEEP_TMP=0 SKIP_BUILD=0

@@ -333,7 +333,11 @@ async fn record_denial<const N: usize>(
 /// Why a request target is refused, and what to tell the caller, if it is. Only a plain
 /// origin-form path is forwarded: the gateway classifies and checks the path as sent, so a path
 /// Kling could read as another one could name a task the ownership check never saw.
-fn target_refusal(uri: &http::Uri) -> Option<(&'static str, &'static str)> {
+fn target_refusal(
+    uri: &http::Uri,
+    method: &Method,
+    op: &Operation,
+) -> Option<(&'static str, &'static str)> {
     let path = uri.path();
     // `OPTIONS *` (asterisk form), or an absolute URI as sent to a forward proxy: the gateway
     // would forward it to Kling under the organisation's key whatever host it named.
@@ -367,6 +371,29 @@ fn target_refusal(uri: &http::Uri) -> Option<(&'static str, &'static str)> {
             "the path has an empty, \".\" or \"..\" segment (a doubled or trailing slash, as \
              a base URL ending in / gives), which the gateway does not forward; send the plain \
              path",
+        ));
+    }
+    // `;` starts path parameters, which some servers strip before routing: `/v1/videos/
+    // text2video;x/ID` would then be a query for task ID that the gateway took for an unknown
+    // path. No Kling path has one.
+    if path.contains(';') {
+        return Some((
+            "path-has-parameters",
+            "the path holds a ';', which the gateway does not forward; send the plain path",
+        ));
+    }
+    // A known route in other letters (`/V1/videos/...`) reaches a server matching paths
+    // without regard to case as that route, unchecked, since the gateway took it for an
+    // unknown path. Only the unknown paths that would be known in lower case are looked at.
+    if op.kind == OperationKind::Unknown
+        && path.bytes().any(|b| b.is_ascii_uppercase())
+        && routes::classify(method.as_str(), &path.to_ascii_lowercase(), uri.query()).kind
+            != OperationKind::Unknown
+    {
+        return Some((
+            "path-case-differs",
+            "the path is a Kling route written in other letters; paths are case-sensitive, so \
+             send it as documented (lower case)",
         ));
     }
     None
@@ -516,7 +543,7 @@ pub async fn handle(
         return response;
     }
 
-    if let Some((reason, message)) = target_refusal(&parts.uri) {
+    if let Some((reason, message)) = target_refusal(&parts.uri, &method, &op) {
         let fields = [
             ("reason", json!(reason)),
             ("code", json!(codes::PARAMETER_INVALID)),
@@ -692,6 +719,31 @@ pub async fn handle(
     } else {
         serde_json::from_slice::<Value>(&raw_body).ok()
     };
+    // A create is recorded by what its body asks for (model, settings, prompt commitments)
+    // before it goes out. A body the gateway cannot read as a JSON object (a byte-order mark,
+    // UTF-16, a form) would go out unrecorded, to a server that might read it all the same.
+    if op.kind == OperationKind::Create && !json_body.as_ref().is_some_and(Value::is_object) {
+        let fields = [
+            ("reason", json!("create-body-not-json-object")),
+            ("code", json!(codes::PARAMETER_INVALID)),
+            ("http_status", json!(400)),
+            ("body_bytes", json!(raw_body.len())),
+            ("credential", Value::clone(&caller.credential)),
+        ];
+        let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+        state.metrics.count_request(route, Outcome::BadRequest);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, "create body is not a JSON object");
+        return answer_refusal(
+            &state,
+            StatusCode::BAD_REQUEST,
+            codes::PARAMETER_INVALID,
+            "the body of a create must be a JSON object in UTF-8, without a byte-order mark; \
+             the gateway records what a create asks for before forwarding it",
+            request_id,
+            seq,
+            started,
+        );
+    }
     let mut record = RequestRecord {
         request_id,
         method: method.as_str(),
@@ -1250,8 +1302,8 @@ fn digest_answer(
                 }
                 OperationKind::Unknown => {
                     // A path the gateway does not know was forwarded without an owner check,
-                    // and Kling may read it as a task query all the same (a route in another
-                    // letter case, say): an answer naming another actor's task is held back.
+                    // and Kling may read it as a task query all the same (a task query with a
+                    // segment more, say): an answer naming another actor's task is held back.
                     let foreign = inspect::data_tasks(data).into_iter().find(|view| {
                         state
                             .tasks

@@ -327,7 +327,7 @@ async fn an_answer_naming_another_actors_task_is_withheld() {
 }
 
 /// A path the gateway does not recognise is forwarded unchecked, but Kling might read it as a
-/// task query (a route in another letter case, say): an answer naming another actor's task is
+/// task query (a route with a segment more, say): an answer naming another actor's task is
 /// withheld all the same, and recorded so.
 #[tokio::test]
 async fn an_unknown_path_answering_with_another_actors_task_is_withheld() {
@@ -347,11 +347,15 @@ async fn an_unknown_path_answering_with_another_actors_task_is_withheld() {
         (status, created["data"]["task_id"].as_str()),
         (200, Some("T-alice"))
     );
-    let (status, _, body) = env.get(&env.bob, "/v1/videos/TEXT2VIDEO/T-alice").await;
+    let (status, _, body) = env
+        .get(&env.bob, "/v1/videos/text2video/T-alice/detail")
+        .await;
     assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
     assert!(!body.to_string().contains("T-alice"), "{body}");
     // Alice reads her own task that way.
-    let (status, _, body) = env.get(&env.alice, "/v1/videos/TEXT2VIDEO/T-alice").await;
+    let (status, _, body) = env
+        .get(&env.alice, "/v1/videos/text2video/T-alice/detail")
+        .await;
     assert_eq!(
         (status, body["data"]["task_id"].as_str()),
         (200, Some("T-alice"))
@@ -1621,4 +1625,132 @@ async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
         .unwrap()
         .filter_map(Result::ok)
         .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("xxxxxxxx"))));
+}
+
+/// A create body the gateway cannot read as a JSON object would go out without its prompt
+/// commitments, model or callback swap, to a server that might read it all the same (many
+/// JSON parsers skip a byte-order mark or read UTF-16). It is refused and recorded instead.
+#[tokio::test]
+async fn a_create_body_that_is_not_a_json_object_is_refused_and_never_reaches_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let object = br#"{"prompt":"HIDDENPROMPT","model_name":"kling-v1"}"#.to_vec();
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend_from_slice(&object);
+    let utf16: Vec<u8> = String::from_utf8(object.clone())
+        .unwrap()
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("application/json", with_bom),
+        ("application/json", utf16),
+        (
+            "application/x-www-form-urlencoded",
+            b"prompt=HIDDENPROMPT".to_vec(),
+        ),
+        ("application/json", br#"["HIDDENPROMPT"]"#.to_vec()),
+        ("application/json", Vec::new()),
+    ];
+    for (content_type, body) in &cases {
+        let resp = env
+            .http
+            .post(env.url("/v1/videos/text2video"))
+            .bearer_auth(jwt(&env.alice))
+            .header("content-type", *content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, answer) = split(resp).await;
+        assert_eq!(
+            (status, answer["code"].as_i64()),
+            (400, Some(1200)),
+            "{answer}"
+        );
+        assert!(answer["message"].as_str().unwrap().contains("JSON object"));
+        assert!(headers.contains_key("x-kling-audit-record"));
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), cases.len());
+    assert!(denied.iter().all(|r| r["actor"] == "alice"
+        && r["details"]["reason"] == "create-body-not-json-object"
+        && r["details"]["http_status"] == 400));
+    let text = std::fs::read_dir(&env.ledger_dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect::<String>();
+    assert!(
+        text.contains("create-body-not-json-object"),
+        "the segments were read"
+    );
+    assert!(
+        !text.contains("HIDDENPROMPT"),
+        "a raw prompt reached the ledger"
+    );
+}
+
+/// Paths some servers would route as a task query that the gateway took for unknown paths,
+/// forwarded unchecked: path parameters (stripped by some servers) and a known route in other
+/// letters (matched without regard to case by others). Both are refused and recorded.
+#[tokio::test]
+async fn paths_with_parameters_or_in_other_letters_are_refused_and_never_reach_the_upstream() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let (_, _, created) = env
+        .post(
+            &env.bob,
+            "/v1/videos/text2video",
+            &json!({"prompt": "bob's"}),
+        )
+        .await;
+    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let before = env.sim.stats();
+    let cases = [
+        (
+            format!("/v1/videos/text2video;x/{task_id}"),
+            "path-has-parameters",
+        ),
+        (
+            format!("/v1/videos/text2video/{task_id};v=1"),
+            "path-has-parameters",
+        ),
+        (
+            format!("/V1/videos/text2video/{task_id}"),
+            "path-case-differs",
+        ),
+        ("/v1/Videos/Text2Video".to_owned(), "path-case-differs"),
+        ("/ACCOUNT/COSTS".to_owned(), "path-case-differs"),
+    ];
+    for (path, _) in &cases {
+        let (status, _, body) = env.get(&env.alice, path).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (400, Some(1200)),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total,
+        "nothing was forwarded"
+    );
+    // A path the gateway does not know in any letters still passes, recorded as `other`.
+    let (status, _, _) = env.get(&env.alice, "/v1/Unheard/Of").await;
+    assert_ne!(status, 400);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), cases.len());
+    for (record, (path, reason)) in denied.iter().zip(&cases) {
+        assert_eq!(record["details"]["reason"], *reason, "{path}");
+        assert_eq!(record["actor"], "alice");
+    }
 }
