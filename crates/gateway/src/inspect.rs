@@ -403,8 +403,11 @@ pub struct QuerySummary<'a> {
     /// `query`: the kept values by parameter name, in byte order of the names, each name once
     /// (the last value wins when a name repeats), as a JSON object holds them.
     pub values: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    /// `query_other_names`: names of the other parameters, in order; empty when there are none.
+    /// `query_other_names`: names of the other parameters, in order, at most
+    /// [`MAX_RECORDED_IDS`]; empty when there are none.
     pub other_names: Vec<Cow<'a, str>>,
+    /// `query_other_names_omitted`: names left out past that many.
+    pub other_omitted: usize,
 }
 
 /// The summary of a query string's decoded pairs ([`routes::query_pairs_borrowed`]), or `None`
@@ -415,6 +418,7 @@ pub fn query_summary<'a>(pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>) -> Option<Que
     }
     let mut values: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
     let mut other_names = Vec::new();
+    let mut other_omitted = 0;
     for (mut k, mut v) in pairs {
         if QUERY_VALUES.contains(&k.as_ref()) {
             cap_cow(&mut v, 256);
@@ -422,14 +426,17 @@ pub fn query_summary<'a>(pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>) -> Option<Que
                 Ok(i) => values[i].1 = v,
                 Err(i) => values.insert(i, (k, v)),
             }
-        } else {
+        } else if other_names.len() < MAX_RECORDED_IDS {
             cap_cow(&mut k, 64);
             other_names.push(k);
+        } else {
+            other_omitted += 1;
         }
     }
     Some(QuerySummary {
         values,
         other_names,
+        other_omitted,
     })
 }
 
@@ -459,6 +466,12 @@ pub fn query_fields(query: Option<&str>, out: &mut Map<String, Value>) {
                 .into_iter()
                 .map(|n| Value::String(n.into_owned()))
                 .collect(),
+        );
+    }
+    if summary.other_omitted > 0 {
+        out.insert(
+            "query_other_names_omitted".into(),
+            json!(summary.other_omitted),
         );
     }
 }
@@ -497,11 +510,35 @@ pub fn operation_fields(op: &Operation, method: &str, out: &mut Map<String, Valu
             task_ids,
             external_task_ids,
         } => {
-            out.insert("task_ids".into(), json!(task_ids));
-            out.insert("external_task_ids".into(), json!(external_task_ids));
+            for (name, ids) in [
+                ("task_ids", task_ids),
+                ("external_task_ids", external_task_ids),
+            ] {
+                let (kept, omitted) = recorded_ids(ids);
+                out.insert(name.into(), json!(kept));
+                if omitted > 0 {
+                    out.insert(format!("{name}_omitted"), json!(omitted));
+                }
+            }
         }
         _ => {}
     }
+}
+
+/// Ids a query names, and names of other query parameters, that a record keeps: a query can
+/// hold thousands, and a caller (even one refused) must not be able to write a record of any
+/// length.
+pub const MAX_RECORDED_IDS: usize = 100;
+
+/// The ids a record keeps (the first [`MAX_RECORDED_IDS`], each capped at 128 characters) and
+/// how many it leaves out.
+pub fn recorded_ids(ids: &[String]) -> (Vec<String>, usize) {
+    let kept = ids
+        .iter()
+        .take(MAX_RECORDED_IDS)
+        .map(|id| cap_chars(id, 128))
+        .collect();
+    (kept, ids.len().saturating_sub(MAX_RECORDED_IDS))
 }
 
 /// The route label for records and metrics: the path template for known routes, a fixed
@@ -1135,5 +1172,17 @@ mod tests {
                 proptest::prop_assert!(!Value::Object(out).to_string().contains(&text));
             }
         }
+    }
+
+    #[test]
+    fn a_query_with_many_other_names_keeps_the_first_hundred() {
+        let query = (0..130)
+            .map(|i| format!("n{i}=1"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let summary = query_summary(routes::query_pairs_borrowed(Some(&query))).unwrap();
+        assert_eq!(summary.other_names.len(), MAX_RECORDED_IDS);
+        assert_eq!(summary.other_names[99], "n99");
+        assert_eq!(summary.other_omitted, 30);
     }
 }

@@ -11,7 +11,7 @@ use kling_api::routes::{Operation, OperationKind};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::inspect::{cap_chars, QuerySummary};
+use crate::inspect::{cap_chars, recorded_ids, QuerySummary};
 
 /// The details of a `gateway.request` record.
 pub(crate) struct RequestRecord<'a> {
@@ -42,7 +42,7 @@ enum Field<'a> {
     Bool(bool),
     Count(usize),
     Json(&'a Value),
-    Strings(&'a [String]),
+    OwnedStrings(Vec<String>),
     Names(&'a [Cow<'a, str>]),
     Pairs(&'a [(Cow<'a, str>, Cow<'a, str>)]),
     Ip(IpAddr),
@@ -58,7 +58,7 @@ impl Serialize for Field<'_> {
             Field::Bool(v) => s.serialize_bool(*v),
             Field::Count(v) => s.serialize_u64(*v as u64),
             Field::Json(v) => v.serialize(s),
-            Field::Strings(v) => v.serialize(s),
+            Field::OwnedStrings(v) => v.serialize(s),
             Field::Names(v) => v.serialize(s),
             Field::Pairs(v) => {
                 let mut map = s.serialize_map(Some(v.len()))?;
@@ -95,7 +95,11 @@ impl<'a> RequestRecord<'a> {
             external_task_ids, ..
         } = &op.kind
         {
-            f.push(("external_task_ids", Field::Strings(external_task_ids)));
+            let (kept, omitted) = recorded_ids(external_task_ids);
+            f.push(("external_task_ids", Field::OwnedStrings(kept)));
+            if omitted > 0 {
+                f.push(("external_task_ids_omitted", Field::Count(omitted)));
+            }
         }
         f.push(("family", Field::OptStr(op.family.map(|x| x.as_str()))));
         f.push((
@@ -112,6 +116,12 @@ impl<'a> RequestRecord<'a> {
             if !query.other_names.is_empty() {
                 f.push(("query_other_names", Field::Names(&query.other_names)));
             }
+            if query.other_omitted > 0 {
+                f.push((
+                    "query_other_names_omitted",
+                    Field::Count(query.other_omitted),
+                ));
+            }
         }
         f.push(("request_id", Field::Str(self.request_id)));
         f.push(("route", Field::Str(self.route)));
@@ -124,7 +134,11 @@ impl<'a> RequestRecord<'a> {
                 f.push(("task_id", Field::Owned(cap_chars(task_id, 128))));
             }
             OperationKind::QueryTasks { task_ids, .. } => {
-                f.push(("task_ids", Field::Strings(task_ids)));
+                let (kept, omitted) = recorded_ids(task_ids);
+                f.push(("task_ids", Field::OwnedStrings(kept)));
+                if omitted > 0 {
+                    f.push(("task_ids_omitted", Field::Count(omitted)));
+                }
             }
             _ => {}
         }
@@ -187,16 +201,22 @@ mod tests {
             ];
             let mut values = Map::new();
             let mut others = Vec::new();
+            let mut omitted = 0;
             for (k, v) in pairs {
                 if kept.contains(&k.as_str()) {
                     values.insert(k, json!(cap_chars(&v, 256)));
-                } else {
+                } else if others.len() < 100 {
                     others.push(json!(cap_chars(&k, 64)));
+                } else {
+                    omitted += 1;
                 }
             }
             m.insert("query".into(), Value::Object(values));
             if !others.is_empty() {
                 m.insert("query_other_names".into(), Value::Array(others));
+            }
+            if omitted > 0 {
+                m.insert("query_other_names_omitted".into(), json!(omitted));
             }
         }
         m.insert("body_bytes".into(), json!(r.body_bytes));
@@ -204,6 +224,42 @@ mod tests {
         m.extend(r.body.clone());
         m.entry("external_task_id").or_insert(Value::Null);
         Value::Object(m)
+    }
+
+    #[test]
+    fn a_query_naming_many_ids_is_recorded_with_the_first_hundred_capped() {
+        let query = format!(
+            "task_ids={},{}",
+            "t".repeat(200),
+            (0..150)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let op = routes::classify("GET", "/tasks", Some(&query));
+        let credential = json!({});
+        let record = RequestRecord {
+            request_id: "r",
+            method: "GET",
+            route: inspect::route_label(&op),
+            op: &op,
+            auth_mode: "actors",
+            credential: &credential,
+            source_ip: "::1".parse().unwrap(),
+            user_agent: None,
+            query: None,
+            body_bytes: 0,
+            body_json: true,
+            body: Map::new(),
+        };
+        let made = Details::from_serialize(&record).unwrap();
+        let value: Value = serde_json::from_str(made.as_str()).unwrap();
+        let ids = value["task_ids"].as_array().unwrap();
+        assert_eq!(ids.len(), inspect::MAX_RECORDED_IDS);
+        assert_eq!(ids[0].as_str().unwrap().chars().count(), 128);
+        assert_eq!(ids[99], "98");
+        assert_eq!(value["task_ids_omitted"], 51);
+        assert!(made.as_str().len() < 2000, "{} bytes", made.as_str().len());
     }
 
     #[test]
@@ -220,6 +276,23 @@ mod tests {
             "x".repeat(300),
             "n".repeat(70),
             "é".repeat(300)
+        );
+        // More ids and other parameter names than a record keeps, one id over the cap.
+        let many_ids = format!(
+            "task_ids={},{}&external_task_ids={}&{}",
+            "t".repeat(200),
+            (0..150)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            (0..101)
+                .map(|i| format!("e{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            (0..130)
+                .map(|i| format!("n{i}=1"))
+                .collect::<Vec<_>>()
+                .join("&")
         );
         // method, path, query, body fields, user agent
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Value, Option<&'a str>);
@@ -273,6 +346,7 @@ mod tests {
                 json!({}),
                 None,
             ),
+            ("GET", "/tasks", Some(&many_ids), json!({}), None),
             (
                 "DELETE",
                 "/v1/unheard/of",
