@@ -33,7 +33,7 @@
 #                                            TOKEN_x, PIDS_x, GET_PATH, POST_PATH, POST_BODY),
 #                                            and hold them up until SIGTERM (or Ctrl-C when run
 #                                            in the foreground): for profiling
-# environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS="16 128"
+# environment (defaults): RATE=1000 DURATION=10 WARMUP=2 WRK_SECS=10 WRK_CONNS="16 128 256"
 #   WRK_THREADS=1 TARGETS="direct nginx gateway gateway-tmpfs floor floor-ledger"
 #   WORKLOADS="get post" BENCH_TMPDIR=${TMPDIR:-/tmp} TMPFS_DIR=/dev/shm KEEP_TMP=0 SKIP_BUILD=0
 #   KLING_AUDIT_BIN, LOADGEN_BIN, FLOOR_BIN: binaries to use instead of the ones built here
@@ -49,7 +49,7 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 WRK_SECS=${WRK_SECS:-10}
-WRK_CONNS=${WRK_CONNS:-16 128}
+WRK_CONNS=${WRK_CONNS:-16 128 256}
 TARGETS=${TARGETS:-direct nginx gateway gateway-tmpfs floor floor-ledger}
 WRK_THREADS=${WRK_THREADS:-1}
 WORKLOADS=${WORKLOADS:-get post}

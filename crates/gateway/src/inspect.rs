@@ -9,6 +9,7 @@
 //! strings capped so no free text can ride along in an unexpected field.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -83,6 +84,28 @@ const QUERY_VALUES: &[&str] = &[
     "task_ids",
     "external_task_ids",
 ];
+
+/// The text and media fields of every known route, looked for in a body sent to a path the
+/// gateway does not know: a prompt sent to a route it does not list is committed all the same,
+/// so that `match-prompt` finds it.
+fn any_route_fields() -> (&'static [&'static str], &'static [&'static str]) {
+    type Fields = (Vec<&'static str>, Vec<&'static str>);
+    static FIELDS: OnceLock<Fields> = OnceLock::new();
+    let (text, media) = FIELDS.get_or_init(|| {
+        let mut text = NEW_TEXT_FIELDS.to_vec();
+        let mut media = NEW_MEDIA_FIELDS.to_vec();
+        for route in routes::ROUTES {
+            text.extend_from_slice(route.text_fields);
+            media.extend_from_slice(route.media_fields);
+        }
+        text.sort_unstable();
+        text.dedup();
+        media.sort_unstable();
+        media.dedup();
+        (text, media)
+    });
+    (text, media)
+}
 
 /// Hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -366,7 +389,7 @@ pub fn body_fields(
         None if op.generation == Some(ApiGeneration::NewStandard) => {
             (NEW_TEXT_FIELDS, NEW_MEDIA_FIELDS)
         }
-        None => (&[], &[]),
+        None => any_route_fields(),
     };
     let mut prompts = Vec::new();
     for field in text_fields {

@@ -785,6 +785,40 @@ async fn unknown_routes_pass_through_and_are_recorded() {
     assert!(!req.to_string().contains("abc\""));
 }
 
+/// A prompt sent to a route the gateway does not list is committed like a known route's, so
+/// that an auditor matching a prompt finds the call; the text itself is never recorded.
+#[tokio::test]
+async fn a_prompt_sent_to_an_unknown_route_is_committed_not_lost() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let prompt = "UNLISTEDPROMPT a heron over a frozen lake";
+    let (status, _, body) = env
+        .post(
+            &env.alice,
+            "/v1/videos/not-yet-listed",
+            &json!({"prompt": prompt, "negative_prompt": "blur", "model_name": "kling-v9"}),
+        )
+        .await;
+    assert!(status >= 400, "the simulator's own answer: {body}");
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let req = of_type(&records, "gateway.request")
+        .into_iter()
+        .find(|r| r["details"]["operation"] == "unknown")
+        .unwrap();
+    let prompts = req["details"]["prompts"].as_array().unwrap();
+    let fields: Vec<_> = prompts
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["negative_prompt", "prompt"], "{req}");
+    let committed = prompts.iter().find(|p| p["field"] == "prompt").unwrap();
+    assert_eq!(committed["chars"], prompt.chars().count());
+    assert_eq!(committed["hmac"].as_str().unwrap().len(), 64);
+    assert!(!records
+        .iter()
+        .any(|r| r.to_string().contains("UNLISTEDPROMPT")));
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
