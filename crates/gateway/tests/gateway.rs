@@ -270,53 +270,50 @@ async fn upstream_answering_one_task() -> String {
     format!("http://{addr}")
 }
 
-/// A query the gateway lets through as the caller's (an id it does not know, under
-/// `tasks.unknown = "forward"`) may still reach another actor's task if Kling reads the id
-/// otherwise. The answer is withheld, and recorded so.
-#[tokio::test]
-async fn an_answer_naming_another_actors_task_is_withheld() {
+/// Alice creates her task through [`upstream_answering_one_task`]; bob's GET of `path` must get
+/// Kling's not-found answer, without the task, and alice's the task. Returns the records.
+async fn only_the_owner_reads_through(
+    path: &str,
+    configure: impl FnOnce(&mut kling_audit_gateway::config::GatewayConfig),
+) -> Vec<Value> {
     let upstream = upstream_answering_one_task().await;
     let mut env = setup(sim_config(), |cfg| {
         cfg.upstream.url = reqwest::Url::parse(&upstream).unwrap();
-        cfg.tasks.unknown = kling_audit_gateway::config::UnknownTaskPolicy::Forward;
+        configure(cfg);
     })
     .await;
-    let (status, _, created) = env
-        .post(
-            &env.alice,
-            "/v1/videos/text2video",
-            &json!({"prompt": "mine"}),
-        )
-        .await;
-    assert_eq!(
-        (status, created["data"]["task_id"].as_str()),
-        (200, Some("T-alice"))
-    );
-    let (status, _, body) = env
-        .get(
-            &env.bob,
-            "/v1/videos/text2video/an-id-the-gateway-never-saw",
-        )
-        .await;
+    assert_eq!(env.create_task(&env.alice, "mine").await, "T-alice");
+    let (status, _, body) = env.get(&env.bob, path).await;
     assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
     assert!(!body.to_string().contains("T-alice"), "{body}");
-    // Alice reads her own task that way.
-    let (status, _, body) = env
-        .get(
-            &env.alice,
-            "/v1/videos/text2video/an-id-the-gateway-never-saw",
-        )
-        .await;
+    let (status, _, body) = env.get(&env.alice, path).await;
     assert_eq!(
         (status, body["data"]["task_id"].as_str()),
         (200, Some("T-alice"))
     );
     env.stop().await;
-    let records = records(&env.ledger_dir);
-    let withheld: Vec<_> = of_type(&records, "gateway.response")
+    records(&env.ledger_dir)
+}
+
+/// The `gateway.response` records that say an answer was withheld.
+fn withheld(records: &[Value]) -> Vec<&Value> {
+    of_type(records, "gateway.response")
         .into_iter()
         .filter(|r| r["details"]["outcome"] == "withheld")
-        .collect();
+        .collect()
+}
+
+/// A query the gateway lets through as the caller's (an id it does not know, under
+/// `tasks.unknown = "forward"`) may still reach another actor's task if Kling reads the id
+/// otherwise. The answer is withheld, and recorded so.
+#[tokio::test]
+async fn an_answer_naming_another_actors_task_is_withheld() {
+    let records =
+        only_the_owner_reads_through("/v1/videos/text2video/an-id-the-gateway-never-saw", |cfg| {
+            cfg.tasks.unknown = kling_audit_gateway::config::UnknownTaskPolicy::Forward;
+        })
+        .await;
+    let withheld = withheld(&records);
     assert_eq!(withheld.len(), 1);
     assert_eq!(withheld[0]["actor"], "bob");
     assert_eq!(withheld[0]["details"]["http_status"], 404);
@@ -331,41 +328,9 @@ async fn an_answer_naming_another_actors_task_is_withheld() {
 /// withheld all the same, and recorded so.
 #[tokio::test]
 async fn an_unknown_path_answering_with_another_actors_task_is_withheld() {
-    let upstream = upstream_answering_one_task().await;
-    let mut env = setup(sim_config(), |cfg| {
-        cfg.upstream.url = reqwest::Url::parse(&upstream).unwrap();
-    })
-    .await;
-    let (status, _, created) = env
-        .post(
-            &env.alice,
-            "/v1/videos/text2video",
-            &json!({"prompt": "mine"}),
-        )
-        .await;
-    assert_eq!(
-        (status, created["data"]["task_id"].as_str()),
-        (200, Some("T-alice"))
-    );
-    let (status, _, body) = env
-        .get(&env.bob, "/v1/videos/text2video/T-alice/detail")
-        .await;
-    assert_eq!((status, body["code"].as_i64()), (404, Some(1203)), "{body}");
-    assert!(!body.to_string().contains("T-alice"), "{body}");
-    // Alice reads her own task that way.
-    let (status, _, body) = env
-        .get(&env.alice, "/v1/videos/text2video/T-alice/detail")
-        .await;
-    assert_eq!(
-        (status, body["data"]["task_id"].as_str()),
-        (200, Some("T-alice"))
-    );
-    env.stop().await;
-    let records = records(&env.ledger_dir);
-    let withheld: Vec<_> = of_type(&records, "gateway.response")
-        .into_iter()
-        .filter(|r| r["details"]["outcome"] == "withheld")
-        .collect();
+    let records =
+        only_the_owner_reads_through("/v1/videos/text2video/T-alice/detail", |_| {}).await;
+    let withheld = withheld(&records);
     assert_eq!(withheld.len(), 1);
     assert_eq!(withheld[0]["actor"], "bob");
     assert_eq!(withheld[0]["details"]["task_id"], "T-alice");
@@ -439,14 +404,7 @@ async fn another_actors_task_is_not_found_and_never_forwarded() {
         )
         .await;
     let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
-    let (_, _, created_b) = env
-        .post(
-            &env.bob,
-            "/v1/videos/text2video",
-            &json!({"prompt": "bob's"}),
-        )
-        .await;
-    let bob_task = created_b["data"]["task_id"].as_str().unwrap().to_owned();
+    let bob_task = env.create_task(&env.bob, "bob's").await;
     let before = env.sim.stats();
 
     for path in [
@@ -1162,16 +1120,9 @@ async fn repeated_authorization_headers_are_refused_and_never_reach_the_upstream
 #[tokio::test]
 async fn methods_other_than_get_and_post_are_refused_and_never_reach_the_upstream() {
     let mut env = setup(sim_config(), |_| {}).await;
-    let (_, _, created) = env
-        .post(
-            &env.bob,
-            "/v1/videos/text2video",
-            &json!({"prompt": "bob's"}),
-        )
-        .await;
     let bob_task = format!(
         "/v1/videos/text2video/{}",
-        created["data"]["task_id"].as_str().unwrap()
+        env.create_task(&env.bob, "bob's").await
     );
     let before = env.sim.stats();
     let cases = [
@@ -1370,14 +1321,7 @@ async fn percent_encoded_paths_are_refused_and_never_reach_the_upstream() {
 #[tokio::test]
 async fn paths_with_empty_or_dot_segments_are_refused_and_never_reach_the_upstream() {
     let mut env = setup(sim_config(), |_| {}).await;
-    let (_, _, created) = env
-        .post(
-            &env.bob,
-            "/v1/videos/text2video",
-            &json!({"prompt": "bob's"}),
-        )
-        .await;
-    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let task_id = env.create_task(&env.bob, "bob's").await;
     let before = env.sim.stats();
     // Written by hand: an HTTP client resolves dot segments before sending.
     let lines = [
@@ -1738,14 +1682,7 @@ async fn a_create_body_that_is_not_a_json_object_is_refused_and_never_reaches_th
 #[tokio::test]
 async fn paths_with_parameters_or_in_other_letters_are_refused_and_never_reach_the_upstream() {
     let mut env = setup(sim_config(), |_| {}).await;
-    let (_, _, created) = env
-        .post(
-            &env.bob,
-            "/v1/videos/text2video",
-            &json!({"prompt": "bob's"}),
-        )
-        .await;
-    let task_id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let task_id = env.create_task(&env.bob, "bob's").await;
     let before = env.sim.stats();
     let cases = [
         (

@@ -79,6 +79,22 @@ impl Env {
         kling_audit_ledger::default_keys_dir(&self.ledger_dir)
     }
 
+    /// Creates a text-to-video task as `actor` and returns its task id.
+    pub async fn create_task(&self, actor: &NewActor, prompt: &str) -> String {
+        let (status, _, created) = self
+            .post(
+                actor,
+                "/v1/videos/text2video",
+                &serde_json::json!({ "prompt": prompt }),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["data"]["task_id"]
+            .as_str()
+            .expect("a create answers with a task id")
+            .to_owned()
+    }
+
     pub async fn post(
         &self,
         actor: &NewActor,
