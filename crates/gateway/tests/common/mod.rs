@@ -208,6 +208,26 @@ pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == kind).collect()
 }
 
+/// Asserts that `records` hold `count` `gateway.denied` records, each by `actor`, for `reason`,
+/// and (when given) answered with `status`.
+pub fn assert_denied(
+    records: &[Value],
+    count: usize,
+    actor: &str,
+    reason: &str,
+    status: Option<u16>,
+) {
+    let denied = of_type(records, "gateway.denied");
+    assert_eq!(denied.len(), count, "{denied:?}");
+    for record in denied {
+        assert_eq!(record["actor"], actor, "{record}");
+        assert_eq!(record["details"]["reason"], reason, "{record}");
+        if let Some(status) = status {
+            assert_eq!(record["details"]["http_status"], status, "{record}");
+        }
+    }
+}
+
 /// The seq of the audit record an answer names in its `x-kling-audit-record` header.
 pub fn record_header(headers: &reqwest::header::HeaderMap) -> u64 {
     headers["x-kling-audit-record"]
