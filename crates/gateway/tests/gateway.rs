@@ -369,11 +369,7 @@ async fn a_query_repeating_a_task_parameter_is_refused_unforwarded() {
         assert!(body.get("data").is_none(), "{path}");
         assert!(headers.contains_key("x-kling-audit-record"), "{path}");
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     // Once is fine.
     let (status, _, body) = env
         .get(&env.bob, "/v1/videos/text2video?external_task_id=bob-1")
@@ -874,7 +870,7 @@ async fn bodies_beyond_the_buffer_budget_are_refused_with_429_and_recorded() {
         "{answer}"
     );
     let refused: u64 = record_header(&headers);
-    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.assert_nothing_forwarded(&before);
 
     slow.write_all(&slow_body.as_bytes()[3000..]).await.unwrap();
     let mut answer = Vec::new();
@@ -928,7 +924,7 @@ async fn a_body_cut_short_is_recorded_as_unreadable() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(counted, "the refusal was not counted");
-    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let recs = records(&env.ledger_dir);
     let denied = of_type(&recs, "gateway.denied");
@@ -1026,11 +1022,7 @@ async fn trace_and_connect_are_refused_and_never_reach_the_upstream() {
         );
         assert!(headers.contains_key("x-kling-audit-record"), "{method}");
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let records = records(&env.ledger_dir);
     assert_denied(&records, 2, "alice", "method-not-allowed", None);
@@ -1046,6 +1038,15 @@ async fn counted(env: &Env, outcome: &str) -> u64 {
         .filter_map(|line| line.split_once(&label))
         .map(|(_, n)| n.parse::<u64>().unwrap())
         .sum()
+}
+
+/// Sends `line` by hand and asserts the gateway refused it: 400, Kling code 1200, and an
+/// answer that says `hint`.
+async fn assert_raw_refused(env: &Env, line: &str, hint: &str) {
+    let (status, answer) = raw_request(env, line).await;
+    assert_eq!(status, 400, "{line}: {answer}");
+    assert!(answer.contains("\"code\":1200"), "{line}: {answer}");
+    assert!(answer.contains(hint), "{line}: {answer}");
 }
 
 /// Sends `request_line` as written, with alice's credential, on a new connection; the answer's
@@ -1092,11 +1093,7 @@ async fn repeated_authorization_headers_are_refused_and_never_reach_the_upstream
         assert!(message.contains("more than one Authorization"), "{message}");
         assert!(headers.contains_key("x-kling-audit-record"));
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     assert_eq!(counted(&env, "auth_failed").await, 2);
     env.stop().await;
     let records = records(&env.ledger_dir);
@@ -1155,11 +1152,7 @@ async fn methods_other_than_get_and_post_are_refused_and_never_reach_the_upstrea
     // `OPTIONS *`, the asterisk form, can only be sent by hand.
     let (status, answer) = raw_request(&env, "OPTIONS * HTTP/1.1").await;
     assert_eq!(status, 405, "{answer}");
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     assert_eq!(counted(&env, "bad_request").await, cases.len() as u64 + 1);
     env.stop().await;
     let records = records(&env.ledger_dir);
@@ -1201,11 +1194,7 @@ async fn a_long_method_is_recorded_capped_whoever_sends_it() {
         "{}",
         &answer[..answer.len().min(300)]
     );
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let records = records(&env.ledger_dir);
     let denied = of_type(&records, "gateway.denied");
@@ -1232,16 +1221,9 @@ async fn a_target_other_than_a_path_is_refused_and_never_reaches_the_upstream() 
         "POST http://example.invalid/v1/videos/text2video HTTP/1.1",
         "GET http://example.invalid/v1/videos/text2video HTTP/1.1",
     ] {
-        let (status, answer) = raw_request(&env, line).await;
-        assert_eq!(status, 400, "{line}: {answer}");
-        assert!(answer.contains("\"code\":1200"), "{line}: {answer}");
-        assert!(answer.contains("not a forward proxy"), "{line}: {answer}");
+        assert_raw_refused(&env, line, "not a forward proxy").await;
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     assert_eq!(counted(&env, "bad_request").await, 3);
     env.stop().await;
     let records = records(&env.ledger_dir);
@@ -1282,11 +1264,7 @@ async fn percent_encoded_paths_are_refused_and_never_reach_the_upstream() {
         assert!(message.contains("percent-encoded"), "{path}: {message}");
         assert!(headers.contains_key("x-kling-audit-record"), "{path}");
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     assert_eq!(counted(&env, "bad_request").await, 3);
     // Unencoded, the owner's query goes through.
     let (status, _, body) = env
@@ -1325,16 +1303,9 @@ async fn paths_with_empty_or_dot_segments_are_refused_and_never_reach_the_upstre
         "POST //v1/videos/text2video HTTP/1.1".to_owned(),
     ];
     for line in &lines {
-        let (status, answer) = raw_request(&env, line).await;
-        assert_eq!(status, 400, "{line}: {answer}");
-        assert!(answer.contains("\"code\":1200"), "{line}: {answer}");
-        assert!(answer.contains("segment"), "{line}: {answer}");
+        assert_raw_refused(&env, line, "segment").await;
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     assert_eq!(counted(&env, "bad_request").await, lines.len() as u64);
     env.stop().await;
     let records = records(&env.ledger_dir);
@@ -1415,7 +1386,7 @@ async fn a_body_repeating_a_key_is_refused_unforwarded_and_recorded() {
     ] {
         refused.push(refused_as_invalid(&env, body).await);
     }
-    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let records = records(&env.ledger_dir);
     let denied: Vec<_> = refused
@@ -1441,7 +1412,7 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
         "]".repeat(130)
     );
     let refused = refused_as_invalid(&env, body).await;
-    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let records = records(&env.ledger_dir);
     let denied = records.iter().find(|r| seq(r) == refused).unwrap();
@@ -1482,7 +1453,7 @@ async fn a_body_the_records_parser_stops_in_but_others_read_is_refused_unforward
         );
         refused.push(record_header(&headers));
     }
-    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let records = records(&env.ledger_dir);
     let reasons = [
@@ -1577,7 +1548,7 @@ async fn an_oversized_body_is_refused_unforwarded_and_recorded() {
         (413, Some(1201)),
         "{answer}"
     );
-    assert_eq!(env.sim.stats().requests_total, before.requests_total);
+    env.assert_nothing_forwarded(&before);
     let record: u64 = record_header(&headers);
     env.stop().await;
     let records = records(&env.ledger_dir);
@@ -1638,11 +1609,7 @@ async fn a_create_body_that_is_not_a_json_object_is_refused_and_never_reaches_th
         assert!(answer["message"].as_str().unwrap().contains("JSON object"));
         assert!(headers.contains_key("x-kling-audit-record"));
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     env.stop().await;
     let records = records(&env.ledger_dir);
     assert_denied(
@@ -1699,11 +1666,7 @@ async fn paths_with_parameters_or_in_other_letters_are_refused_and_never_reach_t
             "{path}: {body}"
         );
     }
-    assert_eq!(
-        env.sim.stats().requests_total,
-        before.requests_total,
-        "nothing was forwarded"
-    );
+    env.assert_nothing_forwarded(&before);
     // A path the gateway does not know in any letters still passes, recorded as `other`.
     let (status, _, _) = env.get(&env.alice, "/v1/Unheard/Of").await;
     assert_ne!(status, 400);

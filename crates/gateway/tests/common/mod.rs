@@ -10,7 +10,7 @@ use std::time::Duration;
 use kling_api::SecretString;
 use kling_audit_gateway::actors::{self, NewActor};
 use kling_audit_gateway::{GatewayConfig, RunningGateway};
-use kling_sim::{KeyPair, RunningSim, SimConfig};
+use kling_sim::{KeyPair, RunningSim, SimConfig, SimStats};
 use serde_json::Value;
 
 pub const ORG_AK: &str = "org-access-key-7c1e";
@@ -77,6 +77,15 @@ impl Env {
 
     pub fn keys_dir(&self) -> PathBuf {
         kling_audit_ledger::default_keys_dir(&self.ledger_dir)
+    }
+
+    /// Asserts that the simulator has received no request since `before` was taken.
+    pub fn assert_nothing_forwarded(&self, before: &SimStats) {
+        assert_eq!(
+            self.sim.stats().requests_total,
+            before.requests_total,
+            "nothing was forwarded"
+        );
     }
 
     /// Creates a text-to-video task as `actor` and returns its task id.
