@@ -468,12 +468,20 @@ pub async fn handle(
     let op = routes::classify(method.as_str(), parts.uri.path(), query);
     let route = inspect::route_label(&op);
     state.served.fetch_add(1, Ordering::Relaxed);
+    // A path the gateway does not know is recorded as route `other`; its keyed commitment lets
+    // an auditor holding a suspected path find the call (`kling-audit match-path`) without the
+    // path, which may carry caller data, entering the ledger.
+    let path_hmac = (op.kind == OperationKind::Unknown)
+        .then(|| state.auditor.commitments().path(parts.uri.path()));
 
     // The first fields of a refusal's record; a forwarded call's record is a `RequestRecord`.
     let base = || {
         let mut base = Map::new();
         base.insert("request_id".into(), json!(request_id));
         inspect::operation_fields(&op, method.as_str(), &mut base);
+        if let Some(hmac) = &path_hmac {
+            base.insert("path_hmac".into(), json!(hmac));
+        }
         base
     };
 
@@ -753,6 +761,7 @@ pub async fn handle(
             AuthMode::Actors => "actors",
             AuthMode::Passthrough => "passthrough",
         },
+        path_hmac: path_hmac.as_deref(),
         credential: &caller.credential,
         source_ip: peer.ip(),
         user_agent: user_agent(&parts.headers),

@@ -21,6 +21,9 @@ pub(crate) struct RequestRecord<'a> {
     pub route: &'a str,
     pub op: &'a Operation,
     pub auth_mode: &'static str,
+    /// The keyed commitment of the path ([`kling_audit_ledger::Commitments::path`]), for a
+    /// path the gateway does not know, whose record otherwise names it only as `other`.
+    pub path_hmac: Option<&'a str>,
     pub credential: &'a Value,
     pub source_ip: IpAddr,
     /// Already capped.
@@ -111,6 +114,9 @@ impl<'a> RequestRecord<'a> {
         }
         f.push(("method", Field::Str(self.method)));
         f.push(("operation", Field::Str(op.kind.as_str())));
+        if let Some(hmac) = self.path_hmac {
+            f.push(("path_hmac", Field::Str(hmac)));
+        }
         if let Some(query) = &self.query {
             f.push(("query", Field::Pairs(&query.values)));
             if !query.other_names.is_empty() {
@@ -184,6 +190,9 @@ mod tests {
         m.insert("request_id".into(), json!(r.request_id));
         inspect::operation_fields(r.op, r.method, &mut m);
         m.insert("auth_mode".into(), json!(r.auth_mode));
+        if let Some(hmac) = r.path_hmac {
+            m.insert("path_hmac".into(), json!(hmac));
+        }
         m.insert("credential".into(), r.credential.clone());
         m.insert("source_ip".into(), json!(r.source_ip.to_string()));
         m.insert("user_agent".into(), json!(r.user_agent));
@@ -244,6 +253,7 @@ mod tests {
             route: inspect::route_label(&op),
             op: &op,
             auth_mode: "actors",
+            path_hmac: None,
             credential: &credential,
             source_ip: "::1".parse().unwrap(),
             user_agent: None,
@@ -364,6 +374,7 @@ mod tests {
                 route,
                 op: &op,
                 auth_mode: "actors",
+                path_hmac: (op.kind == OperationKind::Unknown).then_some("5e1f"),
                 credential: &credential,
                 source_ip: "::1".parse().unwrap(),
                 user_agent: ua.map(str::to_owned),

@@ -736,6 +736,64 @@ async fn unknown_routes_pass_through_and_are_recorded() {
     assert!(!req.to_string().contains("abc\""));
 }
 
+/// A path the gateway does not know is recorded as route `other`, and by its keyed commitment
+/// alone: an auditor holding the commit key can tell which path was asked for, while the path,
+/// which may carry caller data, stays out of the ledger. Refusals of such a path carry it too.
+#[tokio::test]
+async fn an_unknown_path_is_recorded_by_its_keyed_commitment_not_its_text() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let path = "/v1/not-a-kling-route/UNLISTEDPATH-7d41";
+    let (status, headers, body) = env.get(&env.alice, &format!("{path}?q=1")).await;
+    assert!(status >= 400, "the simulator's own answer: {body}");
+    let forwarded = record_header(&headers);
+    // Refused before it is forwarded: unauthenticated, and a method the gateway does not serve.
+    let before = env.sim.stats();
+    let resp = env.http.get(env.url(path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let unauthenticated = record_header(resp.headers());
+    let resp = env
+        .http
+        .delete(env.url(path))
+        .bearer_auth(jwt(&env.alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let method = record_header(resp.headers());
+    env.assert_nothing_forwarded(&before);
+    // A known route is recorded by its template, without a commitment.
+    env.get(&env.alice, "/v1/videos/text2video?pageNum=1").await;
+    env.stop().await;
+
+    let key = std::fs::read_to_string(env.keys_dir().join("commit.key")).unwrap();
+    let key = kling_audit_ledger::keys::parse_key_hex(&env.keys_dir(), &key).unwrap();
+    let expected = kling_audit_ledger::Commitments::new(key).path(path);
+    let records = records(&env.ledger_dir);
+    for (seq_named, kind, reason) in [
+        (forwarded, "gateway.request", None),
+        (unauthenticated, "gateway.denied", Some("bad-header")),
+        (method, "gateway.denied", Some("method-not-allowed")),
+    ] {
+        let record = records.iter().find(|r| seq(r) == seq_named).unwrap();
+        assert_eq!(record["type"], kind, "{record}");
+        if let Some(reason) = reason {
+            assert_eq!(record["details"]["reason"], reason, "{record}");
+        }
+        assert_eq!(record["details"]["route"], "other", "{record}");
+        assert_eq!(
+            record["details"]["path_hmac"],
+            expected.as_str(),
+            "{record}"
+        );
+    }
+    let text: String = records.iter().map(|r| r.to_string()).collect();
+    assert!(!text.contains("UNLISTEDPATH"), "the path is not recorded");
+    assert!(of_type(&records, "gateway.request")
+        .iter()
+        .filter(|r| r["details"]["route"] != "other")
+        .all(|r| r["details"].get("path_hmac").is_none()));
+}
+
 /// A prompt sent to a route the gateway does not list is committed like a known route's, so
 /// that an auditor matching a prompt finds the call; the text itself is never recorded.
 #[tokio::test]

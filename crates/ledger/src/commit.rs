@@ -3,8 +3,8 @@
 //! A commitment is `hex(HMAC-SHA256(commit key, label || 0x00 || value))`. Without the
 //! deployment's commit key nobody can test a guess against it (an unkeyed SHA-256 of a
 //! templated prompt can be guessed back); with it, an auditor can check whether a given prompt
-//! was submitted (`kling-audit match-prompt`). The label keeps commitments of different kinds
-//! of values apart.
+//! was submitted (`kling-audit match-prompt`), or whether a given path was requested
+//! (`kling-audit match-path`). The label keeps commitments of different kinds of values apart.
 
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 pub const LABEL_TEXT: &str = "text";
 /// Label for access keys and other credential identifiers.
 pub const LABEL_KEY: &str = "key";
+/// Label for request paths, which may carry caller data (ids, names, tokens).
+pub const LABEL_PATH: &str = "path";
 
 /// Computes commitments under one deployment's commit key.
 #[derive(Clone)]
@@ -44,6 +46,11 @@ impl Commitments {
         self.commit(LABEL_TEXT, value.as_bytes())
     }
 
+    /// Commitment of a request path, exactly as sent (escapes kept, without the query).
+    pub fn path(&self, path: &str) -> String {
+        self.commit(LABEL_PATH, path.as_bytes())
+    }
+
     /// A short, stable fingerprint of a credential identifier (an access key, a JWT `iss`):
     /// the first 16 hex digits of its commitment, prefixed `kf_`.
     pub fn key_fingerprint(&self, access_key: &str) -> String {
@@ -70,6 +77,8 @@ mod tests {
         let b = Commitments::new([2; 32]);
         assert_ne!(a.text("x"), b.text("x"));
         assert_ne!(a.commit(LABEL_TEXT, b"x"), a.commit(LABEL_KEY, b"x"));
+        assert_ne!(a.text("/v1/x"), a.path("/v1/x"));
+        assert_eq!(a.path("/v1/x"), a.commit(LABEL_PATH, b"/v1/x"));
         assert_eq!(a.text("a cat"), a.text("a cat"));
         assert!(a.key_fingerprint("AK123").starts_with("kf_"));
         assert_eq!(a.key_fingerprint("AK123").len(), 19);
