@@ -1,10 +1,14 @@
-//! `match-prompt`: lets an auditor who holds the deployment's commit key check whether a given
-//! prompt was submitted, and in which records.
+//! `match-prompt` and `match-path`: let an auditor who holds the deployment's commit key check
+//! whether a given prompt was submitted, or a given path the gateway does not know was
+//! requested, and in which records.
 //!
-//! Records never hold prompts, only keyed commitments (`Commitments::text`). This command
-//! computes the commitment of the candidate text and looks for it as a string value anywhere in
-//! every record's details, so it finds the audited client's `text[]` entries and the gateway's
-//! `prompts[]` entries alike. Lines that do not parse as records are skipped and counted.
+//! Records never hold prompts, only keyed commitments (`Commitments::text`), nor the paths the
+//! gateway records as route `other`, only theirs (`Commitments::path`, under another label, so
+//! a prompt never matches a path). Each command computes the commitment of the candidate and
+//! looks for it as a string value anywhere in every record's details, so `match-prompt` finds
+//! the audited client's `text[]` entries and the gateway's `prompts[]` entries alike, and
+//! `match-path` the gateway's `path_hmac` fields. Lines that do not parse as records are
+//! skipped and counted.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +31,20 @@ pub struct MatchPromptArgs {
     /// Read the text from a file; one trailing line break is removed.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
+    /// The commit key in hex, or `@FILE` (default: `commit.key` in the keys directory).
+    #[arg(long, env = "KLING_AUDIT_COMMIT_KEY", hide_env_values = true)]
+    pub commit_key: Option<String>,
+    /// `text`: one line per match; `json`: one document with every match.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MatchPathArgs {
+    /// The request path to look for, exactly as sent: from its leading `/`, escapes as sent,
+    /// without the query.
+    #[arg(long)]
+    pub path: String,
     /// The commit key in hex, or `@FILE` (default: `commit.key` in the keys directory).
     #[arg(long, env = "KLING_AUDIT_COMMIT_KEY", hide_env_values = true)]
     pub commit_key: Option<String>,
@@ -62,8 +80,8 @@ fn read_candidate(a: &MatchPromptArgs) -> Result<String> {
     Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
 }
 
-fn commit_key(g: &Global, a: &MatchPromptArgs) -> Result<[u8; 32]> {
-    let (origin, text) = match &a.commit_key {
+fn commit_key(g: &Global, given: Option<&str>) -> Result<[u8; 32]> {
+    let (origin, text) = match given {
         Some(value) => {
             return crate::ledger_cmds::key_arg(
                 "--commit-key",
@@ -177,10 +195,36 @@ fn scan(dir: &Path, commitment: &str) -> Result<Scan> {
 
 pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
     let candidate = read_candidate(a)?;
-    let key = commit_key(g, a)?;
+    let key = commit_key(g, a.commit_key.as_deref())?;
     let commitment = Commitments::new(key).text(&candidate);
+    report_matches(g, &commitment, &candidate, "text", a.format)
+}
+
+pub fn match_path(g: &Global, a: &MatchPathArgs) -> Result<Exit> {
+    let path = a.path.as_str();
+    // The commitment is of the path alone: a query or a whole URL would never match.
+    if !path.starts_with('/') || path.contains(['?', '#']) {
+        bail!(
+            "--path takes the path alone, from its leading / and without a query, such as \
+             /v1/videos/some-route/123"
+        );
+    }
+    let key = commit_key(g, a.commit_key.as_deref())?;
+    let commitment = Commitments::new(key).path(path);
+    report_matches(g, &commitment, path, "path", a.format)
+}
+
+/// Scans the ledger for `commitment`, the commitment of `candidate` (a `what`: text or path),
+/// and prints what it found. Exit 0 found, 1 not found.
+fn report_matches(
+    g: &Global,
+    commitment: &str,
+    candidate: &str,
+    what: &str,
+    format: Format,
+) -> Result<Exit> {
     kling_audit_ledger::verify::check_ledger_dir(&g.dir)?;
-    let result = scan(&g.dir, &commitment)?;
+    let result = scan(&g.dir, commitment)?;
     if result.skipped > 0 {
         let what = if result.skipped == 1 {
             "1 line could not be read as a record and was".to_owned()
@@ -192,7 +236,7 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
         };
         eprintln!("warning: {what} skipped; run `kling-audit verify`");
     }
-    match a.format {
+    match format {
         Format::Json => {
             let matches: Vec<Value> = result
                 .matches
@@ -226,7 +270,7 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
             }
             if result.matches.is_empty() {
                 println!(
-                    "no record holds this text's commitment ({} scanned)",
+                    "no record holds this {what}'s commitment ({} scanned)",
                     crate::plural(result.records, "record")
                 );
             } else {

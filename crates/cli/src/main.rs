@@ -190,6 +190,9 @@ enum Command {
     /// Check whether a prompt was submitted: lists the records holding its keyed commitment.
     /// Exit 0 found, 1 not found.
     MatchPrompt(client_cmds::MatchPromptArgs),
+    /// Check whether a path the gateway does not know (recorded as route `other`) was requested:
+    /// lists the records holding its keyed commitment. Exit 0 found, 1 not found.
+    MatchPath(client_cmds::MatchPathArgs),
     /// Run the Kling API simulator until SIGTERM or SIGINT; the first output line is its address.
     Sim(sim_cmd::SimArgs),
     /// Run a C2SP witness that cosigns ledgers' checkpoints (see docs/witness.md); the first
@@ -359,6 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         } => gateway_cmds::config_check(g, &a),
         Command::Actors { command } => gateway_cmds::actors_cmd(g, &command),
         Command::MatchPrompt(a) => client_cmds::match_prompt(g, &a),
+        Command::MatchPath(a) => client_cmds::match_path(g, &a),
         Command::Sim(a) => sim_cmd::run(&a),
         Command::Witness(a) => witness_cmd::run(&a),
     }

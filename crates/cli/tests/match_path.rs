@@ -1,0 +1,134 @@
+//! `kling-audit match-path`: an auditor holding the commit key finds the records of a path the
+//! gateway does not know (recorded as route `other`, by its keyed commitment alone), and
+//! nothing for a path never requested, nor for a prompt of the same text.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kling_api::SecretString;
+use kling_audit_gateway::GatewayConfig;
+use serde_json::Value;
+
+const PATH: &str = "/v1/not-a-kling-route/order-5521";
+
+/// Sends `GET PATH?x=1` through a gateway with its ledger at `dir` (keys in `dir.keys`), in
+/// front of a simulator, and stops the gateway.
+fn request_an_unknown_path(dir: &Path) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let sim = kling_sim::spawn(kling_sim::SimConfig::for_tests())
+            .await
+            .unwrap();
+        let mut cfg = GatewayConfig::new(
+            dir,
+            reqwest::Url::parse(&sim.base_url()).unwrap(),
+            kling_sim::TEST_ACCESS_KEY,
+            SecretString::new(kling_sim::TEST_SECRET_KEY),
+        );
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        let alice = kling_audit_gateway::actors::add(&cfg.auth.actors_file, "alice").unwrap();
+        let gw = kling_audit_gateway::spawn(cfg).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let jwt =
+            kling_api::auth::sign_jwt(&alice.access_key, alice.secret_key.expose(), now, 1800)
+                .unwrap();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = http
+            .get(format!("{}{PATH}?x=1", gw.base_url()))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.headers().contains_key("x-kling-audit-record"));
+        gw.shutdown().await.unwrap();
+        sim.shutdown().await.unwrap();
+    });
+}
+
+fn kling_audit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kling-audit"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("KLING_AUDIT_KEYS_DIR")
+        .env_remove("KLING_AUDIT_COMMIT_KEY")
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_requested_unknown_path_is_found_and_another_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    request_an_unknown_path(&dir);
+
+    let out = kling_audit(&dir, &["match-path", "--path", PATH, "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(doc["found"], true);
+    let matches = doc["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{doc}");
+    assert_eq!(matches[0]["type"], "gateway.request");
+    assert_eq!(matches[0]["actor"], "alice");
+    assert_eq!(matches[0]["path"], "path_hmac");
+
+    // Text output names the same record.
+    let out = kling_audit(&dir, &["match-path", "--path", PATH]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("type=gateway.request") && text.contains("path=path_hmac"),
+        "{text}"
+    );
+
+    // Another path, one differing by a character, and the path as a prompt are not found.
+    for other in ["/v1/not-a-kling-route/order-5522", "/v1/not-a-kling-route"] {
+        let out = kling_audit(&dir, &["match-path", "--path", other, "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{other}");
+        assert_eq!(json_of(&out)["found"], false);
+    }
+    let out = kling_audit(&dir, &["match-prompt", "--prompt", PATH]);
+    assert_eq!(out.status.code(), Some(1), "a path is not a prompt");
+
+    // An explicit key: the right one finds it, another does not.
+    let key_file = format!("@{}", tmp.path().join("audit.keys/commit.key").display());
+    let out = kling_audit(
+        &dir,
+        &["match-path", "--path", PATH, "--commit-key", &key_file],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let wrong = "11".repeat(32);
+    let out = kling_audit(
+        &dir,
+        &["match-path", "--path", PATH, "--commit-key", &wrong],
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // A path with its query, or a whole URL, is a usage problem rather than a "not found".
+    for bad in [format!("{PATH}?x=1"), format!("http://127.0.0.1{PATH}")] {
+        let out = kling_audit(&dir, &["match-path", "--path", &bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}
