@@ -136,20 +136,26 @@ fn signature_result(
     }
 }
 
-/// Counts a refused callback and answers it.
-fn refuse(state: &AppState, status: StatusCode, body: Value) -> Response {
+/// Counts a refused callback and answers it, naming `record`, the record of the refusal.
+fn refuse(state: &AppState, status: StatusCode, body: Value, record: Option<u64>) -> Response {
     state
         .metrics
         .callbacks_rejected
         .fetch_add(1, Ordering::Relaxed);
-    plain(status, body)
+    plain(status, body, record)
 }
 
-fn plain(status: StatusCode, body: Value) -> Response {
+/// A JSON answer naming the record written for the callback in `x-kling-audit-record`, or
+/// `unrecorded` when none could be.
+fn plain(status: StatusCode, body: Value, record: Option<u64>) -> Response {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let headers = r.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        proxy::HEADER_RECORD,
+        record.map_or(HeaderValue::from_static("unrecorded"), HeaderValue::from),
+    );
     r
 }
 
@@ -164,14 +170,17 @@ pub async fn handle(
     let commitments = state.auditor.commitments();
     let Some(payload) = open_token(commitments, &token) else {
         let details = json!({ "reason": "unknown-token", "source_ip": peer.ip().to_string() });
-        let _ = state
+        let seq = state
             .auditor
             .append("callback.rejected", "unauthenticated", &details)
-            .await;
+            .await
+            .ok()
+            .map(|r| r.seq);
         return refuse(
             &state,
             StatusCode::NOT_FOUND,
             json!({ "error": "unknown callback" }),
+            seq,
         );
     };
     let Ok(body) = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await else {
@@ -179,6 +188,7 @@ pub async fn handle(
             &state,
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({ "error": "callback too large" }),
+            None,
         );
     };
     state
@@ -240,6 +250,7 @@ pub async fn handle(
                 return plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({ "error": "audit ledger unavailable" }),
+                    None,
                 );
             }
             FailureMode::FailOpen => {
@@ -258,6 +269,7 @@ pub async fn handle(
                 "signature": signature,
                 "signature_reason": signature_reason,
             }),
+            received_seq,
         );
     }
 
@@ -305,7 +317,11 @@ pub async fn handle(
         .await;
         drop(guard);
     });
-    plain(StatusCode::OK, json!({ "code": 0, "message": "SUCCEED" }))
+    plain(
+        StatusCode::OK,
+        json!({ "code": 0, "message": "SUCCEED" }),
+        received_seq,
+    )
 }
 
 /// Posts the callback body to the caller's URL, retrying with doubling pauses, and records

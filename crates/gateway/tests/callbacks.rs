@@ -319,3 +319,69 @@ async fn a_callback_token_binds_its_create_and_a_final_status_across_a_restart()
     assert_eq!(of_type(&records, "callback.received").len(), 4);
     assert_eq!(callback_statuses(&records), [(first, "failed".to_owned())]);
 }
+
+/// A callback refused for its token is answered naming the `callback.rejected` record written
+/// for it, as every answer of the gateway names its record.
+#[tokio::test]
+async fn a_callback_refused_for_its_token_names_its_record() {
+    let mut b = bench(None).await;
+    let (_, url) = b.create().await;
+    let (base, token) = url.rsplit_once('/').unwrap();
+    // The same token with the last digit of its tag changed.
+    let (body, last) = token.split_at(token.len() - 1);
+    let forged = format!("{body}{}", if last == "0" { "1" } else { "0" });
+    let resp = b
+        .env
+        .http
+        .post(format!("{base}/{forged}"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let named = record_header(resp.headers());
+    b.env.stop().await;
+    let records = records(&b.env.ledger_dir);
+    let rejected = of_type(&records, "callback.rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(seq(rejected[0]), named);
+    assert_eq!(rejected[0]["details"]["reason"], "unknown-token");
+    assert!(of_type(&records, "callback.received").is_empty());
+}
+
+/// A callback whose token verifies is answered naming its `callback.received` record, whether
+/// it is accepted or refused for its signature.
+#[tokio::test]
+async fn a_callback_answer_names_its_callback_received_record() {
+    let mut b = bench(Some(secret())).await;
+    let (task_id, url) = b.create().await;
+    let body = json!({"task_id": task_id, "task_status": "succeed"});
+    let signed =
+        kling_api::webhook::sign(&secret(), "msg_1", now(), body.to_string().as_bytes()).unwrap();
+    let mut named = Vec::new();
+    for headers in [
+        vec![],
+        vec![
+            ("webhook-id", "msg_1".to_owned()),
+            ("webhook-timestamp", now().to_string()),
+            ("webhook-signature", signed),
+        ],
+    ] {
+        let mut request = b.env.http.post(&url).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let resp = request.send().await.unwrap();
+        named.push((resp.status().as_u16(), record_header(resp.headers())));
+    }
+    b.env.stop().await;
+    let records = records(&b.env.ledger_dir);
+    let received = of_type(&records, "callback.received");
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        named,
+        [(401, seq(received[0])), (200, seq(received[1]))],
+        "unsigned, then signed"
+    );
+}
