@@ -25,10 +25,10 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use http::StatusCode;
+use http::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Method, StatusCode};
 use kling_api::clock::{Clock as _, SystemClock};
-use kling_api::webhook;
+use kling_api::{codes, webhook};
 use kling_audit_ledger::Commitments;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -157,6 +157,48 @@ fn plain(status: StatusCode, body: Value, record: Option<u64>) -> Response {
         record.map_or(HeaderValue::from_static("unrecorded"), HeaderValue::from),
     );
     r
+}
+
+/// Any method but POST on `/_gateway/callback/{token}`. Kling delivers callbacks with POST
+/// alone; anything else is refused as the API surface refuses a method it does not serve, and
+/// recorded, since a request that reaches the gateway leaves a record. The token is not read:
+/// nothing of it is recorded.
+pub async fn method_not_allowed(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+) -> Response {
+    let mut id_text = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_text);
+    let shown = cap_chars(method.as_str(), inspect::METHOD_MAX_CHARS);
+    let details = json!({
+        "reason": "method-not-allowed",
+        "method": shown,
+        "code": codes::PARAMETER_INVALID,
+        "http_status": StatusCode::METHOD_NOT_ALLOWED.as_u16(),
+        "request_id": request_id,
+        "source_ip": peer.ip().to_string(),
+    });
+    let seq = state
+        .auditor
+        .append("callback.rejected", "unauthenticated", &details)
+        .await
+        .ok()
+        .map(|r| r.seq);
+    tracing::info!(target: "kling_audit_gateway::callbacks", %request_id, method = %shown, "callback method refused");
+    let message = format!(
+        "the callback endpoint takes only POST, the method Kling delivers callbacks with; \
+         {shown} is not served (method names are case-sensitive)"
+    );
+    let body = kling_api::envelope::error_body(codes::PARAMETER_INVALID, &message, request_id);
+    let mut response = refuse(&state, StatusCode::METHOD_NOT_ALLOWED, body, seq);
+    let headers = response.headers_mut();
+    // A 405 names the methods that would be served (RFC 9110, 15.5.6).
+    headers.insert(ALLOW, HeaderValue::from_static("POST"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(proxy::HEADER_REQUEST_ID, v);
+    }
+    response
 }
 
 /// `POST /_gateway/callback/{token}`.

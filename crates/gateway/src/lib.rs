@@ -450,7 +450,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .route("/_gateway/callback/{token}", post(callbacks::handle))
+        .route(
+            "/_gateway/callback/{token}",
+            post(callbacks::handle).fallback(callbacks::method_not_allowed),
+        )
         .fallback(proxy::handle)
         .with_state(state)
 }

@@ -385,3 +385,56 @@ async fn a_callback_answer_names_its_callback_received_record() {
         "unsigned, then signed"
     );
 }
+
+/// Kling delivers callbacks with POST alone. Any other method on the callback endpoint, with a
+/// good token even, is refused with a Kling-style 405 and `Allow: POST`, recorded as
+/// `callback.rejected` and named in the answer; it neither moves a status nor is relayed, and
+/// nothing of the token enters the record.
+#[tokio::test]
+async fn other_methods_on_the_callback_endpoint_are_refused_with_a_recorded_405() {
+    let mut b = bench(None).await;
+    let (task_id, url) = b.create().await;
+    let (_, token) = url.rsplit_once('/').unwrap();
+    let mut named = Vec::new();
+    for method in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "post"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = b
+            .env
+            .http
+            .request(method.clone(), &url)
+            .header("content-type", "application/json")
+            .body(json!({"task_id": task_id, "task_status": "succeed"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method}");
+        assert_eq!(resp.headers()["allow"], "POST", "{method}");
+        named.push((method.clone(), record_header(resp.headers())));
+        let (_, headers, body) = split(resp).await;
+        let request_id = headers["x-kling-audit-request-id"].to_str().unwrap();
+        if method != reqwest::Method::HEAD {
+            assert_eq!(body["code"], 1200, "{method}: {body}");
+            assert_eq!(body["request_id"], request_id, "{method}: {body}");
+            assert!(body["message"].as_str().unwrap().contains("POST"), "{body}");
+        }
+    }
+    b.env.stop().await;
+    let records = records(&b.env.ledger_dir);
+    let rejected = of_type(&records, "callback.rejected");
+    assert_eq!(rejected.len(), named.len(), "{rejected:?}");
+    for (record, (method, seq_named)) in rejected.iter().zip(&named) {
+        assert_eq!(seq(record), *seq_named, "{record}");
+        assert_eq!(record["actor"], "unauthenticated", "{record}");
+        let details = &record["details"];
+        assert_eq!(details["reason"], "method-not-allowed", "{record}");
+        assert_eq!(details["method"], method.as_str(), "{record}");
+        assert_eq!(details["http_status"], 405, "{record}");
+        assert!(!record.to_string().contains(token), "{record}");
+    }
+    assert!(of_type(&records, "callback.received").is_empty());
+    assert!(callback_statuses(&records).is_empty());
+    assert!(
+        b.receiver.bodies.lock().unwrap().is_empty(),
+        "nothing relayed"
+    );
+}
