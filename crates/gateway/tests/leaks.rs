@@ -1,7 +1,8 @@
 //! Secrets and prompts never leave the gateway: known secrets (the organisation's secret key,
 //! actor secret keys, JWTs, the webhook secret, the admin token), a prompt and a base64 image
 //! are pushed through every path (success, each refusal, an upstream error, a timeout, a
-//! callback, a metrics scrape), and then neither they nor their base64 or URL-encoded forms
+//! callback, a path the gateway does not know with a secret-looking segment, a refused callback
+//! token, a metrics scrape), and then neither they nor their base64 or URL-encoded forms
 //! may appear anywhere under the ledger directories, in the keys directory outside the actor
 //! store, or in the captured tracing output (at TRACE level, every crate).
 
@@ -107,6 +108,8 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
         STANDARD.encode(b"webhook secret bytes for leaks!!")
     );
     let admin_token = "admin-token-leak-check-5f2c9b";
+    let path_secret = "leakcheck-path-segment-secret-2e8d41";
+    let callback_token = "leakcheck-callback-token-b7c03a.0123456789abcdef0123456789abcdef";
     let prompt = "leakcheck prompt: a purple giraffe riding a unicycle through Zurich 7f3a9";
     let mut image_bytes = vec![0x89, b'P', b'N', b'G'];
     image_bytes.extend((0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
@@ -253,6 +256,25 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
         conn.write_all(head.as_bytes()).await.unwrap();
         conn.shutdown().await.unwrap();
     }
+    // A path the gateway does not know, with a secret-looking segment: forwarded for a caller,
+    // refused without credentials. Callback tokens that look secret, posted and sent with a
+    // method the endpoint does not serve.
+    let secret_path = format!("/v1/unlisted/{path_secret}/x");
+    let (status, _, _) = env.get(&env.alice, &secret_path).await;
+    assert!(status >= 400, "the simulator does not know the path");
+    let resp = env.http.get(env.url(&secret_path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let callback_url = env.url(&format!("/_gateway/callback/{callback_token}"));
+    let resp = env
+        .http
+        .post(&callback_url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = env.http.get(&callback_url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
     // Metrics with the admin token.
     let metrics = env
         .http
@@ -304,6 +326,8 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
     add("org secret key", ORG_SK);
     add("webhook secret", &webhook_secret);
     add("admin token", admin_token);
+    add("path segment", path_secret);
+    add("callback token", callback_token);
     add("prompt", prompt);
     add("base64 image", &image_b64);
     add("base64 image chunk", &image_b64[1000..1064]);
@@ -353,6 +377,7 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
         "task.status",
         "callback.received",
         "callback.relay",
+        "callback.rejected",
     ] {
         assert!(kinds.contains(k), "{k} in {kinds:?}");
     }
@@ -361,4 +386,10 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
         .find(|r| r["type"] == "gateway.request" && r["details"]["family"] == "image-to-video")
         .unwrap();
     assert_eq!(i2v["details"]["media"][0]["bytes"], image_bytes.len());
+    // The secret-looking path was recorded, by its commitment.
+    let unknown = records
+        .iter()
+        .filter(|r| r["details"]["route"] == "other" && r["details"]["path_hmac"].is_string())
+        .count();
+    assert!(unknown >= 2, "{unknown} records of the unknown path");
 }
