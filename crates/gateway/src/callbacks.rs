@@ -225,13 +225,42 @@ pub async fn handle(
             seq,
         );
     };
-    let Ok(body) = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await else {
-        return refuse(
-            &state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({ "error": "callback too large" }),
-            None,
-        );
+    let body = match axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            let too_large = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            let (reason, status, error) = if too_large {
+                (
+                    "body-too-large",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "callback too large",
+                )
+            } else {
+                (
+                    "body-unreadable",
+                    StatusCode::BAD_REQUEST,
+                    "callback body could not be read to its end",
+                )
+            };
+            // Kept as evidence that a callback for this create came, though nothing of it
+            // could be read.
+            let details = json!({
+                "reason": reason,
+                "http_status": status.as_u16(),
+                "max_body_bytes": MAX_CALLBACK_BYTES,
+                "source_ip": peer.ip().to_string(),
+            });
+            let seq = state
+                .auditor
+                .append("callback.rejected", &payload.actor, &details)
+                .await
+                .ok()
+                .map(|r| r.seq);
+            return refuse(&state, status, json!({ "error": error }), seq);
+        }
     };
     state
         .metrics

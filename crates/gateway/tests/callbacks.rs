@@ -438,3 +438,39 @@ async fn other_methods_on_the_callback_endpoint_are_refused_with_a_recorded_405(
         "nothing relayed"
     );
 }
+
+/// A callback whose body is over the gateway's limit is refused with 413 and recorded as
+/// `callback.rejected` under the actor whose create issued the token, named in the answer; it
+/// neither moves a status nor is relayed.
+#[tokio::test]
+async fn a_callback_too_large_to_read_is_refused_and_recorded() {
+    let mut b = bench(None).await;
+    let (task_id, url) = b.create().await;
+    let padding = "x".repeat(1024 * 1024);
+    let body = json!({"task_id": task_id, "task_status": "succeed", "padding": padding});
+    let resp = b
+        .env
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let named = record_header(resp.headers());
+    b.env.stop().await;
+    let records = records(&b.env.ledger_dir);
+    let rejected = of_type(&records, "callback.rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(seq(rejected[0]), named);
+    assert_eq!(rejected[0]["actor"], "alice");
+    assert_eq!(rejected[0]["details"]["reason"], "body-too-large");
+    assert_eq!(rejected[0]["details"]["http_status"], 413);
+    assert!(of_type(&records, "callback.received").is_empty());
+    assert!(callback_statuses(&records).is_empty());
+    assert!(
+        b.receiver.bodies.lock().unwrap().is_empty(),
+        "nothing relayed"
+    );
+}
