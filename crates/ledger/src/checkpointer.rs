@@ -6,7 +6,12 @@
 //! on the writer, every append arriving meanwhile would wait for them. A checkpoint covers
 //! records that are already durable, so nothing that was acknowledged waits for it; a flush
 //! or a close waits until every checkpoint asked for before it is stored.
+//!
+//! The checkpoint hook runs on this thread. A flush waits for this thread while holding the
+//! writer, so a call from the hook that waits for the writer could never return: the ledger
+//! refuses such calls on this thread (see [`on_checkpoint_thread`]).
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +22,17 @@ use crate::cpstore::CheckpointLog;
 use crate::sign::Signer;
 use crate::writer::Published;
 use crate::{CheckpointHook, SignedCheckpoint};
+
+thread_local! {
+    /// On a checkpoint thread, the id of the ledger it stores checkpoints for.
+    static CHECKPOINT_THREAD_OF: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Whether the calling thread is the checkpoint thread of the ledger with this id, where the
+/// checkpoint hook runs.
+pub(crate) fn on_checkpoint_thread(ledger: u64) -> bool {
+    CHECKPOINT_THREAD_OF.with(|t| t.get() == Some(ledger))
+}
 
 struct Job {
     size: u64,
@@ -36,6 +52,8 @@ struct Progress {
 
 /// Everything the thread needs to store a checkpoint.
 pub(crate) struct Store {
+    /// Which ledger this is, for [`on_checkpoint_thread`].
+    pub ledger: u64,
     pub signer: Signer,
     pub log: CheckpointLog,
     pub keys_dir: PathBuf,
@@ -132,6 +150,7 @@ impl Drop for Checkpointer {
 }
 
 fn run(mut store: Store, jobs: &std_mpsc::Receiver<Job>, progress: &Mutex<Progress>) {
+    CHECKPOINT_THREAD_OF.with(|t| t.set(Some(store.ledger)));
     let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
     while let Ok(first) = jobs.recv() {
         // Only the newest of the checkpoints queued meanwhile is signed: it covers the others.

@@ -112,6 +112,15 @@ pub enum AppendError {
     Poisoned { cause: String },
     #[error("the ledger writer has shut down")]
     Closed,
+    /// A call that waits for the writer, made from the ledger's own checkpoint hook. The hook
+    /// runs on the thread that stores checkpoints, which the writer may be waiting for (a flush
+    /// always is), so the call could never return.
+    #[error(
+        "{call} was called from the ledger's own checkpoint hook, where it would wait for the \
+         writer while the writer waits for the hook to return; nothing was done. Hand the \
+         checkpoint to another thread or task from the hook, and {call} there"
+    )]
+    InsideCheckpointHook { call: &'static str },
 }
 
 impl From<EntryError> for AppendError {

@@ -70,7 +70,7 @@ impl std::str::FromStr for Durability {
 /// A source of wall-clock time; replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
-/// Called by the writer after each checkpoint it signs and stores.
+/// Called after each checkpoint is signed and stored; see [`LedgerOptions::on_checkpoint`].
 pub type CheckpointHook = Arc<dyn Fn(&SignedCheckpoint) + Send + Sync>;
 
 /// A checkpoint as the writer signed it.
@@ -103,6 +103,19 @@ pub struct LedgerOptions {
     /// thread wake-ups per append at low load; under load records are queued and share syncs.
     pub inline_appends: bool,
     pub clock: Clock,
+    /// Called with each checkpoint once it is signed and stored in the checkpoint log and the
+    /// signed head, in increasing size, on the ledger's checkpoint thread. A flush or a close
+    /// returns only after the hook has run for its checkpoint, and no other checkpoint is
+    /// stored while the hook runs, so it must return quickly: hand slow work (a network push)
+    /// to another thread or task. A panic in the hook stops the ledger, which then refuses
+    /// records with [`AppendError::Poisoned`].
+    ///
+    /// The writer may be waiting for the hook to return, so a call from the hook into its own
+    /// ledger that waits for the writer ([`Ledger::flush`], [`Ledger::close`], the appends
+    /// and their async forms) is refused with [`AppendError::InsideCheckpointHook`];
+    /// [`Ledger::head`] may be called. The hook must not wait on other threads for such calls
+    /// either: that cannot be detected, and hangs both. A hook that keeps a [`Ledger`] handle
+    /// keeps the writer running until [`Ledger::close`] is called.
     pub on_checkpoint: Option<CheckpointHook>,
 }
 
@@ -223,6 +236,8 @@ pub struct Ledger {
 }
 
 struct Inner {
+    /// Tells this ledger's checkpoint thread from others.
+    id: u64,
     tx: mpsc::Sender<Msg>,
     /// The writer's state, locked by the writer thread while it works and by an appender
     /// that writes inline.
@@ -239,6 +254,9 @@ struct Inner {
 }
 
 use writer::Msg;
+
+/// The next ledger's id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Ledger {
     /// Opens (or creates) the ledger in `opts.dir` for writing.
@@ -319,8 +337,10 @@ impl Ledger {
         let origin = keys.origin.clone();
         let commitments = Commitments::new(*keys.commit_key);
         let mac = record::mac_state(keys.epoch.key());
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let checkpointer = checkpointer::Checkpointer::start(
             checkpointer::Store {
+                ledger: id,
                 signer: keys.signer.clone(),
                 log: cplog,
                 keys_dir: keys.dir.clone(),
@@ -384,6 +404,7 @@ impl Ledger {
         spawn_ticker(tx.downgrade());
         let ledger = Ledger {
             inner: Arc::new(Inner {
+                id,
                 tx,
                 writer: w,
                 inline: opts.inline_appends,
@@ -426,6 +447,7 @@ impl Ledger {
     /// Appends one record and returns once it is durable. Must not be called from inside an
     /// async runtime; use [`Ledger::append_async`] there.
     pub fn append(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        self.outside_hook("append")?;
         let (ack, rx) = oneshot::channel();
         if let Some(mut back) = self.try_inline(vec![(entry, ack)]) {
             if let Some((entry, ack)) = back.pop() {
@@ -441,6 +463,7 @@ impl Ledger {
     /// Queues one record without waiting; [`PendingAppend::wait`] returns once it is durable.
     /// Lets one thread keep many appends in flight, so they share syncs.
     pub fn submit(&self, entry: Entry) -> Result<PendingAppend, AppendError> {
+        self.outside_hook("submit")?;
         let (ack, rx) = oneshot::channel();
         self.inner
             .tx
@@ -454,6 +477,7 @@ impl Ledger {
     /// When the writer is idle the record is written and synced on the calling thread (see
     /// [`LedgerOptions::inline_appends`]): the task then holds its runtime worker for one sync.
     pub async fn append_async(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        self.outside_hook("append_async")?;
         let (ack, rx) = oneshot::channel();
         if let Some(mut back) = self.try_inline(vec![(entry, ack)]) {
             if let Some((entry, ack)) = back.pop() {
@@ -466,6 +490,7 @@ impl Ledger {
     /// Appends one record and resolves once it is durable, always through the writer thread's
     /// queue: for a caller whose runtime has other work that must not wait for a sync.
     pub async fn append_async_queued(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        self.outside_hook("append_async_queued")?;
         let (ack, rx) = oneshot::channel();
         self.queue_async(Msg::Append(entry, ack)).await?;
         rx.await.map_err(|_| AppendError::Closed)?
@@ -498,6 +523,14 @@ impl Ledger {
         if entries.is_empty() {
             return Vec::new();
         }
+        let call = if inline {
+            "append_group_async"
+        } else {
+            "append_group_async_queued"
+        };
+        if let Err(e) = self.outside_hook(call) {
+            return entries.iter().map(|_| Err(e.clone())).collect();
+        }
         let (group, receivers): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .map(|entry| {
@@ -519,6 +552,15 @@ impl Ledger {
             results.push(rx.await.unwrap_or(Err(AppendError::Closed)));
         }
         results
+    }
+
+    /// Refuses a call that waits for the writer when it comes from this ledger's checkpoint
+    /// hook: the writer may be waiting for the hook (see [`LedgerOptions::on_checkpoint`]).
+    fn outside_hook(&self, call: &'static str) -> Result<(), AppendError> {
+        if checkpointer::on_checkpoint_thread(self.inner.id) {
+            return Err(AppendError::InsideCheckpointHook { call });
+        }
+        Ok(())
     }
 
     async fn queue_async(&self, msg: Msg) -> Result<(), AppendError> {
@@ -551,6 +593,7 @@ impl Ledger {
 
     /// Syncs and signs a checkpoint of everything acknowledged so far.
     pub fn flush(&self) -> Result<Head, AppendError> {
+        self.outside_hook("flush")?;
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
@@ -561,6 +604,7 @@ impl Ledger {
 
     /// Async form of [`Ledger::flush`].
     pub async fn flush_async(&self) -> Result<Head, AppendError> {
+        self.outside_hook("flush_async")?;
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
@@ -573,6 +617,7 @@ impl Ledger {
     /// Seals the ledger (sync and final checkpoint) and stops the writer. Later appends fail
     /// with [`AppendError::Closed`].
     pub fn close(&self) -> Result<Head, AppendError> {
+        self.outside_hook("close")?;
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.blocking_send(Msg::Close(tx)).is_err() {
             return Err(AppendError::Closed);
@@ -592,6 +637,7 @@ impl Ledger {
 
     /// Async form of [`Ledger::close`].
     pub async fn close_async(&self) -> Result<Head, AppendError> {
+        self.outside_hook("close_async")?;
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(Msg::Close(tx)).await.is_err() {
             return Err(AppendError::Closed);

@@ -713,3 +713,77 @@ fn a_panicking_checkpoint_hook_stops_the_writer_and_says_why() {
     all_present(&ledger_dir(&root), &acked);
     intact_with_keys(&root);
 }
+
+/// What a checkpoint hook got back from calls into its own ledger.
+#[derive(Debug, Default)]
+struct HookCalls {
+    flush: Option<Result<(), AppendError>>,
+    append: Option<Result<(), AppendError>>,
+    close: Option<Result<(), AppendError>>,
+    head_size: Option<u64>,
+}
+
+/// The hook runs on the thread that stores checkpoints, and a flush, a close or an append waits
+/// for the writer, which may itself be waiting for that thread (a flush always is): such a call
+/// from the hook used to hang both threads for good. It is refused at once, with an error that
+/// says so; reading the head still works, and the ledger goes on as before.
+#[test]
+fn a_checkpoint_hook_calling_its_own_ledger_is_refused_instead_of_deadlocking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let mut o = options(&root);
+    // Only flushes ask for checkpoints.
+    o.checkpoint_interval = Duration::from_secs(3600);
+    let slot: Arc<Mutex<Option<Ledger>>> = Arc::default();
+    let calls: Arc<Mutex<HookCalls>> = Arc::default();
+    o.on_checkpoint = Some(Arc::new({
+        let (slot, calls) = (slot.clone(), calls.clone());
+        move |_: &SignedCheckpoint| {
+            let Some(l) = slot.lock().unwrap().clone() else {
+                return;
+            };
+            let mut c = calls.lock().unwrap();
+            if c.flush.is_none() {
+                c.head_size = Some(l.head().size);
+                c.flush = Some(l.flush().map(drop));
+                c.append = Some(l.append(entry(99)).map(drop));
+                c.close = Some(l.close().map(drop));
+            }
+        }
+    }));
+    let l = open(o);
+    *slot.lock().unwrap() = Some(l.clone());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn({
+        let l = l.clone();
+        move || {
+            l.append(entry(0)).unwrap();
+            let _ = done_tx.send(l.flush().map(|h| h.size));
+        }
+    });
+    let flushed = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a flush whose checkpoint hook calls its own ledger hung");
+    worker.join().unwrap();
+    assert_eq!(flushed.unwrap(), 1);
+    let c = std::mem::take(&mut *calls.lock().unwrap());
+    assert_eq!(c.head_size, Some(1), "{c:?}");
+    for (call, result) in [("flush", c.flush), ("append", c.append), ("close", c.close)] {
+        match result {
+            Some(Err(e @ AppendError::InsideCheckpointHook { .. })) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(call) && text.contains("checkpoint hook"),
+                    "{text}"
+                );
+            }
+            other => panic!("{call} from the hook: {other:?}"),
+        }
+    }
+    // The hook's handle goes, and the ledger is as good as before.
+    slot.lock().unwrap().take();
+    l.append(entry(1)).unwrap();
+    assert_eq!(l.flush().unwrap().checkpoint_size, 2);
+    assert_eq!(l.close().unwrap().size, 2);
+    intact_with_keys(&root);
+}
