@@ -230,6 +230,11 @@ impl std::fmt::Debug for InitSecrets {
 
 /// A handle to an open ledger. Cheap to clone; the writer stops when the last handle is
 /// dropped or [`Ledger::close`] is called.
+///
+/// Dropping the last handle seals the ledger as a close does, and waits (up to
+/// [`DROP_WAIT`]) until the writer has finished and released the directory lock, so the
+/// directory can be opened again at once. A drop cannot report errors: call
+/// [`Ledger::close`] to learn whether the final sync and checkpoint succeeded.
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
@@ -254,6 +259,45 @@ struct Inner {
 }
 
 use writer::Msg;
+
+/// How long dropping the last [`Ledger`] handle waits for the writer to seal the ledger and
+/// release its directory lock; past it the writer finishes in the background.
+pub const DROP_WAIT: Duration = Duration::from_secs(10);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer seals the ledger once its queue closes, which needs every sender gone;
+        // this one would go only after this function.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed));
+        let thread = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(thread) = thread else {
+            return;
+        };
+        if checkpointer::on_checkpoint_thread(self.id) {
+            // Dropped by the checkpoint hook: the writer's last checkpoint waits for this
+            // thread, so it must not wait for the writer.
+            return;
+        }
+        let deadline = Instant::now() + DROP_WAIT;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    "the ledger writer is still sealing the ledger after {DROP_WAIT:?}; its \
+                     directory lock is released once it finishes"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = thread.join();
+    }
+}
 
 /// The next ledger's id.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);

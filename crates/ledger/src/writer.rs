@@ -426,13 +426,17 @@ impl Writer {
                 return;
             }
         }
-        // Every handle is gone: seal what is there.
+        // Every handle is gone: seal what is there, and release the directory lock before the
+        // thread ends, which the last handle's drop waits for.
         let mut w = lock();
         w.closed = true;
         w.wait_pending();
         if w.housekeeping(true).is_ok() {
             let _ = w.trim_reserve();
         }
+        w.checkpointer.stop();
+        w.seg = None;
+        w.lock = None;
     }
 
     /// Appends records on the caller's thread, written and synced in place as one batch, when

@@ -787,3 +787,52 @@ fn a_checkpoint_hook_calling_its_own_ledger_is_refused_instead_of_deadlocking() 
     assert_eq!(l.close().unwrap().size, 2);
     intact_with_keys(&root);
 }
+
+/// A hook may hold the last handle and drop it. The drop must not wait for the writer to seal
+/// the ledger, as a drop elsewhere does: sealing stores a checkpoint, which waits for the hook.
+#[test]
+fn a_checkpoint_hook_dropping_the_last_handle_does_not_wait_for_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let mut o = options(&root);
+    o.checkpoint_interval = Duration::from_millis(10);
+    let slot: Arc<Mutex<Option<Ledger>>> = Arc::default();
+    let dropped_in: Arc<Mutex<Option<Duration>>> = Arc::default();
+    o.on_checkpoint = Some(Arc::new({
+        let (slot, dropped_in) = (slot.clone(), dropped_in.clone());
+        move |_: &SignedCheckpoint| {
+            let last = slot.lock().unwrap().take();
+            if let Some(l) = last {
+                let started = Instant::now();
+                drop(l);
+                *dropped_in.lock().unwrap() = Some(started.elapsed());
+            }
+        }
+    }));
+    let l = open(o.clone());
+    l.append(entry(0)).unwrap();
+    *slot.lock().unwrap() = Some(l.clone());
+    drop(l);
+    // The ledger is sealed and its lock released once the hook has let go.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let l = loop {
+        match Ledger::open(o.clone()) {
+            Ok((l, _)) => break l,
+            Err(kling_audit_ledger::OpenError::Locked { .. }) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let took = dropped_in
+        .lock()
+        .unwrap()
+        .expect("the hook never dropped the handle");
+    assert!(
+        took < Duration::from_secs(2),
+        "the drop in the hook took {took:?}"
+    );
+    slot.lock().unwrap().take();
+    l.close().unwrap();
+    intact_with_keys(&root);
+}

@@ -143,6 +143,32 @@ fn a_second_writer_is_refused_with_the_directory_and_pid() {
     }
 }
 
+/// Dropping the last handle without `close` used to leave the writer thread to seal the ledger
+/// and release the directory lock in the background, so an open right after the drop was
+/// refused as locked by this very process. The drop now waits for that.
+#[test]
+fn a_ledger_dropped_without_close_can_be_reopened_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..20usize {
+        let l = match Ledger::open(options(tmp.path())) {
+            Ok((l, _)) => l,
+            Err(e) => panic!("round {round}: reopening after a drop failed: {e}"),
+        };
+        let other = l.clone();
+        l.append(entry(round)).unwrap();
+        drop(l);
+        // Only the last handle waits.
+        other.append(entry(round + 100)).unwrap();
+        drop(other);
+    }
+    let l = open(options(tmp.path()));
+    let head = l.close().unwrap();
+    // Each round seals the epoch the previous one left open, then writes two records.
+    assert_eq!(head.size, 20 * 2 + 19 + 1);
+    assert_eq!(head.checkpoint_size, head.size);
+    intact(&ledger_dir(tmp.path()));
+}
+
 /// Appends `tail` to the newest segment of a closed ledger and reopens it, which must cut it.
 fn append_and_reopen(
     root: &std::path::Path,
