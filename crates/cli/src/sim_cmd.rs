@@ -3,7 +3,8 @@
 //!
 //! The bound address is the first line of standard output (so `--listen 127.0.0.1:0` works for
 //! scripts); where the credentials came from goes to standard error, never a secret. The
-//! simulator stops on SIGINT or SIGTERM.
+//! simulator stops on SIGINT or SIGTERM: idle connections are closed at once, requests in
+//! progress are answered first.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

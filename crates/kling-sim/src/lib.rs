@@ -47,6 +47,6 @@ pub use config::{
 pub use error::SimError;
 pub use families::PackType;
 pub use faults::{DropPoint, FaultConfig, FaultDecision, FaultPlan, ResultAnomaly, ServerFault};
-pub use server::{launch, router, serve, spawn, start, RunningSim, SimHandle};
+pub use server::{launch, router, serve, spawn, start, RunningSim, SimHandle, SHUTDOWN_GRACE};
 pub use stats::{InjectedFault, SimStats};
 pub use tasks::CDN_BASE;

@@ -114,7 +114,8 @@ impl RunningSim {
         self.handle.stats()
     }
 
-    /// Stops accepting, closes open connections and stops task lifecycles and callbacks.
+    /// Stops accepting and stops task lifecycles and callbacks; idle connections are closed at
+    /// once, and requests in progress are answered first (for at most [`SHUTDOWN_GRACE`]).
     ///
     /// # Errors
     /// [`SimError::ServerTask`] when the server task had panicked.
@@ -234,12 +235,24 @@ impl hyper::service::Service<hyper::Request<Incoming>> for FaultLayer {
     }
 }
 
-async fn serve_connection(stream: TcpStream, service: FaultLayer) {
+/// How long open connections may take, once shutdown starts, to finish the requests they are
+/// serving (a delay fault can hold one for a while); the rest are then cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+async fn serve_connection(stream: TcpStream, service: FaultLayer, mut stop: watch::Receiver<bool>) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = crate::state::stopped(&mut stop) => {
+            // Ends the connection once the request in progress is answered; an idle
+            // keep-alive connection at once.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::trace!(target: "kling_sim::server", error = %e, "connection ended with an error");
     }
 }
@@ -255,7 +268,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             () = crate::state::stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, service.clone()));
+                    connections.spawn(serve_connection(stream, service.clone(), stop.clone()));
                 }
                 Err(e) => {
                     // Usually descriptor exhaustion; pausing lets connections close.
@@ -265,6 +278,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             },
         }
         while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    // Each connection has seen the signal: idle ones close, busy ones after their answer.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(target: "kling_sim::server", connections = connections.len(), "shutdown grace period over; cutting the connections still open");
     }
     connections.abort_all();
 }

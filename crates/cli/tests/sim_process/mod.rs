@@ -19,8 +19,14 @@ impl SimProcess {
     /// Starts the simulator on an ephemeral loopback port. `KLING_ACCESS_KEY` and
     /// `KLING_SECRET_KEY` are removed from its environment, then `env` is applied.
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(&[], env)
+    }
+
+    /// [`SimProcess::start`] with more arguments for `sim` (`--config <file>`).
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kling-audit"));
         cmd.args(["sim", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env_remove("KLING_ACCESS_KEY")
             .env_remove("KLING_SECRET_KEY")
             .stdin(Stdio::null())
@@ -92,10 +98,20 @@ impl SimProcess {
 
     /// Sends SIGTERM and waits for the exit (killing it after 30 s so a hung child cannot
     /// outlive the test).
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        self.terminate();
+        self.wait()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "could not signal the simulator");
+    }
+
+    /// Waits for the exit (killing it after 30 s so a hung child cannot outlive the test).
+    pub fn wait(mut self) -> ExitStatus {
         let give_up = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
