@@ -2,6 +2,7 @@
 //! real failures: a file-size limit that makes every ledger write fail (fail-closed), SIGKILL
 //! under load (recovery and write-ahead), SIGTERM with requests in flight (graceful drain).
 
+mod keep_alive;
 mod run_ok;
 
 use kling_audit_ledger::segment::read_segment;
@@ -461,6 +462,37 @@ async fn sigterm_drains_in_flight_requests_then_records_shutdown() {
         .collect();
     assert_eq!(responses.len(), 5);
     assert_eq!(last["details"]["requests_served"], 5);
+    let (ok, report) = verify(&dir);
+    assert!(ok, "{report}");
+}
+
+/// Callers' idle keep-alive connections (many, each after a call, and a few that never sent a
+/// request) must not hold up the gateway's shutdown: they are closed at once at SIGTERM, while
+/// a call in progress is still answered, and the gateway exits right after it.
+#[test]
+fn sigterm_closes_idle_caller_connections_at_once_and_answers_the_call_in_progress() {
+    const DELAY: Duration = Duration::from_millis(1500);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let mut cfg = sim_config();
+    cfg.faults.latency_rate = 1.0;
+    cfg.faults.latency_ms = DELAY.as_millis() as u64;
+    let sim = runtime.block_on(kling_sim::spawn(cfg)).unwrap();
+    let alice = add_actor(&dir, "alice");
+    let gw = start_gateway(&dir, &sim.base_url(), None, &[]);
+    let addr = gw.base.trim_start_matches("http://").parse().unwrap();
+    let auth = format!("Bearer {}", alice.jwt());
+    let held =
+        keep_alive::hold_connections(addr, "/v1/videos/text2video?pageNum=1&pageSize=10", &auth);
+    let signalled = std::time::Instant::now();
+    gw.signal("-TERM");
+    let answered = held.check_after_sigterm(signalled, DELAY);
+    assert!(gw.wait().success());
+    keep_alive::exited_right_after(signalled.elapsed(), answered);
+    let recs = records(&dir);
+    let last = recs.last().unwrap();
+    assert_eq!(last["type"], "gateway.shutdown", "{last}");
     let (ok, report) = verify(&dir);
     assert!(ok, "{report}");
 }

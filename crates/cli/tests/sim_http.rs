@@ -3,15 +3,17 @@
 //! not-yet-valid one 1003, a bad signature 1002 and a missing header 1001. And what SIGTERM
 //! does to kept-alive connections, idle or with a request in progress.
 
+mod keep_alive;
 mod sim_process;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use keep_alive::{exited_right_after, hold_connections};
 use serde_json::{json, Value};
 use sim_process::SimProcess;
 
@@ -125,72 +127,6 @@ fn hand_built_tokens_get_the_documented_codes() {
     assert!(sim.stop().success());
 }
 
-/// Sends a GET of [`LIST`] on a connection that stays open afterwards.
-fn send_list(stream: &mut TcpStream, addr: SocketAddr, authorization: &str) {
-    write!(
-        stream,
-        "GET {LIST} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\n\r\n"
-    )
-    .unwrap();
-}
-
-/// Reads one answer from a kept-alive connection: its status and JSON body.
-fn read_answer(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Value)> {
-    let mut status = None;
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if status.is_none() {
-            status = line.split(' ').nth(1).and_then(|s| s.parse().ok());
-            continue;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().ok();
-        }
-        chunked |= lower.starts_with("transfer-encoding: chunked");
-    }
-    let body = if chunked {
-        let mut raw = Vec::new();
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let size = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk)?;
-            if size == 0 {
-                break;
-            }
-            raw.extend_from_slice(&chunk[..size]);
-        }
-        raw
-    } else {
-        let mut raw = vec![0; length.expect("an answer without a length")];
-        reader.read_exact(&mut raw)?;
-        raw
-    };
-    Ok((status.unwrap(), serde_json::from_slice(&body).unwrap()))
-}
-
-/// Whether the simulator closed the connection within `limit`, and after how long.
-fn closed_within(reader: &mut BufReader<TcpStream>, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    reader.get_ref().set_read_timeout(Some(limit)).unwrap();
-    let mut byte = [0u8; 1];
-    match reader.read(&mut byte) {
-        Ok(0) => Some(started.elapsed()),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(started.elapsed()),
-        _ => None,
-    }
-}
-
 /// At SIGTERM the simulator used to cut every connection at once, so a request in progress got
 /// no answer. Now idle keep-alive connections (here many, each after a call, and a few that
 /// never sent a request) are closed at once, a request in progress is still answered, and the process exits right after it.
@@ -217,52 +153,10 @@ fn sigterm_closes_idle_keep_alive_connections_at_once_and_answers_the_request_in
             sk
         )
     );
-    let addr = sim.addr;
-    let idle: Vec<_> = (0..32)
-        .map(|_| {
-            let auth = auth.clone();
-            std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
-                send_list(&mut stream, addr, &auth);
-                let mut reader = BufReader::new(stream);
-                let (status, body) = read_answer(&mut reader).unwrap();
-                assert_eq!((status, body["code"].as_i64()), (200, Some(0)), "{body}");
-                reader
-            })
-        })
-        .collect();
-    let mut idle: Vec<_> = idle.into_iter().map(|t| t.join().unwrap()).collect();
-    // And a few that never sent anything.
-    idle.extend((0..4).map(|_| BufReader::new(TcpStream::connect(addr).unwrap())));
-
-    let mut busy = TcpStream::connect(addr).unwrap();
-    send_list(&mut busy, addr, &auth);
-    let busy = std::thread::spawn(move || {
-        let mut reader = BufReader::new(busy);
-        let answer = read_answer(&mut reader);
-        (answer, Instant::now())
-    });
-    // The request is inside its delay when the signal comes.
-    std::thread::sleep(Duration::from_millis(300));
+    let held = hold_connections(sim.addr, LIST, &auth);
     let signalled = Instant::now();
     sim.terminate();
-    for (i, reader) in idle.iter_mut().enumerate() {
-        let waited = signalled.elapsed();
-        let closed = closed_within(reader, Duration::from_secs(5));
-        let after = closed.map(|c| waited + c);
-        assert!(
-            after.is_some_and(|a| a < DELAY / 2),
-            "idle connection {i} closed {after:?} after SIGTERM"
-        );
-    }
-    let (answer, answered) = busy.join().unwrap();
-    let (status, body) = answer.expect("the request in progress at SIGTERM got no answer");
-    assert_eq!((status, body["code"].as_i64()), (200, Some(0)), "{body}");
+    let answered = held.check_after_sigterm(signalled, DELAY);
     assert!(sim.wait().success());
-    let exited = signalled.elapsed();
-    assert!(
-        exited < answered.duration_since(signalled) + Duration::from_secs(1),
-        "exited {exited:?} after SIGTERM, the last answer went at {:?}",
-        answered.duration_since(signalled)
-    );
+    exited_right_after(signalled.elapsed(), answered);
 }
