@@ -154,8 +154,10 @@ pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
 /// `kling-audit gateway`: serves until SIGTERM or SIGINT, then drains and seals the ledger.
 pub fn gateway(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
     let cfg = load(g, args)?;
+    // Callers are served on the gateway's own threads (`server.worker_threads` of them); this
+    // runtime accepts connections and runs the background work.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.server.worker_threads())
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -161,7 +161,7 @@ pub struct AuditConfig {
     pub on_failure: FailureMode,
     /// Sync before acknowledging (default) or buffered.
     pub durability: Durability,
-    /// Let a call that is alone write its records on its own worker thread when the ledger is
+    /// Let a call that is alone write its records on its own serving thread when the ledger is
     /// idle, instead of queueing them for the writer thread (on by default).
     pub inline_appends: bool,
     /// Segment size limit; `None` keeps the ledger's default.
@@ -212,7 +212,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Longest wait for in-flight requests and relays at shutdown.
     pub shutdown_grace: Duration,
-    /// Threads serving HTTP; `None` picks [`ServerConfig::worker_threads`]'s default.
+    /// Threads serving callers' connections; `None` picks [`ServerConfig::worker_threads`]'s
+    /// default.
     pub worker_threads: Option<usize>,
 }
 
@@ -266,7 +267,7 @@ impl ServerConfig {
         }
     }
 
-    /// Threads that serve HTTP: `worker_threads`, or else one per CPU.
+    /// Threads that serve callers' connections: `worker_threads`, or else one per CPU.
     pub fn worker_threads(&self) -> usize {
         self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -84,6 +84,9 @@ pub enum GatewayError {
         /// The builder error.
         source: reqwest::Error,
     },
+    /// The serving threads could not be started.
+    #[error("cannot start the serving threads: {0}")]
+    Threads(std::io::Error),
     /// A blocking start-up task failed to run.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -174,10 +177,10 @@ fn ledger_options(cfg: &GatewayConfig) -> LedgerOptions {
     let mut opts = LedgerOptions::new(&cfg.audit.dir);
     opts.keys_dir = cfg.audit.keys_dir.clone();
     opts.durability = cfg.audit.durability;
-    // A call that writes inline holds its worker thread for a sync; with a single worker that
-    // would stall every other call, health probes included, for as long as the disk takes.
-    let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
-    opts.inline_appends = cfg.audit.inline_appends && workers >= 2;
+    // A call that writes inline holds its serving thread for a sync; with a single serving
+    // thread that would stall every other call, health probes included, for as long as the
+    // disk takes.
+    opts.inline_appends = cfg.audit.inline_appends && cfg.server.worker_threads() >= 2;
     if let Some(max) = cfg.audit.max_segment_bytes {
         opts.max_segment_bytes = max;
     }
@@ -252,10 +255,12 @@ pub async fn run_with_ready(
         Arc::clone(&metrics),
         cfg.audit.reopen_interval,
     ));
+    let serving_threads = cfg.server.worker_threads();
     let upstream = upstream::Upstream::new(
         cfg.upstream.url.as_str(),
         cfg.upstream.timeout,
         cfg.upstream.connect_timeout,
+        serving_threads,
     );
     let relay = reqwest::Client::builder()
         .timeout(cfg.callbacks.relay_timeout)
@@ -370,12 +375,15 @@ pub async fn run_with_ready(
         max_connections: state.cfg.server.connection_cap(),
         grace,
     };
-    let served = serve::serve(listener, app, limits, shutdown).await;
+    let workers = serve::Workers::start(serving_threads).map_err(GatewayError::Threads)?;
+    let served = serve::serve(listener, app, limits, shutdown, &workers).await;
     refresher.abort();
 
-    // Requests are done (or cut at the end of the grace period); give relays what is left.
+    // Requests are done (or cut at the end of the grace period); give relays, which run on
+    // the serving threads, what is left.
     let left = grace.saturating_sub(served.drain);
     let _ = tokio::time::timeout(left, state.relays.wait_idle()).await;
+    workers.stop().await;
     let relays_abandoned = state.relays.running();
     let requests_served = state.served.load(Ordering::Relaxed);
     let shutdown_details = json!({
@@ -534,22 +542,15 @@ mod tests {
 
     #[test]
     fn records_are_never_written_inline_when_one_thread_serves_http() {
-        let one = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .unwrap();
-        assert!(!one.block_on(async { ledger_options(&config()).inline_appends }));
-        let current = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        assert!(!current.block_on(async { ledger_options(&config()).inline_appends }));
-        let two = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        assert!(two.block_on(async { ledger_options(&config()).inline_appends }));
-        let mut off = config();
+        let serving = |threads| {
+            let mut cfg = config();
+            cfg.server.worker_threads = Some(threads);
+            cfg
+        };
+        assert!(!ledger_options(&serving(1)).inline_appends);
+        assert!(ledger_options(&serving(2)).inline_appends);
+        let mut off = serving(2);
         off.audit.inline_appends = false;
-        assert!(!two.block_on(async { ledger_options(&off).inline_appends }));
+        assert!(!ledger_options(&off).inline_appends);
     }
 }

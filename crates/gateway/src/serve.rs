@@ -20,7 +20,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::App;
@@ -51,14 +52,74 @@ pub(crate) struct Served {
     pub drain: Duration,
 }
 
+/// The threads that serve callers' connections, each running a single-threaded runtime.
+///
+/// A connection is handed to one thread when accepted and stays there: its calls, the
+/// upstream connections they use (each thread has its own pool) and their timers. Only the
+/// ledger's acknowledgements cross threads. One multi-threaded runtime instead moved tasks
+/// between its workers and woke idle workers to steal them; on two shared cores this served
+/// about a fifth fewer calls per second (see docs/performance.md).
+pub(crate) struct Workers {
+    handles: Vec<Handle>,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` serving threads (at least one).
+    pub(crate) fn start(count: usize) -> std::io::Result<Workers> {
+        let mut workers = Workers {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            workers.handles.push(runtime.handle().clone());
+            workers.stops.push(stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("gateway-serve-{index}"))
+                .spawn(move || {
+                    crate::upstream::use_pool(index);
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    // Whatever is left was cut by the drain; blocking tasks are not awaited.
+                    runtime.shutdown_background();
+                })?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    /// Stops the threads (their remaining tasks are dropped) and waits for them to end.
+    pub(crate) async fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
-/// for at most `limits.grace`.
+/// for at most `limits.grace`. Connections are spread over `workers` in turn.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: App,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
+    workers: &Workers,
 ) -> Served {
+    let mut turn = 0usize;
     let mut shutdown = std::pin::pin!(shutdown);
     // HTTP/1.1 only: Kling's clients speak it, and a connection that must first be sniffed for
     // HTTP/2 has no time limit until it has sent enough bytes to tell.
@@ -99,6 +160,10 @@ pub(crate) async fn serve(
         };
         // Answers are written whole; waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
+        // Taken off this thread's reactor, to be registered with the serving thread's.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
         let app = app.clone();
         let calls = Arc::new(Calls::default());
         let service = hyper::service::service_fn({
@@ -116,10 +181,14 @@ pub(crate) async fn serve(
                 }
             }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let builder = builder.clone();
         let stop = Arc::clone(&stop);
         let cut_idle = Arc::clone(&cut_idle);
-        connections.spawn(async move {
+        let task = async move {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                return;
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             let mut watch = StopWatch::new(&stop);
             let ended = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
@@ -149,7 +218,9 @@ pub(crate) async fn serve(
                 }
             }
             drop(slot);
-        });
+        };
+        turn = turn.wrapping_add(1);
+        connections.spawn_on(task, &workers.handles[turn % workers.handles.len()]);
     }
     drop(listener);
     stop.raise();

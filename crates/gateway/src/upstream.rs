@@ -7,6 +7,7 @@
 //! whose per-call work (hashing the pool key, checkout futures, request extensions, formatting
 //! the Host header, parsing an absolute URI) cost a few percent more for one fixed upstream.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -230,6 +231,16 @@ impl Origin {
     }
 }
 
+thread_local! {
+    /// The pool that calls made on this thread use; set once by each serving thread.
+    static POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes calls on this thread use pool `index` (modulo the number of pools).
+pub(crate) fn use_pool(index: usize) {
+    POOL.with(|pool| pool.set(index));
+}
+
 /// A connection waiting in the pool, and since when.
 struct Idle {
     conn: Conn,
@@ -242,17 +253,25 @@ pub(crate) struct Upstream {
     /// `None` when the configured URL does not parse as a URI; every call then fails as it
     /// would have at its own parse.
     origin: Option<Origin>,
-    /// Idle connections, the longest idle at the front; calls take from the back.
-    idle: Arc<Mutex<VecDeque<Idle>>>,
+    /// Idle connections, one pool per serving thread (see [`use_pool`]), the longest idle at
+    /// the front; calls take from the back. A connection is used only by the thread that
+    /// opened it, so its driver task runs where its calls do.
+    pools: Box<[Arc<Mutex<VecDeque<Idle>>>]>,
     pool_idle: Duration,
     timeout: Duration,
 }
 
 impl Upstream {
-    /// A client for `base`, with a connect timeout and a timeout on each whole exchange.
-    /// Must be called within a tokio runtime, where the pool's idle sweep runs.
-    pub(crate) fn new(base: &str, timeout: Duration, connect_timeout: Duration) -> Upstream {
-        Upstream::with_pool_idle(base, timeout, connect_timeout, POOL_IDLE_TIMEOUT)
+    /// A client for `base`, with a connect timeout, a timeout on each whole exchange, and
+    /// `pools` connection pools (one per serving thread). Must be called within a tokio
+    /// runtime, where the pools' idle sweeps run.
+    pub(crate) fn new(
+        base: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+        pools: usize,
+    ) -> Upstream {
+        Upstream::with_pool_idle(base, timeout, connect_timeout, POOL_IDLE_TIMEOUT, pools)
     }
 
     fn with_pool_idle(
@@ -260,6 +279,7 @@ impl Upstream {
         timeout: Duration,
         connect_timeout: Duration,
         pool_idle: Duration,
+        pools: usize,
     ) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -270,15 +290,19 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let idle = Arc::new(Mutex::new(VecDeque::new()));
-        tokio::spawn(sweep_idle(Arc::downgrade(&idle), pool_idle));
+        let pools: Box<[_]> = (0..pools.max(1))
+            .map(|_| Arc::new(Mutex::new(VecDeque::new())))
+            .collect();
+        for pool in &pools {
+            tokio::spawn(sweep_idle(Arc::downgrade(pool), pool_idle));
+        }
         Upstream {
             connector: ConnectWithin {
                 inner: https,
                 limit: connect_timeout,
             },
             origin: Origin::parse(base),
-            idle,
+            pools,
             pool_idle,
             timeout,
         }
@@ -449,7 +473,7 @@ impl Upstream {
     async fn checkout(&self) -> Option<Conn> {
         loop {
             let mut conn = {
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut idle = self.pool().lock().unwrap_or_else(PoisonError::into_inner);
                 let conn = idle.pop_back()?;
                 if conn.since.elapsed() > self.pool_idle {
                     // Everything still pooled has been idle longer.
@@ -473,7 +497,7 @@ impl Upstream {
             return;
         }
         if conn.sender.is_ready() {
-            pool_idle_connection(&self.idle, self.pool_idle, conn);
+            pool_idle_connection(self.pool(), self.pool_idle, conn);
             return;
         }
         // An upstream may answer before it has read the whole request body; hyper then goes
@@ -481,7 +505,7 @@ impl Upstream {
         // `checkout` until that call's timeout, reported as possibly processed; and one whose
         // upstream never reads the rest would never be ready. So it joins the pool only once
         // ready, and is dropped if that takes longer than a connection may idle.
-        let idle = Arc::clone(&self.idle);
+        let idle = Arc::clone(self.pool());
         let pool_idle = self.pool_idle;
         tokio::spawn(async move {
             let mut conn = conn;
@@ -489,6 +513,11 @@ impl Upstream {
                 pool_idle_connection(&idle, pool_idle, conn);
             }
         });
+    }
+
+    /// The pool of the serving thread this runs on.
+    fn pool(&self) -> &Arc<Mutex<VecDeque<Idle>>> {
+        &self.pools[POOL.with(Cell::get) % self.pools.len()]
     }
 
     /// Opens a connection (TCP, and TLS for https) and starts its HTTP/1 driver.
@@ -612,6 +641,7 @@ mod tests {
             base,
             Duration::from_millis(timeout_ms),
             Duration::from_millis(timeout_ms),
+            1,
         )
     }
 
@@ -695,6 +725,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(5),
             Duration::from_millis(200),
+            1,
         );
         let call = || get_root(&upstream);
         call().await.unwrap();
@@ -707,6 +738,56 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         call().await.unwrap();
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_serving_thread_reuses_only_the_connections_of_its_own_pool() {
+        let (addr, accepted) = counting_server(|mut socket| async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.read(&mut buf).await {
+                if n == 0 || socket.write_all(KEEP_ALIVE_OK).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        let upstream = std::sync::Arc::new(Upstream::new(
+            &format!("http://{addr}"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            2,
+        ));
+        let accepted_now = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        // Calls in turn, as the serving threads make them: each thread on its own runtime.
+        let call_on = |pool: usize| {
+            let upstream = std::sync::Arc::clone(&upstream);
+            std::thread::spawn(move || {
+                use_pool(pool);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    get_root(&upstream).await.unwrap();
+                    get_root(&upstream).await.unwrap();
+                });
+                // Kept until the other thread's calls are made: its pooled connection stays
+                // open, so only the pools' separation makes the other thread connect anew.
+                runtime
+            })
+            .join()
+            .unwrap()
+        };
+        let first = call_on(0);
+        assert_eq!(
+            accepted_now(),
+            1,
+            "two calls of one thread share a connection"
+        );
+        let second = call_on(1);
+        assert_eq!(accepted_now(), 2, "another thread's calls open their own");
+        first.shutdown_background();
+        second.shutdown_background();
     }
 
     #[tokio::test]
@@ -732,6 +813,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(5),
             Duration::from_millis(200),
+            1,
         );
         // Two calls at once: two connections, both pooled afterwards.
         let (first, second) = tokio::join!(get_root(&upstream), get_root(&upstream));
@@ -763,6 +845,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(5),
             Duration::from_millis(40),
+            1,
         );
         assert_eq!(tasks(), before + 1);
         drop(upstream);
@@ -1149,7 +1232,7 @@ mod tests {
     /// Asserts that a call to `base` with these timeouts fails as a connect failure (nothing
     /// sent), long before the 20 s the tests give the step that never completes.
     async fn fails_to_connect_quickly(base: &str, timeout: Duration, connect_timeout: Duration) {
-        let upstream = Upstream::new(base, timeout, connect_timeout);
+        let upstream = Upstream::new(base, timeout, connect_timeout, 1);
         let started = std::time::Instant::now();
         let err = get_root(&upstream).await.err();
         assert!(matches!(err, Some(ExchangeError::Connect)), "{err:?}");
