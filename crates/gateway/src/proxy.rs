@@ -2,7 +2,8 @@
 //!
 //! Order of work for one request, each step before the next:
 //! 1. authenticate the caller (actor JWT, or pass-through) and refuse with 1001-1004; then
-//!    refuse a method other than GET and POST (405) or a target other than a plain path (400);
+//!    refuse a path under the gateway's own `/_gateway/` prefix (404), a method other than GET
+//!    and POST (405) or a target other than a plain path (400);
 //! 2. refuse a query for a task owned by another actor with 404/1203, unforwarded;
 //! 3. inspect the body, swap `callback_url` for the gateway's callback endpoint;
 //! 4. append `gateway.request` and wait until it is durable (write-ahead); if that fails,
@@ -399,6 +400,13 @@ fn target_refusal(
     None
 }
 
+/// Whether `path` is `/_gateway` or lies under `/_gateway/`, where only the gateway's own
+/// endpoints live ([`crate::callbacks::CALLBACK_PATH`]).
+fn under_gateway_prefix(path: &str) -> bool {
+    path.strip_prefix("/_gateway")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The query parameters that name tasks, whose owner the gateway checks.
 const TASK_PARAMETERS: &[&str] = &["external_task_id", "task_ids", "external_task_ids"];
 
@@ -515,6 +523,32 @@ pub async fn handle(
         }
     };
     let actor = caller.actor.clone();
+
+    // The gateway's own prefix is never Kling's: a path there that is none of the gateway's
+    // endpoints (an empty or nested callback token, a mistyped endpoint) would otherwise go out
+    // under the organisation's key as route `other`. Refused whatever the method, since no
+    // method is served there; checked before the method and target, so the answer is the same.
+    if under_gateway_prefix(parts.uri.path()) {
+        let fields = [
+            ("reason", json!("gateway-path-unknown")),
+            ("code", json!(codes::RESOURCE_NOT_FOUND)),
+            ("http_status", json!(404)),
+            ("credential", Value::clone(&caller.credential)),
+        ];
+        let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+        state.metrics.count_request(route, Outcome::BadRequest);
+        tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, "path under the gateway's prefix refused");
+        return answer_refusal(
+            &state,
+            StatusCode::NOT_FOUND,
+            codes::RESOURCE_NOT_FOUND,
+            "the path is under the gateway's own prefix /_gateway/ but is none of its \
+             endpoints; nothing was sent to Kling",
+            request_id,
+            seq,
+            started,
+        );
+    }
 
     // The Kling API uses GET and POST alone, and only those are classified and checked; any
     // other method (HEAD, which would have answered whether another actor's task exists, PUT,

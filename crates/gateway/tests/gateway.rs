@@ -1737,3 +1737,96 @@ async fn paths_with_parameters_or_in_other_letters_are_refused_and_never_reach_t
         assert_eq!(record["actor"], "alice");
     }
 }
+
+/// The keyed commitments of the gateway's ledger, for checking `path_hmac` and `query_hmac`.
+fn commitments(env: &Env) -> kling_audit_ledger::Commitments {
+    let key = std::fs::read_to_string(env.keys_dir().join("commit.key")).unwrap();
+    let key = kling_audit_ledger::keys::parse_key_hex(&env.keys_dir(), &key).unwrap();
+    kling_audit_ledger::Commitments::new(key)
+}
+
+/// A path under the gateway's own prefix that is none of its endpoints (an empty or nested
+/// callback token, a mistyped endpoint) is the gateway's to answer, whatever the method: 404
+/// with a Kling-style body, recorded as `gateway.denied`, and never forwarded to Kling under
+/// the organisation's key. Without credentials it is refused 401 first, like any call.
+#[tokio::test]
+async fn paths_under_the_gateway_prefix_that_are_no_endpoint_are_refused_and_never_forwarded() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let paths = [
+        "/_gateway/callback/",
+        "/_gateway/callback/a/b",
+        "/_gateway/callback",
+        "/_gateway/foo",
+        "/_gateway",
+    ];
+    let mut refused = Vec::new();
+    for path in paths {
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::POST,
+            reqwest::Method::DELETE,
+        ] {
+            let resp = env
+                .http
+                .request(method.clone(), env.url(path))
+                .bearer_auth(jwt(&env.alice))
+                .json(&json!({"prompt": "x"}))
+                .send()
+                .await
+                .unwrap();
+            let (status, headers, body) = split(resp).await;
+            assert_eq!(
+                (status, body["code"].as_i64()),
+                (404, Some(1203)),
+                "{method} {path}: {body}"
+            );
+            assert!(body["message"].as_str().unwrap().contains("/_gateway/"));
+            assert_eq!(
+                body["request_id"].as_str().unwrap(),
+                headers["x-kling-audit-request-id"].to_str().unwrap()
+            );
+            refused.push((path, record_header(&headers)));
+        }
+    }
+    env.assert_nothing_forwarded(&before);
+    assert_eq!(counted(&env, "bad_request").await, refused.len() as u64);
+    // Without credentials: refused as every unauthenticated call is, before the path is looked at.
+    let resp = env.http.get(env.url("/_gateway/foo")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let unauthenticated = record_header(resp.headers());
+    env.assert_nothing_forwarded(&before);
+    env.stop().await;
+
+    let commitments = commitments(&env);
+    let records = records(&env.ledger_dir);
+    let alices: Vec<Value> = records
+        .iter()
+        .filter(|r| r["actor"] == "alice")
+        .cloned()
+        .collect();
+    assert_denied(
+        &alices,
+        refused.len(),
+        "alice",
+        "gateway-path-unknown",
+        Some(404),
+    );
+    for (path, seq_named) in refused {
+        let record = records.iter().find(|r| seq(r) == seq_named).unwrap();
+        let details = &record["details"];
+        assert_eq!(details["code"], 1203, "{record}");
+        assert_eq!(details["route"], "other", "{record}");
+        assert_eq!(details["path_hmac"], commitments.path(path), "{record}");
+        assert_eq!(details["credential"]["verified"], true, "{record}");
+    }
+    let record = records.iter().find(|r| seq(r) == unauthenticated).unwrap();
+    assert_eq!(record["type"], "gateway.denied");
+    assert_eq!(record["actor"], "unauthenticated");
+    assert_eq!(record["details"]["reason"], "bad-header");
+    assert_eq!(
+        record["details"]["path_hmac"],
+        commitments.path("/_gateway/foo")
+    );
+    assert!(of_type(&records, "gateway.request").is_empty());
+}
