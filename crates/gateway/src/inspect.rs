@@ -431,6 +431,10 @@ pub struct QuerySummary<'a> {
     pub other_names: Vec<Cow<'a, str>>,
     /// `query_other_names_omitted`: names left out past that many.
     pub other_omitted: usize,
+    /// Whether some value sent is not in `values` as sent: a parameter kept by name only, a
+    /// kept name given more than once (only the last value is kept), or a kept value capped
+    /// or not decodable as UTF-8. The record then commits the whole query (`query_hmac`).
+    pub unrecorded_values: bool,
 }
 
 /// The summary of a query string's decoded pairs ([`routes::query_pairs_borrowed`]), or `None`
@@ -442,32 +446,46 @@ pub fn query_summary<'a>(pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>) -> Option<Que
     let mut values: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
     let mut other_names = Vec::new();
     let mut other_omitted = 0;
+    let mut unrecorded_values = false;
     for (mut k, mut v) in pairs {
         if QUERY_VALUES.contains(&k.as_ref()) {
-            cap_cow(&mut v, 256);
+            // Decoding replaces bytes that are not UTF-8 with U+FFFD, so the value kept would
+            // not be the value sent; only a decoded (owned) value can have been through that.
+            unrecorded_values |= cap_cow(&mut v, 256)
+                || matches!(&v, Cow::Owned(decoded) if decoded.contains('\u{FFFD}'));
             match values.binary_search_by(|(name, _)| name.as_ref().cmp(k.as_ref())) {
-                Ok(i) => values[i].1 = v,
+                Ok(i) => {
+                    values[i].1 = v;
+                    unrecorded_values = true;
+                }
                 Err(i) => values.insert(i, (k, v)),
             }
-        } else if other_names.len() < MAX_RECORDED_IDS {
-            cap_cow(&mut k, 64);
-            other_names.push(k);
         } else {
-            other_omitted += 1;
+            unrecorded_values = true;
+            if other_names.len() < MAX_RECORDED_IDS {
+                cap_cow(&mut k, 64);
+                other_names.push(k);
+            } else {
+                other_omitted += 1;
+            }
         }
     }
     Some(QuerySummary {
         values,
         other_names,
         other_omitted,
+        unrecorded_values,
     })
 }
 
-/// Cuts `s` to at most `max` characters, copying it only when it is cut.
-fn cap_cow(s: &mut Cow<'_, str>, max: usize) {
+/// Cuts `s` to at most `max` characters, copying it only when it is cut. Returns whether it
+/// was cut.
+fn cap_cow(s: &mut Cow<'_, str>, max: usize) -> bool {
     if s.len() > max && s.chars().nth(max).is_some() {
         cap_in_place(s.to_mut(), max);
+        return true;
     }
+    false
 }
 
 /// Query-string fields ([`query_summary`]) added to `out`.
@@ -1207,5 +1225,37 @@ mod tests {
         assert_eq!(summary.other_names.len(), MAX_RECORDED_IDS);
         assert_eq!(summary.other_names[99], "n99");
         assert_eq!(summary.other_omitted, 30);
+        assert!(summary.unrecorded_values);
+    }
+
+    #[test]
+    fn a_query_has_unrecorded_values_only_when_the_record_cannot_hold_each_value_sent() {
+        let unrecorded = |query: &str| {
+            query_summary(routes::query_pairs_borrowed(Some(query)))
+                .unwrap()
+                .unrecorded_values
+        };
+        // Every value kept as sent (decoded): nothing to commit.
+        for query in [
+            "pageNum=1&pageSize=30",
+            "start_time=1&end_time=2&external_task_id=a%20b",
+            "task_ids=1,2&external_task_ids=x",
+            "pageNum=%C3%A9",
+        ] {
+            assert!(!unrecorded(query), "{query}");
+        }
+        let long = format!("pageNum={}", "9".repeat(257));
+        for query in [
+            // A value kept by name only.
+            "pageNum=1&secret=zzz",
+            "flag",
+            // A kept name given twice: the first value is not kept.
+            "pageNum=1&pageNum=2",
+            // A value capped, or not UTF-8 once decoded.
+            long.as_str(),
+            "pageNum=%FF",
+        ] {
+            assert!(unrecorded(query), "{query}");
+        }
     }
 }

@@ -786,6 +786,16 @@ pub async fn handle(
             started,
         );
     }
+    // A query whose values the record does not all keep (a parameter kept by name only, say)
+    // is committed whole, as sent, so an auditor holding a suspected query can check it
+    // (`kling-audit match-path`); a query of kept values alone costs nothing more.
+    let query_summary = inspect::query_summary(query_pairs);
+    let query_hmac = match (&query_summary, query) {
+        (Some(summary), Some(sent)) if summary.unrecorded_values => {
+            Some(state.auditor.commitments().query(sent))
+        }
+        _ => None,
+    };
     let mut record = RequestRecord {
         request_id,
         method: method.as_str(),
@@ -799,7 +809,8 @@ pub async fn handle(
         credential: &caller.credential,
         source_ip: peer.ip(),
         user_agent: user_agent(&parts.headers),
-        query: inspect::query_summary(query_pairs),
+        query: query_summary,
+        query_hmac,
         body_bytes: raw_body.len(),
         body_json: raw_body.is_empty() || json_body.is_some(),
         body: Map::new(),

@@ -29,6 +29,10 @@ pub(crate) struct RequestRecord<'a> {
     /// Already capped.
     pub user_agent: Option<String>,
     pub query: Option<QuerySummary<'a>>,
+    /// The keyed commitment of the query string as sent
+    /// ([`kling_audit_ledger::Commitments::query`]), made only when `query` does not hold every
+    /// value sent ([`QuerySummary::unrecorded_values`]).
+    pub query_hmac: Option<String>,
     pub body_bytes: usize,
     pub body_json: bool,
     /// Fields read from the body ([`crate::inspect::body_fields`]) and the callback summary.
@@ -119,6 +123,9 @@ impl<'a> RequestRecord<'a> {
         }
         if let Some(query) = &self.query {
             f.push(("query", Field::Pairs(&query.values)));
+            if let Some(hmac) = &self.query_hmac {
+                f.push(("query_hmac", Field::Str(hmac)));
+            }
             if !query.other_names.is_empty() {
                 f.push(("query_other_names", Field::Names(&query.other_names)));
             }
@@ -221,6 +228,9 @@ mod tests {
                 }
             }
             m.insert("query".into(), Value::Object(values));
+            if let Some(hmac) = &r.query_hmac {
+                m.insert("query_hmac".into(), json!(hmac));
+            }
             if !others.is_empty() {
                 m.insert("query_other_names".into(), Value::Array(others));
             }
@@ -258,6 +268,7 @@ mod tests {
             source_ip: "::1".parse().unwrap(),
             user_agent: None,
             query: None,
+            query_hmac: None,
             body_bytes: 0,
             body_json: true,
             body: Map::new(),
@@ -368,6 +379,11 @@ mod tests {
         for (method, path, query, body, ua) in cases {
             let op = routes::classify(method, path, *query);
             let route = inspect::route_label(&op);
+            let summary = inspect::query_summary(routes::query_pairs_borrowed(*query));
+            let query_hmac = summary
+                .as_ref()
+                .filter(|s| s.unrecorded_values)
+                .map(|_| "9c0d".to_owned());
             let record = RequestRecord {
                 request_id: "0193bc1c-8d7e-41a7-82d2-f5cd6f83d50d",
                 method,
@@ -378,7 +394,8 @@ mod tests {
                 credential: &credential,
                 source_ip: "::1".parse().unwrap(),
                 user_agent: ua.map(str::to_owned),
-                query: inspect::query_summary(routes::query_pairs_borrowed(*query)),
+                query: summary,
+                query_hmac,
                 body_bytes: 17,
                 body_json: true,
                 body: body.as_object().cloned().unwrap_or_default(),

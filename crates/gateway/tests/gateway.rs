@@ -1830,3 +1830,57 @@ async fn paths_under_the_gateway_prefix_that_are_no_endpoint_are_refused_and_nev
     );
     assert!(of_type(&records, "gateway.request").is_empty());
 }
+
+/// A query whose values the record does not all keep (a parameter kept by name only, a kept
+/// parameter given twice) is committed whole, as sent, on any route, so an auditor holding a
+/// suspected query can check it; the values themselves stay out of the ledger. A query whose
+/// values are all kept, and a call without a query, carry no commitment.
+#[tokio::test]
+async fn a_query_with_unrecorded_values_is_recorded_by_its_keyed_commitment() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    // path, query, whether the record commits the query
+    let cases = [
+        (
+            "/v1/videos/text2video",
+            Some("pageNum=1&token=QUERYSECRET-91c2"),
+            true,
+        ),
+        ("/v1/not-a-kling-route/x", Some("a=QUERYSECRET%2D5&b"), true),
+        ("/v1/videos/text2video", Some("pageNum=1&pageNum=2"), true),
+        ("/v1/videos/text2video", Some("pageNum=1&pageSize=5"), false),
+        ("/v1/videos/text2video", None, false),
+    ];
+    let mut sent = Vec::new();
+    for (path, query, _) in &cases {
+        let target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let (_, headers, _) = env.get(&env.alice, &target).await;
+        sent.push(record_header(&headers));
+    }
+    env.stop().await;
+
+    let commitments = commitments(&env);
+    let records = records(&env.ledger_dir);
+    for ((path, query, committed), seq_named) in cases.iter().zip(sent) {
+        let record = records.iter().find(|r| seq(r) == seq_named).unwrap();
+        assert_eq!(record["type"], "gateway.request", "{record}");
+        let hmac = &record["details"]["query_hmac"];
+        if *committed {
+            assert_eq!(
+                *hmac,
+                commitments.query(query.unwrap()),
+                "{path}?{query:?}: {record}"
+            );
+            assert_ne!(*hmac, commitments.text(query.unwrap()));
+        } else {
+            assert!(hmac.is_null(), "{path}?{query:?}: {record}");
+        }
+    }
+    let text: String = records.iter().map(|r| r.to_string()).collect();
+    assert!(
+        !text.contains("QUERYSECRET"),
+        "query values are not recorded"
+    );
+}

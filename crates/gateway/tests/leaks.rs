@@ -1,8 +1,9 @@
 //! Secrets and prompts never leave the gateway: known secrets (the organisation's secret key,
 //! actor secret keys, JWTs, the webhook secret, the admin token), a prompt and a base64 image
 //! are pushed through every path (success, each refusal, an upstream error, a timeout, a
-//! callback, a path the gateway does not know with a secret-looking segment, a refused callback
-//! token, a metrics scrape), and then neither they nor their base64 or URL-encoded forms
+//! callback, a path the gateway does not know with a secret-looking segment, a secret-looking
+//! query value on a known route and on an unknown path, a refused callback token, a metrics
+//! scrape), and then neither they nor their base64 or URL-encoded forms
 //! may appear anywhere under the ledger directories, in the keys directory outside the actor
 //! store, or in the captured tracing output (at TRACE level, every crate).
 
@@ -109,6 +110,7 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
     );
     let admin_token = "admin-token-leak-check-5f2c9b";
     let path_secret = "leakcheck-path-segment-secret-2e8d41";
+    let query_secret = "leakcheck-query-value-secret-6a1f93";
     let callback_token = "leakcheck-callback-token-b7c03a.0123456789abcdef0123456789abcdef";
     let prompt = "leakcheck prompt: a purple giraffe riding a unicycle through Zurich 7f3a9";
     let mut image_bytes = vec![0x89, b'P', b'N', b'G'];
@@ -264,6 +266,20 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
     assert!(status >= 400, "the simulator does not know the path");
     let resp = env.http.get(env.url(&secret_path)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    // A secret-looking query value, which records keep by name only (or, for a paging
+    // parameter given twice, not at all): on a known route, on the unknown path, and refused
+    // without credentials.
+    for target in [
+        format!("/v1/videos/text2video?pageNum=1&signature={query_secret}"),
+        format!("/v1/videos/text2video?pageNum={query_secret}&pageNum=1"),
+        format!("{secret_path}?token={query_secret}"),
+    ] {
+        let (status, headers, _) = env.get(&env.alice, &target).await;
+        assert_ne!(status, 401, "{target}");
+        assert!(headers.contains_key("x-kling-audit-record"), "{target}");
+        let resp = env.http.get(env.url(&target)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+    }
     let callback_url = env.url(&format!("/_gateway/callback/{callback_token}"));
     let resp = env
         .http
@@ -327,6 +343,7 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
     add("webhook secret", &webhook_secret);
     add("admin token", admin_token);
     add("path segment", path_secret);
+    add("query value", query_secret);
     add("callback token", callback_token);
     add("prompt", prompt);
     add("base64 image", &image_b64);
@@ -392,4 +409,10 @@ async fn no_secret_or_prompt_reaches_ledger_keys_or_logs() {
         .filter(|r| r["details"]["route"] == "other" && r["details"]["path_hmac"].is_string())
         .count();
     assert!(unknown >= 2, "{unknown} records of the unknown path");
+    // The secret-looking query values were recorded, by the commitment of their query.
+    let committed = records
+        .iter()
+        .filter(|r| r["type"] == "gateway.request" && r["details"]["query_hmac"].is_string())
+        .count();
+    assert_eq!(committed, 3, "records committing a query");
 }

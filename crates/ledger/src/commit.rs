@@ -3,7 +3,7 @@
 //! A commitment is `hex(HMAC-SHA256(commit key, label || 0x00 || value))`. Without the
 //! deployment's commit key nobody can test a guess against it (an unkeyed SHA-256 of a
 //! templated prompt can be guessed back); with it, an auditor can check whether a given prompt
-//! was submitted (`kling-audit match-prompt`), or whether a given path was requested
+//! was submitted (`kling-audit match-prompt`), or whether a given path or query was requested
 //! (`kling-audit match-path`). The label keeps commitments of different kinds of values apart.
 
 use std::sync::Arc;
@@ -17,6 +17,8 @@ pub const LABEL_TEXT: &str = "text";
 pub const LABEL_KEY: &str = "key";
 /// Label for request paths, which may carry caller data (ids, names, tokens).
 pub const LABEL_PATH: &str = "path";
+/// Label for request query strings, which may carry caller data in values a record omits.
+pub const LABEL_QUERY: &str = "query";
 
 /// Computes commitments under one deployment's commit key.
 #[derive(Clone)]
@@ -51,6 +53,11 @@ impl Commitments {
         self.commit(LABEL_PATH, path.as_bytes())
     }
 
+    /// Commitment of a request's query string, exactly as sent (escapes kept, without the `?`).
+    pub fn query(&self, query: &str) -> String {
+        self.commit(LABEL_QUERY, query.as_bytes())
+    }
+
     /// A short, stable fingerprint of a credential identifier (an access key, a JWT `iss`):
     /// the first 16 hex digits of its commitment, prefixed `kf_`.
     pub fn key_fingerprint(&self, access_key: &str) -> String {
@@ -79,6 +86,9 @@ mod tests {
         assert_ne!(a.commit(LABEL_TEXT, b"x"), a.commit(LABEL_KEY, b"x"));
         assert_ne!(a.text("/v1/x"), a.path("/v1/x"));
         assert_eq!(a.path("/v1/x"), a.commit(LABEL_PATH, b"/v1/x"));
+        assert_ne!(a.query("x=1"), a.path("x=1"));
+        assert_ne!(a.query("x=1"), a.text("x=1"));
+        assert_eq!(a.query("x=1"), a.commit(LABEL_QUERY, b"x=1"));
         assert_eq!(a.text("a cat"), a.text("a cat"));
         assert!(a.key_fingerprint("AK123").starts_with("kf_"));
         assert_eq!(a.key_fingerprint("AK123").len(), 19);
