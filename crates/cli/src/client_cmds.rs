@@ -1,18 +1,21 @@
 //! `match-prompt` and `match-path`: let an auditor who holds the deployment's commit key check
-//! whether a given prompt was submitted, or a given path the gateway does not know was
-//! requested, and in which records.
+//! whether a given prompt was submitted, or a given path the gateway does not know (or a query
+//! whose values it does not all record) was requested, and in which records.
 //!
 //! Records never hold prompts, only keyed commitments (`Commitments::text`), nor the paths the
-//! gateway records as route `other`, only theirs (`Commitments::path`, under another label, so
-//! a prompt never matches a path). Each command computes the commitment of the candidate and
-//! looks for it as a string value anywhere in every record's details, so `match-prompt` finds
-//! the audited client's `text[]` entries and the gateway's `prompts[]` entries alike, and
-//! `match-path` the gateway's `path_hmac` fields. Lines that do not parse as records are
-//! skipped and counted.
+//! gateway records as route `other`, only theirs (`Commitments::path`), nor queries whose
+//! values they do not all keep, only theirs (`Commitments::query`); each kind under its own
+//! label, so a prompt never matches a path or a query. Each command computes the commitment of
+//! the candidate and looks for it as a string value anywhere in every record's details, so
+//! `match-prompt` finds the audited client's `text[]` entries and the gateway's `prompts[]`
+//! entries alike, and `match-path` the gateway's `path_hmac` (or `query_hmac`) fields. Lines
+//! that do not parse as records are skipped and counted.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use kling_api::routes::{self, OperationKind};
+use kling_audit_gateway::inspect;
 use kling_audit_ledger::keys::{parse_key_hex, COMMIT_FILE};
 use kling_audit_ledger::record::parse_line;
 use kling_audit_ledger::segment::list_segments;
@@ -41,8 +44,9 @@ pub struct MatchPromptArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MatchPathArgs {
-    /// The request path to look for, exactly as sent: from its leading `/`, escapes as sent,
-    /// without the query.
+    /// The request path to look for, exactly as sent: from its leading `/`, escapes as sent.
+    /// With a query (`/path?a=1&b=2`, as sent), the records found are those committing that
+    /// query whose path is this one.
     #[arg(long)]
     pub path: String,
     /// The commit key in hex, or `@FILE` (default: `commit.key` in the keys directory).
@@ -151,7 +155,8 @@ struct Scan {
     skipped: u64,
 }
 
-fn scan(dir: &Path, commitment: &str) -> Result<Scan> {
+/// Scans the ledger for records holding `commitment` whose details `accept` takes.
+fn scan(dir: &Path, commitment: &str, accept: &dyn Fn(&Value) -> bool) -> Result<Scan> {
     let (segments, _) = list_segments(dir)
         .with_context(|| format!("cannot list the ledger directory {}", dir.display()))?;
     let mut out = Scan {
@@ -176,6 +181,9 @@ fn scan(dir: &Path, commitment: &str) -> Result<Scan> {
                 out.skipped += 1;
                 continue;
             };
+            if !accept(&details) {
+                continue;
+            }
             let mut hits = Vec::new();
             find_commitment(&details, commitment, "", &mut hits);
             for (path, field) in hits {
@@ -197,34 +205,87 @@ pub fn match_prompt(g: &Global, a: &MatchPromptArgs) -> Result<Exit> {
     let candidate = read_candidate(a)?;
     let key = commit_key(g, a.commit_key.as_deref())?;
     let commitment = Commitments::new(key).text(&candidate);
-    report_matches(g, &commitment, &candidate, "text", a.format)
+    report_matches(g, &commitment, &candidate, "text", a.format, &|_| true)
 }
 
 pub fn match_path(g: &Global, a: &MatchPathArgs) -> Result<Exit> {
-    let path = a.path.as_str();
-    // The commitment is of the path alone: a query or a whole URL would never match.
-    if !path.starts_with('/') || path.contains(['?', '#']) {
+    let (path, query) = match a.path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (a.path.as_str(), None),
+    };
+    // Records commit the path as the gateway received it: a whole URL or a fragment (which
+    // never reaches a server) would never match.
+    if !path.starts_with('/') || a.path.contains('#') {
         bail!(
-            "--path takes the path alone, from its leading / and without a query, such as \
-             /v1/videos/some-route/123"
+            "--path takes a path from its leading /, with its query if any and without a \
+             fragment, such as /v1/videos/some-route/123 or /v1/videos/text2video?pageNum=1&x=2"
+        );
+    }
+    let Some(query) = query else {
+        let key = commit_key(g, a.commit_key.as_deref())?;
+        let commitment = Commitments::new(key).path(path);
+        return report_matches(g, &commitment, path, "path", a.format, &|_| true);
+    };
+    // The gateway commits a query only when its record does not keep every value sent.
+    let summary = inspect::query_summary(routes::query_pairs_borrowed(Some(query)));
+    if !summary.is_some_and(|s| s.unrecorded_values) {
+        bail!(
+            "records keep every value of this query in their `query` field and commit none of \
+             it; look for the path alone (without the query) and read `query` in the records \
+             found (a route the gateway knows is recorded by name, not by commitment)"
         );
     }
     let key = commit_key(g, a.commit_key.as_deref())?;
-    let commitment = Commitments::new(key).path(path);
-    report_matches(g, &commitment, path, "path", a.format)
+    let commitments = Commitments::new(key);
+    let path_commitment = commitments.path(path);
+    let commitment = commitments.query(query);
+    let of_path = |details: &Value| record_is_of_path(details, path, query, &path_commitment);
+    report_matches(g, &commitment, &a.path, "query", a.format, &of_path)
 }
 
-/// Scans the ledger for `commitment`, the commitment of `candidate` (a `what`: text or path),
-/// and prints what it found. Exit 0 found, 1 not found.
+/// Whether a record holding a query's commitment is of `path`: its `path_hmac` is the path's
+/// commitment or, on a route the gateway knows (recorded by name, without `path_hmac`), `path`
+/// is that route, with the same task id or external id where the route has one.
+fn record_is_of_path(details: &Value, path: &str, query: &str, path_commitment: &str) -> bool {
+    if let Some(hmac) = details.get("path_hmac") {
+        return hmac.as_str() == Some(path_commitment);
+    }
+    let Some(method) = details.get("method").and_then(Value::as_str) else {
+        return false;
+    };
+    let op = routes::classify(method, path, Some(query));
+    // A path the gateway does not know is recorded with its commitment, checked above.
+    if op.kind == OperationKind::Unknown
+        || details.get("route").and_then(Value::as_str) != Some(inspect::route_label(&op))
+    {
+        return false;
+    }
+    // Records keep ids capped at 128 characters.
+    let same = |field: &str, id: &str| {
+        details.get(field).and_then(Value::as_str) == Some(inspect::cap_chars(id, 128).as_str())
+    };
+    match &op.kind {
+        OperationKind::QueryOne { task_id } => same("task_id", task_id),
+        OperationKind::LookupByExternalId {
+            external_task_id, ..
+        } => same("external_task_id", external_task_id),
+        _ => true,
+    }
+}
+
+/// Scans the ledger for `commitment`, the commitment of `candidate` (a `what`: text, path or
+/// query), in records whose details `accept` takes, and prints what it found. Exit 0 found, 1
+/// not found.
 fn report_matches(
     g: &Global,
     commitment: &str,
     candidate: &str,
     what: &str,
     format: Format,
+    accept: &dyn Fn(&Value) -> bool,
 ) -> Result<Exit> {
     kling_audit_ledger::verify::check_ledger_dir(&g.dir)?;
-    let result = scan(&g.dir, commitment)?;
+    let result = scan(&g.dir, commitment, accept)?;
     if result.skipped > 0 {
         let what = if result.skipped == 1 {
             "1 line could not be read as a record and was".to_owned()

@@ -190,8 +190,9 @@ enum Command {
     /// Check whether a prompt was submitted: lists the records holding its keyed commitment.
     /// Exit 0 found, 1 not found.
     MatchPrompt(client_cmds::MatchPromptArgs),
-    /// Check whether a path the gateway does not know (recorded as route `other`) was requested:
-    /// lists the records holding its keyed commitment. Exit 0 found, 1 not found.
+    /// Check whether a path the gateway does not know (recorded as route `other`), or a query
+    /// whose values the records do not all keep, was requested: lists the records holding its
+    /// keyed commitment. Exit 0 found, 1 not found.
     MatchPath(client_cmds::MatchPathArgs),
     /// Run the Kling API simulator until SIGTERM or SIGINT; the first output line is its address.
     Sim(sim_cmd::SimArgs),

@@ -1,6 +1,7 @@
 //! `kling-audit match-path`: an auditor holding the commit key finds the records of a path the
-//! gateway does not know (recorded as route `other`, by its keyed commitment alone), and
-//! nothing for a path never requested, nor for a prompt of the same text.
+//! gateway does not know (recorded as route `other`, by its keyed commitment alone), and of a
+//! query whose values the records do not all keep (by its commitment too), and nothing for a
+//! path or query never requested, nor for a prompt of the same text.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -10,9 +11,11 @@ use kling_audit_gateway::GatewayConfig;
 use serde_json::Value;
 
 const PATH: &str = "/v1/not-a-kling-route/order-5521";
+/// A known route with a query parameter the records keep by name only.
+const KNOWN: &str = "/v1/videos/text2video?pageNum=1&token=order-5521";
 
-/// Sends `GET PATH?x=1` through a gateway with its ledger at `dir` (keys in `dir.keys`), in
-/// front of a simulator, and stops the gateway.
+/// Sends `GET PATH?x=1` and `GET KNOWN` through a gateway with its ledger at `dir` (keys in
+/// `dir.keys`), in front of a simulator, and stops the gateway.
 fn request_an_unknown_path(dir: &Path) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -40,13 +43,15 @@ fn request_an_unknown_path(dir: &Path) {
             kling_api::auth::sign_jwt(&alice.access_key, alice.secret_key.expose(), now, 1800)
                 .unwrap();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let resp = http
-            .get(format!("{}{PATH}?x=1", gw.base_url()))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.headers().contains_key("x-kling-audit-record"));
+        for target in [format!("{PATH}?x=1"), KNOWN.to_owned()] {
+            let resp = http
+                .get(format!("{}{target}", gw.base_url()))
+                .bearer_auth(&jwt)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.headers().contains_key("x-kling-audit-record"));
+        }
         gw.shutdown().await.unwrap();
         sim.shutdown().await.unwrap();
     });
@@ -126,9 +131,64 @@ fn a_requested_unknown_path_is_found_and_another_is_not() {
     );
     assert_eq!(out.status.code(), Some(1));
 
-    // A path with its query, or a whole URL, is a usage problem rather than a "not found".
-    for bad in [format!("{PATH}?x=1"), format!("http://127.0.0.1{PATH}")] {
+    // A whole URL, a fragment, or a query whose values the records keep (so commit nothing of)
+    // is a usage problem rather than a "not found".
+    for bad in [
+        format!("http://127.0.0.1{PATH}"),
+        format!("{PATH}#x"),
+        format!("{PATH}?pageNum=1"),
+    ] {
         let out = kling_audit(&dir, &["match-path", "--path", &bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
     }
+}
+
+#[test]
+fn a_requested_query_with_unrecorded_values_is_found_with_its_path_and_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    request_an_unknown_path(&dir);
+
+    // The path and query as sent: on the unknown path (checked against path_hmac) and on a
+    // known route (checked against the route the record names).
+    let unknown = format!("{PATH}?x=1");
+    for candidate in [unknown.as_str(), KNOWN] {
+        let out = kling_audit(
+            &dir,
+            &["match-path", "--path", candidate, "--format", "json"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{candidate}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc = json_of(&out);
+        let matches = doc["matches"].as_array().unwrap();
+        assert_eq!(matches.len(), 1, "{candidate}: {doc}");
+        assert_eq!(matches[0]["type"], "gateway.request");
+        assert_eq!(matches[0]["path"], "query_hmac");
+    }
+
+    // Another value, the same query on another path or route, another key: not found.
+    for other in [
+        format!("{PATH}?x=2"),
+        "/v1/not-a-kling-route/order-5522?x=1".to_owned(),
+        "/v1/images/generations?pageNum=1&token=order-5521".to_owned(),
+        "/v1/videos/text2video?pageNum=1&token=order-5522".to_owned(),
+        "/v1/videos/text2video/123?pageNum=1&token=order-5521".to_owned(),
+    ] {
+        let out = kling_audit(&dir, &["match-path", "--path", &other, "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{other}");
+        assert_eq!(json_of(&out)["found"], false, "{other}");
+    }
+    let wrong = "11".repeat(32);
+    let out = kling_audit(
+        &dir,
+        &["match-path", "--path", KNOWN, "--commit-key", &wrong],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // A query is not a prompt.
+    let out = kling_audit(&dir, &["match-prompt", "--prompt", "x=1"]);
+    assert_eq!(out.status.code(), Some(1));
 }
