@@ -383,8 +383,9 @@ pub async fn run_with_ready(
     // the serving threads, what is left.
     let left = grace.saturating_sub(served.drain);
     let _ = tokio::time::timeout(left, state.relays.wait_idle()).await;
-    workers.stop().await;
+    // Counted before the threads stop: stopping drops the relays still running.
     let relays_abandoned = state.relays.running();
+    workers.stop().await;
     let requests_served = state.served.load(Ordering::Relaxed);
     let shutdown_details = json!({
         "requests_served": requests_served,

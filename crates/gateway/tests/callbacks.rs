@@ -64,6 +64,14 @@ struct Bench {
 /// A gateway (with `secret` as webhook secret, if any) before the mock upstream, and a
 /// receiver for relayed callbacks.
 async fn bench(secret: Option<String>) -> Bench {
+    bench_with(secret, |_| {}).await
+}
+
+/// [`bench`], with the gateway's configuration changed by `tweak`.
+async fn bench_with(
+    secret: Option<String>,
+    tweak: impl FnOnce(&mut kling_audit_gateway::GatewayConfig),
+) -> Bench {
     let upstream = Upstream::default();
     let upstream_url = serve(
         axum::Router::new()
@@ -81,6 +89,7 @@ async fn bench(secret: Option<String>) -> Bench {
     let env = setup(sim_config(), move |cfg| {
         cfg.upstream.url = reqwest::Url::parse(&upstream_url).unwrap();
         cfg.callbacks.webhook_secret = secret.map(kling_api::SecretString::new);
+        tweak(cfg);
     })
     .await;
     Bench {
@@ -255,6 +264,38 @@ async fn a_callback_after_a_final_status_does_not_move_it() {
     assert!(received.iter().all(|r| r["details"]["accepted"] == true));
     // Without a secret nothing tells a forged callback from Kling's: all are relayed.
     assert_eq!(b.receiver.bodies.lock().unwrap().len(), 4);
+}
+
+/// Relays run on the threads that serve callers, which stop at shutdown; one still waiting
+/// for the app's endpoint when the grace period ends is counted as abandoned, in the report
+/// and in `gateway.shutdown`.
+#[tokio::test]
+async fn a_relay_cut_by_shutdown_is_counted_as_abandoned() {
+    // An app endpoint that takes the request and never answers.
+    let stalled = serve(axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            StatusCode::OK
+        }),
+    ))
+    .await;
+    let mut b = bench_with(None, |cfg| {
+        cfg.callbacks.relay_timeout = std::time::Duration::from_secs(30);
+        cfg.server.shutdown_grace = std::time::Duration::from_millis(300);
+    })
+    .await;
+    b.hook = format!("{stalled}/hook");
+    let (task_id, url) = b.create().await;
+    let body = json!({"task_id": task_id, "task_status": "succeed"});
+    let (code, _) = b.callback(&url, &body, &[]).await;
+    assert_eq!(code, 200);
+    let report = b.env.stop().await;
+    assert_eq!(report.relays_abandoned, 1);
+    let records = records(&b.env.ledger_dir);
+    let shutdown = of_type(&records, "gateway.shutdown");
+    assert_eq!(shutdown.len(), 1);
+    assert_eq!(shutdown[0]["details"]["relays_abandoned"], 1);
 }
 
 #[tokio::test]
