@@ -281,7 +281,15 @@ fn main() -> ExitCode {
     // records. The writer's own logs (its failure, and on a full disk the reserve warnings
     // before it) would say it a second time, so they stay off unless asked for.
     let reports_storage = matches!(cli.command, Command::Init { .. } | Command::Log { .. });
-    if reports_storage {
+    // Servers write to sockets, and a vectored write (as hyper makes) cannot ask for
+    // MSG_NOSIGNAL: with SIGPIPE at its default, a peer that closes its connection while a
+    // request or an answer is still being written (an upstream answering early, a caller
+    // going away) would kill the process, unsealed and without a word.
+    let serves = matches!(
+        cli.command,
+        Command::Gateway(_) | Command::Sim(_) | Command::Witness(_) | Command::Demo(_)
+    );
+    if reports_storage || serves {
         // A reader that goes away must not kill a writer between a durable record and its
         // close: printing then fails with EPIPE, and the command says what became durable.
         // SAFETY: no thread exists yet; setting a signal to be ignored installs no handler.
@@ -308,7 +316,8 @@ fn main() -> ExitCode {
 }
 
 /// Rust ignores SIGPIPE, which turns `kling-audit verify | head` into a panic on the next
-/// print. A command-line tool should simply stop when its reader goes away.
+/// print. A command-line tool should simply stop when its reader goes away (servers and
+/// ledger writers ignore it again in `main`).
 fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any thread exists; only resets a disposition.
     unsafe {

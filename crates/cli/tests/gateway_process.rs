@@ -724,3 +724,38 @@ async fn a_gateway_started_without_init_or_actors_says_so() {
         "the MAC root key is in the logs"
     );
 }
+
+/// A peer that closes its connection while the gateway still writes to it must not kill the
+/// process: here the upstream answers a POST on a task query path without reading its body,
+/// and closes, while the gateway is still sending the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_while_a_body_is_sent_leaves_the_gateway_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let sim = sim().await;
+    let alice = add_actor(&dir, "alice");
+    let http = client();
+    let mut gw = start_gateway(&dir, &sim.base_url(), None, &[]);
+    let body = format!("{{\"x\":\"{}\"}}", "a".repeat(8 << 20));
+    for _ in 0..3 {
+        // The answer does not matter (a 4xx, or a 502 when the write failed); the process does.
+        let _ = http
+            .post(format!("{}/v1/videos/text2video/1", gw.base))
+            .bearer_auth(alice.jwt())
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+    }
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "the gateway exited: {}",
+        gw.stderr()
+    );
+    let health = http.get(format!("{}/healthz", gw.base)).send().await;
+    assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200));
+    gw.signal("-TERM");
+    assert!(gw.wait().success());
+    let (ok, report) = verify(&dir);
+    assert!(ok, "{report}");
+}
