@@ -226,6 +226,22 @@ fn unknown_fields(op: &Operation, body: &Value) -> Option<Vec<String>> {
     }
 }
 
+/// A body field name as a record keeps it: Kling's field names are identifiers, and any other
+/// key is text a caller may have put there by mistake (a prompt, a secret), so it is not kept.
+pub(crate) fn recorded_field_name(name: String) -> String {
+    let identifier = !name.is_empty()
+        && name.len() <= PARAM_MAX_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if identifier {
+        name
+    } else {
+        NOT_AN_IDENTIFIER.to_owned()
+    }
+}
+
+/// What a record holds in place of a body field name that is not an identifier.
+const NOT_AN_IDENTIFIER: &str = "(not an identifier)";
+
 /// The caller's `external_task_id` of a create body, read where the call's API generation
 /// keeps it: the top level (legacy) or `options` (new standard); either for an unknown route.
 /// An id in the other place names no task at Kling, so taking it would let a caller claim, in
@@ -413,7 +429,21 @@ pub fn body_fields(
         }
     }
     out.insert("media".into(), Value::Array(media));
-    out.insert("unknown_fields".into(), json!(unknown_fields(op, body)));
+    let unknown = unknown_fields(op, body);
+    let omitted = unknown
+        .as_ref()
+        .map_or(0, |names| names.len().saturating_sub(MAX_RECORDED_IDS));
+    let unknown = unknown.map(|names| {
+        names
+            .into_iter()
+            .take(MAX_RECORDED_IDS)
+            .map(recorded_field_name)
+            .collect::<Vec<_>>()
+    });
+    out.insert("unknown_fields".into(), json!(unknown));
+    if omitted > 0 {
+        out.insert("unknown_fields_omitted".into(), json!(omitted));
+    }
     out.insert(
         "external_task_id".into(),
         json!(external_task_id(op.generation, body)),
@@ -943,6 +973,32 @@ mod tests {
         let mut empty = json!({"callback_url": "", "options": {"callback_url": 5}});
         assert!(callback_url_slots(Some(Legacy), &mut empty).is_empty());
         assert!(callback_url_slots(Some(Legacy), &mut json!([1])).is_empty());
+    }
+
+    #[test]
+    fn unknown_body_fields_are_recorded_as_identifiers_only_and_at_most_a_hundred() {
+        let op = routes::classify("POST", "/v1/videos/text2video", None);
+        let mut body = json!({"prompt": "p", "a secret plan for the launch": 1, "ok_name": 2});
+        let mut out = Map::new();
+        body_fields(&op, &body, &commitments(), &mut out);
+        assert!(!Value::Object(out.clone())
+            .to_string()
+            .contains("secret plan"));
+        assert_eq!(
+            out["unknown_fields"],
+            json!(["(not an identifier)", "ok_name"])
+        );
+        assert!(out.get("unknown_fields_omitted").is_none());
+        for i in 0..250 {
+            body[format!("extra_{i:03}")] = json!(i);
+        }
+        let mut out = Map::new();
+        body_fields(&op, &body, &commitments(), &mut out);
+        assert_eq!(
+            out["unknown_fields"].as_array().unwrap().len(),
+            MAX_RECORDED_IDS
+        );
+        assert_eq!(out["unknown_fields_omitted"], 252 - MAX_RECORDED_IDS);
     }
 
     #[test]

@@ -719,16 +719,7 @@ pub async fn handle(
                     Outcome::BadRequest,
                 ),
                 BodyRefusal::RepeatedKey(key) => {
-                    // Field names of Kling's API are identifiers; anything else could be text
-                    // a caller wants kept out of the ledger, so it is not recorded.
-                    let identifier = !key.is_empty()
-                        && key.len() <= 64
-                        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                    let key = if identifier {
-                        key.clone()
-                    } else {
-                        "(not an identifier)".to_owned()
-                    };
+                    let key = inspect::recorded_field_name(key.clone());
                     let message = format!(
                         "the request body repeats the key {key:?} within one object; send \
                          each key once"
