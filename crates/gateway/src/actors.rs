@@ -30,6 +30,8 @@ pub const ACCESS_KEY_LEN: usize = 32;
 pub const SECRET_KEY_LEN: usize = 48;
 /// Longest actor name.
 pub const MAX_NAME_LEN: usize = 64;
+/// The actor of records about callers the gateway could not attribute to an actor.
+pub const UNAUTHENTICATED_ACTOR: &str = "unauthenticated";
 
 /// Why an actor operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,11 @@ pub fn check_name(name: &str) -> Result<(), ActorError> {
     }
     if name.starts_with("kf_") || name.starts_with("gateway") {
         return bad("names starting with kf_ or gateway are reserved for the gateway itself");
+    }
+    // The actor of refusals of unknown callers: an actor of that name would be
+    // indistinguishable from them in the ledger.
+    if name == UNAUTHENTICATED_ACTOR {
+        return bad("the name unauthenticated is reserved for callers the gateway refused");
     }
     Ok(())
 }
@@ -450,6 +457,16 @@ mod tests {
         for good in ["a", "svc.render-1", "bob@team_2"] {
             check_name(good).unwrap();
         }
+    }
+
+    #[test]
+    fn the_actor_name_of_refused_callers_is_reserved() {
+        assert!(matches!(
+            check_name("unauthenticated"),
+            Err(ActorError::BadName { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(add(&dir.path().join("actors.json"), "unauthenticated").is_err());
     }
 
     #[test]

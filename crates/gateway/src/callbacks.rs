@@ -214,7 +214,11 @@ pub async fn handle(
         let details = json!({ "reason": "unknown-token", "source_ip": peer.ip().to_string() });
         let seq = state
             .auditor
-            .append("callback.rejected", "unauthenticated", &details)
+            .append(
+                "callback.rejected",
+                crate::actors::UNAUTHENTICATED_ACTOR,
+                &details,
+            )
             .await
             .ok()
             .map(|r| r.seq);

@@ -501,7 +501,7 @@ pub async fn handle(
             let actor = denial
                 .claimed_actor
                 .clone()
-                .unwrap_or_else(|| "unauthenticated".to_owned());
+                .unwrap_or_else(|| crate::actors::UNAUTHENTICATED_ACTOR.to_owned());
             let fields = [
                 ("reason", json!(denial.reason)),
                 ("code", json!(denial.code)),
