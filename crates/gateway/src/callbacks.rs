@@ -181,7 +181,11 @@ pub async fn method_not_allowed(
     });
     let seq = state
         .auditor
-        .append("callback.rejected", "unauthenticated", &details)
+        .append(
+            "callback.rejected",
+            crate::actors::UNAUTHENTICATED_ACTOR,
+            &details,
+        )
         .await
         .ok()
         .map(|r| r.seq);
