@@ -111,6 +111,14 @@ pub fn read_log(dir: &Path) -> io::Result<Vec<u8>> {
 
 /// Parses checkpoint lines; unreadable ones are returned with their line numbers.
 pub fn parse_lines(data: &[u8]) -> (Vec<StoredCheckpoint>, Vec<BadCheckpointLine>) {
+    let (good, bad) = parse_numbered_lines(data);
+    (good.into_iter().map(|(_, cp)| cp).collect(), bad)
+}
+
+/// [`parse_lines`], with the 1-based line number of each readable checkpoint.
+pub fn parse_numbered_lines(
+    data: &[u8],
+) -> (Vec<(usize, StoredCheckpoint)>, Vec<BadCheckpointLine>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in data.split(|b| *b == b'\n').enumerate() {
@@ -118,7 +126,7 @@ pub fn parse_lines(data: &[u8]) -> (Vec<StoredCheckpoint>, Vec<BadCheckpointLine
             continue;
         }
         match serde_json::from_slice::<StoredCheckpoint>(line) {
-            Ok(cp) => good.push(cp),
+            Ok(cp) => good.push((i + 1, cp)),
             Err(e) => bad.push(BadCheckpointLine {
                 line: i + 1,
                 reason: e.to_string(),

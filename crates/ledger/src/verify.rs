@@ -55,6 +55,8 @@ pub enum FaultKind {
     BadSignature,
     UnknownKey,
     CheckpointMismatch,
+    /// A checkpoint line repeats or goes below the one before it in `checkpoints.jsonl`.
+    CheckpointOrder,
     Truncated,
     Forked,
     UnsealedTail,
@@ -405,7 +407,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         // is not atomic to a reader once it crosses a page). That checkpoint is not there yet.
         log.truncate(log.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1));
     }
-    let (stored, bad_lines) = crate::cpstore::parse_lines(&log);
+    let (stored, bad_lines) = crate::cpstore::parse_numbered_lines(&log);
     let (mut segments, strays) = list_segments(dir).map_err(io(dir))?;
     if let Some(newest) = segments.last().map(|s| s.first_seq) {
         if live || writer_active(dir) {
@@ -443,13 +445,18 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         );
     }
     let mut expected: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
+    // The line each size was first signed on, for findings that name both lines.
+    let mut first_line: BTreeMap<u64, usize> = BTreeMap::new();
+    // The previous checkpoint in file order, as (line, size).
+    let mut previous: Option<(usize, u64)> = None;
     let mut summary = CheckpointSummary {
         signatures_checked: opts.verifier_key.is_some(),
         ..Default::default()
     };
     let mut equivocation = None;
-    for (i, cp) in stored.iter().enumerate() {
-        let line = Some(i as u64 + 1);
+    for (n, cp) in &stored {
+        let n = *n;
+        let line = Some(n as u64);
         let body = match open_checkpoint(&cp.note, opts.verifier_key.as_deref()) {
             Ok(body) => body,
             Err(e) => {
@@ -475,27 +482,63 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
         }
         summary.count += 1;
         summary.largest_size = summary.largest_size.max(body.size);
-        if let Some((root, note)) = expected.get(&body.size) {
+        let size = body.size;
+        // A writer signs only sizes above the largest already in the file, this process's
+        // or an earlier one's (a torn last line is cut before it reads them): so along the
+        // file sizes strictly increase, and no size is signed twice.
+        if let Some((root, note)) = expected.get(&size) {
+            let first = first_line.get(&size).copied().unwrap_or(0);
             if *root != body.root {
                 faults.push(
                     FaultKind::Forked,
                     Some(crate::cpstore::CHECKPOINTS_FILE),
                     line,
                     None,
-                    format!("two checkpoints of size {} have different roots", body.size),
+                    format!(
+                        "two checkpoints of size {size} have different roots: line {first} \
+                         signs root {} and line {n} signs root {}; the log was forked",
+                        hex::encode(root),
+                        hex::encode(body.root)
+                    ),
                 );
                 if opts.verifier_key.is_some() && equivocation.is_none() {
                     equivocation = Some(Equivocation {
                         origin: body.origin.clone(),
-                        size: body.size,
+                        size,
                         note_a: note.clone(),
                         note_b: cp.note.clone(),
                     });
                 }
+            } else {
+                faults.push(
+                    FaultKind::CheckpointOrder,
+                    Some(crate::cpstore::CHECKPOINTS_FILE),
+                    line,
+                    None,
+                    format!(
+                        "line {n} repeats the checkpoint of size {size} on line {first}: a \
+                         writer signs each size once, so the line was copied"
+                    ),
+                );
             }
             continue;
         }
-        expected.insert(body.size, (body.root, cp.note.clone()));
+        if let Some((prev_line, prev_size)) = previous.filter(|(_, s)| size < *s) {
+            faults.push(
+                FaultKind::CheckpointOrder,
+                Some(crate::cpstore::CHECKPOINTS_FILE),
+                line,
+                None,
+                format!(
+                    "line {n} has size {size}, below size {prev_size} on line {prev_line}; \
+                     expected a size above {prev_size}: a writer appends checkpoints in \
+                     increasing size, so lines were moved or inserted"
+                ),
+            );
+        }
+        previous = Some((n, size));
+        first_line.insert(size, n);
+        expected.insert(size, (body.root, cp.note.clone()));
     }
     let mut trusted: Option<(CheckpointBody, String)> = None;
     if let Some(note) = &opts.trusted_checkpoint {

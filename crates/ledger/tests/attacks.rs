@@ -40,13 +40,14 @@ const DEFAULT_SEED: u64 = 0x6b6c_696e_6721;
 const BASES: usize = 3;
 const STAGES: usize = 3;
 
-// Cases per attack; 10,100 in total.
+// Cases per attack; 10,400 in total.
 const CASES_EDIT: usize = 2200;
 const CASES_RELOG: usize = 200;
 const CASES_TRUNCATE: usize = 1900;
 const CASES_DELETE_SEGMENT: usize = 1900;
 const CASES_ROLLBACK: usize = 1700;
 const CASES_RESEAL: usize = 2200;
+const CASES_REARRANGE_CHECKPOINTS: usize = 300;
 
 fn master_seed() -> u64 {
     std::env::var("ATTACK_SEED")
@@ -1124,6 +1125,66 @@ fn f_resealing_with_a_newer_epoch_key_is_detected() {
         };
         return (b, clean.clone(), m.store(), audit, Box::new(what));
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// (g) Rearrange the lines of checkpoints.jsonl, every one still validly signed, records untouched.
+
+#[derive(Debug)]
+#[allow(dead_code)]
+struct RearrangeCheckpoints {
+    base: usize,
+    variant: &'static str,
+    from: usize,
+    to: usize,
+    lines: usize,
+}
+
+#[test]
+fn g_rearranged_checkpoint_lines_are_detected() {
+    run(
+        "rearrange-checkpoints",
+        CASES_REARRANGE_CHECKPOINTS,
+        |rng| {
+            let b = pick_base(rng);
+            let base = &bases()[b];
+            let clean = &base.last().files;
+            let mut m = base.last().model.clone();
+            let n = m.cps.len();
+            let from = rng.gen_range(0..n);
+            let mut to = rng.gen_range(0..n - 1);
+            if to >= from {
+                to += 1;
+            }
+            let variant = match rng.gen_range(0..3) {
+                0 => {
+                    m.cps.swap(from, to);
+                    "swap two lines"
+                }
+                1 => {
+                    let line = m.cps.remove(from);
+                    m.cps.insert(to, line);
+                    "move one line"
+                }
+                _ => {
+                    // Anywhere, next to itself included.
+                    let at = rng.gen_range(0..=n);
+                    m.cps.insert(at, m.cps[from].clone());
+                    to = at;
+                    "copy one line"
+                }
+            };
+            let audit = audit(rng, None, &base.last().trusted, false);
+            let what = RearrangeCheckpoints {
+                base: b,
+                variant,
+                from,
+                to,
+                lines: n,
+            };
+            (b, clean.clone(), m.store(), audit, Box::new(what))
+        },
+    );
 }
 
 /// A known gap, kept as a failing test until it is closed: an attacker holding the epoch key

@@ -372,3 +372,171 @@ fn an_edit_with_the_chain_rehashed_after_it_names_the_edited_record_first() {
     );
     assert!(rest.message.contains("seq 12 is where to look"));
 }
+
+// 5. Checkpoint lines: a writer appends each size once, in increasing size.
+
+/// A ledger of three writer sessions, so that `checkpoints.jsonl` holds several lines.
+fn build_with_checkpoints() -> (Built, Vec<String>) {
+    let b = build(20);
+    b.append_session(5);
+    b.append_session(5);
+    let lines = cp_lines(&b);
+    assert!(lines.len() >= 3, "{lines:?}");
+    (b, lines)
+}
+
+fn cp_lines(b: &Built) -> Vec<String> {
+    std::fs::read_to_string(b.checkpoints())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn store_cps(b: &Built, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(b.checkpoints(), text).unwrap();
+}
+
+fn cp_size(line: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["size"].as_u64().unwrap()
+}
+
+/// The auditor's and the operator's view, and the view without any key.
+fn every_view(b: &Built) -> [VerifyOptions; 3] {
+    [b.auditor(), b.operator(), VerifyOptions::default()]
+}
+
+#[test]
+fn two_swapped_checkpoint_lines_are_one_order_fault_naming_both_sizes() {
+    let (b, mut lines) = build_with_checkpoints();
+    let n = lines.len();
+    let (small, large) = (cp_size(&lines[n - 2]), cp_size(&lines[n - 1]));
+    lines.swap(n - 2, n - 1);
+    store_cps(&b, &lines);
+    for opts in every_view(&b) {
+        let r = check(&b.dir, &opts);
+        assert_eq!(kinds(&r), [FaultKind::CheckpointOrder], "{:#?}", r.faults);
+        let f = &r.faults[0];
+        assert_eq!(f.segment.as_deref(), Some("checkpoints.jsonl"));
+        assert_eq!(f.line, Some(n as u64));
+        let expected = format!(
+            "line {n} has size {small}, below size {large} on line {}; expected a size above \
+             {large}",
+            n - 1
+        );
+        assert!(f.message.starts_with(&expected), "{}", f.message);
+    }
+}
+
+#[test]
+fn a_checkpoint_line_moved_up_is_one_order_fault() {
+    let (b, mut lines) = build_with_checkpoints();
+    let last = lines.pop().unwrap();
+    lines.insert(0, last);
+    store_cps(&b, &lines);
+    let r = check(&b.dir, &b.operator());
+    assert_eq!(kinds(&r), [FaultKind::CheckpointOrder], "{:#?}", r.faults);
+    assert_eq!(r.faults[0].line, Some(2));
+}
+
+#[test]
+fn a_copied_checkpoint_line_is_a_repeat_naming_the_original_line() {
+    let (b, mut lines) = build_with_checkpoints();
+    let size = cp_size(&lines[0]);
+    lines.push(lines[0].clone());
+    store_cps(&b, &lines);
+    for opts in every_view(&b) {
+        let r = check(&b.dir, &opts);
+        assert_eq!(kinds(&r), [FaultKind::CheckpointOrder], "{:#?}", r.faults);
+        let f = &r.faults[0];
+        assert_eq!(f.line, Some(lines.len() as u64));
+        let expected = format!(
+            "line {} repeats the checkpoint of size {size} on line 1",
+            lines.len()
+        );
+        assert!(f.message.starts_with(&expected), "{}", f.message);
+    }
+    // Right after itself (`sed -i '1p'`) too.
+    lines.pop();
+    lines.insert(1, lines[0].clone());
+    store_cps(&b, &lines);
+    let r = check(&b.dir, &b.auditor());
+    assert_eq!(kinds(&r), [FaultKind::CheckpointOrder], "{:#?}", r.faults);
+    assert_eq!(r.faults[0].line, Some(2));
+}
+
+/// Sizes grow by no fixed step, so nothing shows a line is missing; the records must still
+/// match every checkpoint left, so the removal hides nothing (docs/format.md).
+#[test]
+fn a_checkpoint_line_removed_from_the_middle_is_not_a_fault() {
+    let (b, mut lines) = build_with_checkpoints();
+    lines.remove(lines.len() / 2);
+    store_cps(&b, &lines);
+    for opts in every_view(&b) {
+        let r = verify(&b.dir, &opts).unwrap();
+        assert!(r.intact, "{:#?}", r.faults);
+    }
+}
+
+/// The signing key used twice for one size: the strongest evidence of tampering, reported
+/// as a fork with both roots and both lines, and kept as evidence of equivocation.
+#[test]
+fn two_checkpoints_of_one_size_with_different_roots_are_a_fork_naming_both_lines() {
+    let (b, mut lines) = build_with_checkpoints();
+    let text = std::fs::read_to_string(b.keys.join(kling_audit_ledger::keys::SIGNER_FILE)).unwrap();
+    let signer = kling_audit_ledger::sign::Signer::from_encoded(text.trim()).unwrap();
+    let size = cp_size(&lines[1]);
+    let note = signer.sign_checkpoint(size, &[7; 32]).unwrap();
+    lines.insert(
+        2,
+        serde_json::json!({"size": size, "note": note}).to_string(),
+    );
+    store_cps(&b, &lines);
+    for opts in every_view(&b) {
+        let r = check(&b.dir, &opts);
+        assert_eq!(kinds(&r), [FaultKind::Forked], "{:#?}", r.faults);
+        let f = &r.faults[0];
+        assert_eq!(f.line, Some(3));
+        let m = &f.message;
+        assert!(
+            m.starts_with(&format!(
+                "two checkpoints of size {size} have different roots: line 2"
+            )),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!("line 3 signs root {}", hex::encode([7; 32]))),
+            "{m}"
+        );
+        assert_eq!(r.equivocation.is_some(), opts.verifier_key.is_some());
+    }
+}
+
+/// Line numbers count every line of the file, unreadable ones too.
+#[test]
+fn checkpoint_faults_name_file_lines_past_an_unreadable_line() {
+    let (b, mut lines) = build_with_checkpoints();
+    lines.insert(0, "not a checkpoint".into());
+    lines.push(lines[1].clone());
+    store_cps(&b, &lines);
+    let r = check(&b.dir, &b.auditor());
+    assert_eq!(
+        kinds(&r),
+        [FaultKind::BadCheckpoint, FaultKind::CheckpointOrder],
+        "{:#?}",
+        r.faults
+    );
+    assert_eq!(r.faults[0].line, Some(1));
+    let n = lines.len();
+    assert_eq!(r.faults[1].line, Some(n as u64));
+    assert!(
+        r.faults[1]
+            .message
+            .starts_with(&format!("line {n} repeats the checkpoint of size")),
+        "{}",
+        r.faults[1].message
+    );
+    assert!(r.faults[1].message.contains("on line 2"));
+}
