@@ -91,6 +91,17 @@ fn load(g: &Global, args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
     config::load(&sources(g, args)).with_context(|| format!("gateway configuration ({what})"))
 }
 
+/// A base URL as the documentation writes it: a bare origin without the trailing slash that
+/// URL parsing adds, so the printout matches the rule that base URLs take none.
+fn base_url(url: &reqwest::Url) -> &str {
+    let text = url.as_str();
+    if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
+        text.strip_suffix('/').unwrap_or(text)
+    } else {
+        text
+    }
+}
+
 /// `kling-audit config check`: prints a summary (no secrets) and exits 0, or the first
 /// problem and exits 2.
 pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
@@ -108,7 +119,7 @@ pub fn config_check(g: &Global, args: &GatewayArgs) -> anyhow::Result<Exit> {
         println!("  warning: {warning}");
     }
     println!("  listen:        {}", cfg.listen);
-    println!("  upstream:      {}", cfg.upstream.url);
+    println!("  upstream:      {}", base_url(&cfg.upstream.url));
     println!("  ledger dir:    {}", cfg.audit.dir.display());
     println!("  keys dir:      {}", cfg.keys_dir().display());
     println!("  actors file:   {}", cfg.auth.actors_file.display());

@@ -541,6 +541,36 @@ fn config_check_warns_when_the_open_file_limit_lowers_the_connection_cap() {
     );
 }
 
+/// The README says base URLs take no trailing slash; the summary used to print the parsed URL,
+/// `http://127.0.0.1:9000/`, right after telling users to leave the slash out.
+#[test]
+fn config_check_prints_a_bare_upstream_origin_without_a_trailing_slash() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, shown) in [
+        (None, "https://api-singapore.klingai.com"),
+        (Some("http://127.0.0.1:9000"), "http://127.0.0.1:9000"),
+        (Some("http://127.0.0.1:9000/"), "http://127.0.0.1:9000"),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--dir")
+            .arg(tmp.path().join("audit"))
+            .args(["config", "check"])
+            .env_remove("KLING_AUDIT_UPSTREAM_URL")
+            .env("KLING_ACCESS_KEY", "ak")
+            .env("KLING_SECRET_KEY", "sk");
+        if let Some(url) = flag {
+            cmd.args(["--upstream", url]);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("  upstream:      {shown}\n")),
+            "{flag:?}: {text}"
+        );
+    }
+}
+
 #[test]
 fn config_check_names_what_to_fix() {
     let tmp = tempfile::tempdir().unwrap();
