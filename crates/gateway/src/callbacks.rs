@@ -137,6 +137,63 @@ fn signature_result(
 }
 
 /// Counts a refused callback and answers it, naming `record`, the record of the refusal.
+/// Where the refusal of a request that proved no identity is recorded.
+enum Rejection {
+    /// In a record of its own (`None` when it could not be written).
+    Own(Option<u64>),
+    /// Counted into a `gateway.denied_summary` record: the source used up its budget of
+    /// refusals recorded one by one (see `flood`).
+    Summarized,
+}
+
+/// Records the refusal of a callback request that proved no identity as `callback.rejected`,
+/// within the source's budget of refusals recorded one by one.
+async fn record_rejection(
+    state: &AppState,
+    peer: SocketAddr,
+    reason: &'static str,
+    details: &Value,
+) -> Rejection {
+    if !state.denials.admit(peer.ip(), reason) {
+        state
+            .metrics
+            .denials_summarized
+            .fetch_add(1, Ordering::Relaxed);
+        return Rejection::Summarized;
+    }
+    let seq = state
+        .auditor
+        .append(
+            "callback.rejected",
+            crate::actors::UNAUTHENTICATED_ACTOR,
+            details,
+        )
+        .await
+        .ok()
+        .map(|r| r.seq);
+    Rejection::Own(seq)
+}
+
+/// [`refuse`] for a refusal recorded as `rejection` says.
+fn refuse_unidentified(
+    state: &AppState,
+    status: StatusCode,
+    body: Value,
+    rejection: Rejection,
+) -> Response {
+    match rejection {
+        Rejection::Own(seq) => refuse(state, status, body, seq),
+        Rejection::Summarized => {
+            let mut response = refuse(state, status, body, None);
+            response.headers_mut().insert(
+                proxy::HEADER_RECORD,
+                HeaderValue::from_static(proxy::SUMMARIZED),
+            );
+            response
+        }
+    }
+}
+
 fn refuse(state: &AppState, status: StatusCode, body: Value, record: Option<u64>) -> Response {
     state
         .metrics
@@ -179,23 +236,14 @@ pub async fn method_not_allowed(
         "request_id": request_id,
         "source_ip": peer.ip().to_string(),
     });
-    let seq = state
-        .auditor
-        .append(
-            "callback.rejected",
-            crate::actors::UNAUTHENTICATED_ACTOR,
-            &details,
-        )
-        .await
-        .ok()
-        .map(|r| r.seq);
+    let rejection = record_rejection(&state, peer, "method-not-allowed", &details).await;
     tracing::info!(target: "kling_audit_gateway::callbacks", %request_id, method = %shown, "callback method refused");
     let message = format!(
         "the callback endpoint takes only POST, the method Kling delivers callbacks with; \
          {shown} is not served (method names are case-sensitive)"
     );
     let body = kling_api::envelope::error_body(codes::PARAMETER_INVALID, &message, request_id);
-    let mut response = refuse(&state, StatusCode::METHOD_NOT_ALLOWED, body, seq);
+    let mut response = refuse_unidentified(&state, StatusCode::METHOD_NOT_ALLOWED, body, rejection);
     let headers = response.headers_mut();
     // A 405 names the methods that would be served (RFC 9110, 15.5.6).
     headers.insert(ALLOW, HeaderValue::from_static("POST"));
@@ -216,21 +264,12 @@ pub async fn handle(
     let commitments = state.auditor.commitments();
     let Some(payload) = open_token(commitments, &token) else {
         let details = json!({ "reason": "unknown-token", "source_ip": peer.ip().to_string() });
-        let seq = state
-            .auditor
-            .append(
-                "callback.rejected",
-                crate::actors::UNAUTHENTICATED_ACTOR,
-                &details,
-            )
-            .await
-            .ok()
-            .map(|r| r.seq);
-        return refuse(
+        let rejection = record_rejection(&state, peer, "unknown-token", &details).await;
+        return refuse_unidentified(
             &state,
             StatusCode::NOT_FOUND,
             json!({ "error": "unknown callback" }),
-            seq,
+            rejection,
         );
     };
     let body = match axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await {

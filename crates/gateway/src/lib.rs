@@ -16,6 +16,7 @@ pub mod audit;
 mod body;
 pub mod callbacks;
 pub mod config;
+mod flood;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
@@ -320,6 +321,7 @@ pub async fn run_with_ready(
         served: AtomicU64::new(0),
         verified: verified::VerifiedTokens::default(),
         bodies: body::BodyBudget::new(cfg_buffered),
+        denials: flood::DenialBudget::default(),
     });
 
     let start_details = json!({
@@ -364,6 +366,18 @@ pub async fn run_with_ready(
         })
     };
 
+    let summaries = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(flood::SUMMARY_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                write_denial_summaries(&state).await;
+            }
+        })
+    };
+
     let app = App {
         router: router(Arc::clone(&state)),
         state: Arc::clone(&state),
@@ -386,6 +400,8 @@ pub async fn run_with_ready(
     // Counted before the threads stop: stopping drops the relays still running.
     let relays_abandoned = state.relays.running();
     workers.stop().await;
+    summaries.abort();
+    write_denial_summaries(&state).await;
     let requests_served = state.served.load(Ordering::Relaxed);
     let shutdown_details = json!({
         "requests_served": requests_served,
@@ -415,6 +431,24 @@ pub async fn run_with_ready(
         sealed,
         relays_abandoned,
     })
+}
+
+/// Writes a `gateway.denied_summary` record for each source whose refusals were counted
+/// rather than recorded one by one since the last call.
+async fn write_denial_summaries(state: &AppState) {
+    for summary in state.denials.take_summaries() {
+        if let Err(e) = state
+            .auditor
+            .append(
+                "gateway.denied_summary",
+                actors::UNAUTHENTICATED_ACTOR,
+                &summary,
+            )
+            .await
+        {
+            tracing::error!(target: "kling_audit_gateway", error = %e, "gateway.denied_summary not recorded");
+        }
+    }
 }
 
 /// Serves each request: the gateway's own routes through the router, and every other path

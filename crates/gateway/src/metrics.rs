@@ -182,6 +182,9 @@ pub struct Metrics {
     pub relay_failed: AtomicU64,
     /// Ledger reopen successes after a failure.
     pub ledger_reopens: AtomicU64,
+    /// Refusals of unauthenticated requests counted for a summary record instead of recorded
+    /// one by one (see `flood`).
+    pub denials_summarized: AtomicU64,
 }
 
 impl Metrics {
@@ -301,6 +304,11 @@ impl Metrics {
                 "kling_gateway_ledger_reopens_total",
                 "Times the ledger was reopened after a failure.",
                 &self.ledger_reopens,
+            ),
+            (
+                "kling_gateway_denials_summarized_total",
+                "Refusals of unauthenticated requests recorded in a summary, not one by one.",
+                &self.denials_summarized,
             ),
         ];
         for (name, help, counter) in counters {

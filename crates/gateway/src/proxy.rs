@@ -46,6 +46,8 @@ use crate::verified::Verified;
 
 /// Header carrying the seq of the request record.
 pub const HEADER_RECORD: &str = "x-kling-audit-record";
+/// [`HEADER_RECORD`]'s value for a refusal counted into a `gateway.denied_summary` record.
+pub const SUMMARIZED: &str = "summarized";
 /// Header carrying the time the gateway added, in microseconds.
 pub const HEADER_OVERHEAD: &str = "x-kling-audit-overhead-us";
 /// Header carrying the gateway's request id (also in every record of the call).
@@ -508,10 +510,21 @@ pub async fn handle(
                 ("http_status", json!(401)),
                 ("key_fp", json!(denial.key_fp)),
             ];
-            let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+            // A caller who proved no identity has a budget of refusals recorded one by one;
+            // the rest are counted into a summary record (see `flood`).
+            let own_record = state.denials.admit(peer.ip(), denial.reason);
+            let seq = if own_record {
+                record_denial(&state, base(), &actor, fields, peer, &parts.headers).await
+            } else {
+                state
+                    .metrics
+                    .denials_summarized
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            };
             state.metrics.count_request(route, Outcome::AuthFailed);
             tracing::info!(target: "kling_audit_gateway::access", %request_id, route, code = denial.code, reason = denial.reason, "caller refused");
-            return answer_refusal(
+            let mut response = answer_refusal(
                 &state,
                 StatusCode::UNAUTHORIZED,
                 denial.code,
@@ -520,6 +533,12 @@ pub async fn handle(
                 seq,
                 started,
             );
+            if !own_record {
+                response
+                    .headers_mut()
+                    .insert(HEADER_RECORD, HeaderValue::from_static(SUMMARIZED));
+            }
+            return response;
         }
     };
     let actor = caller.actor.clone();

@@ -159,7 +159,7 @@ pub struct AppState {
     pub tasks: TaskBook,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Upstream client (one connection pool for the process).
+    /// Upstream client (one connection pool per serving thread).
     pub(crate) upstream: crate::upstream::Upstream,
     /// Callback relay client.
     pub relay: reqwest::Client,
@@ -179,6 +179,8 @@ pub struct AppState {
     pub verified: crate::verified::VerifiedTokens,
     /// Memory for request bodies, shared by all requests.
     pub(crate) bodies: crate::body::BodyBudget,
+    /// Refusals of unauthenticated requests recorded one by one, and the count of the rest.
+    pub(crate) denials: crate::flood::DenialBudget,
 }
 
 #[cfg(test)]

@@ -139,6 +139,49 @@ async fn create_poll_succeed_is_recorded_in_order_and_resigned_upstream() {
     );
 }
 
+/// A client without credentials cannot fill the ledger: past a burst, its refusals are
+/// counted into one `gateway.denied_summary` record, written at the latest at shutdown, so
+/// every refusal is in the ledger one way or the other.
+#[tokio::test]
+async fn a_flood_of_unauthenticated_requests_is_recorded_in_a_summary() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let sent = 80;
+    let mut own = 0;
+    let mut summarized = 0;
+    for _ in 0..sent {
+        let answer = env
+            .http
+            .get(env.url("/v1/videos/text2video"))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, body) = split(answer).await;
+        assert_eq!((status, body["code"].as_i64()), (401, Some(1001)));
+        match headers["x-kling-audit-record"].to_str().unwrap() {
+            "summarized" => summarized += 1,
+            seq => {
+                seq.parse::<u64>().expect("a record's seq");
+                own += 1;
+            }
+        }
+    }
+    assert!((20..sent).contains(&own), "{own} recorded one by one");
+    assert_eq!(own + summarized, sent);
+    env.stop().await;
+    env.assert_nothing_forwarded(&before);
+    let records = records(&env.ledger_dir);
+    let denied = of_type(&records, "gateway.denied");
+    assert_eq!(denied.len(), own);
+    let summaries = of_type(&records, "gateway.denied_summary");
+    assert_eq!(summaries.len(), 1);
+    let summary = &summaries[0];
+    assert_eq!(summary["actor"], "unauthenticated");
+    assert_eq!(summary["details"]["source_ip"], "127.0.0.1");
+    assert_eq!(summary["details"]["refusals"], summarized);
+    assert_eq!(summary["details"]["reasons"]["bad-header"], summarized);
+}
+
 #[tokio::test]
 async fn auth_failures_answer_kling_codes_and_forward_nothing() {
     let env = setup(sim_config(), |_| {}).await;
