@@ -196,6 +196,12 @@ pub struct CallbacksConfig {
     pub webhook_tolerance_secs: i64,
 }
 
+/// Most JSON values a request body may hold by default. A Kling request holds tens of values,
+/// hundreds with long lists (its images travel as one base64 string each, which counts once);
+/// parsed, a value costs the gateway some 150 bytes, so the default bounds what the parses of
+/// one body can take to some 15 MB beyond its text.
+pub const DEFAULT_MAX_BODY_VALUES: usize = 100_000;
+
 /// HTTP serving limits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -204,6 +210,9 @@ pub struct ServerConfig {
     /// Bytes of request bodies held at once, across all requests; when unset, the larger of
     /// 256 MiB and `max_body_bytes`.
     pub max_buffered_bytes: Option<usize>,
+    /// Most JSON values (scalars, arrays and objects) a request body may hold; see
+    /// [`DEFAULT_MAX_BODY_VALUES`].
+    pub max_body_values: usize,
     /// Longest wait for a request's headers, and for the next request on an idle connection.
     pub header_timeout: Duration,
     /// Longest wait for a request's body, from the end of its headers.
@@ -373,6 +382,7 @@ impl GatewayConfig {
             server: ServerConfig {
                 max_body_bytes: 64 * 1024 * 1024,
                 max_buffered_bytes: None,
+                max_body_values: DEFAULT_MAX_BODY_VALUES,
                 header_timeout: Duration::from_secs(30),
                 body_timeout: Duration::from_secs(30),
                 max_connections: 4096,
@@ -467,6 +477,12 @@ impl GatewayConfig {
             return Err(ConfigError::invalid(
                 "server.max_buffered_bytes",
                 "must be at least server.max_body_bytes, or one body could never be read",
+            ));
+        }
+        if self.server.max_body_values < 1000 {
+            return Err(ConfigError::invalid(
+                "server.max_body_values",
+                "must be at least 1000",
             ));
         }
         if self.server.header_timeout.is_zero() {
@@ -652,6 +668,7 @@ pub struct RawCallbacks {
 pub struct RawServer {
     pub max_body_bytes: Option<usize>,
     pub max_buffered_bytes: Option<usize>,
+    pub max_body_values: Option<usize>,
     pub header_timeout_ms: Option<u64>,
     pub body_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
@@ -862,6 +879,9 @@ fn apply_env(raw: &mut RawConfig, env: &HashMap<String, String>) -> Result<(), C
     }
     if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_MAX_BUFFERED_BYTES", "a byte count")? {
         raw.server.max_buffered_bytes = Some(v);
+    }
+    if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_MAX_BODY_VALUES", "a count")? {
+        raw.server.max_body_values = Some(v);
     }
     if let Some(v) = env_parse(env, "KLING_AUDIT_SERVER_HEADER_TIMEOUT_MS", MS)? {
         raw.server.header_timeout_ms = Some(v);
@@ -1125,6 +1145,9 @@ fn resolve(raw: RawConfig, sources: &Sources) -> Result<GatewayConfig, ConfigErr
     }
     if let Some(v) = raw.server.max_buffered_bytes {
         cfg.server.max_buffered_bytes = Some(v);
+    }
+    if let Some(v) = raw.server.max_body_values {
+        cfg.server.max_body_values = v;
     }
     if let Some(v) = raw.server.header_timeout_ms {
         cfg.server.header_timeout = Duration::from_millis(v);

@@ -305,6 +305,7 @@ pub async fn run_with_ready(
         );
     }
     let cfg_buffered = cfg.server.buffered_bytes();
+    let cfg_max_values = cfg.server.max_body_values;
     let state = Arc::new(AppState {
         callback_base: format!("{public}{}", callbacks::CALLBACK_PATH),
         cfg,
@@ -320,7 +321,7 @@ pub async fn run_with_ready(
         started,
         served: AtomicU64::new(0),
         verified: verified::VerifiedTokens::default(),
-        bodies: body::BodyBudget::new(cfg_buffered),
+        bodies: body::BodyBudget::new(cfg_buffered).with_max_values(cfg_max_values),
         denials: flood::DenialBudget::default(),
     });
 

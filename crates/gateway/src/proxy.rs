@@ -727,6 +727,16 @@ pub async fn handle(
                         .to_owned(),
                     Outcome::BadRequest,
                 ),
+                BodyRefusal::TooManyValues => (
+                    StatusCode::BAD_REQUEST,
+                    codes::PARAMETER_INVALID,
+                    format!(
+                        "the request body holds more than {} JSON values \
+                         (server.max_body_values), which the gateway does not record",
+                        state.cfg.server.max_body_values
+                    ),
+                    Outcome::BadRequest,
+                ),
                 BodyRefusal::TimedOut => (
                     StatusCode::REQUEST_TIMEOUT,
                     codes::PARAMETER_INVALID,
@@ -758,6 +768,7 @@ pub async fn handle(
                 ("code", json!(code)),
                 ("http_status", json!(status.as_u16())),
                 ("max_body_bytes", json!(max_body)),
+                ("max_body_values", json!(state.cfg.server.max_body_values)),
                 ("credential", Value::clone(&caller.credential)),
             ];
             let seq = record_denial(&state, base, &actor, fields, peer, &parts.headers).await;

@@ -1523,6 +1523,56 @@ async fn a_body_nested_too_deep_to_record_is_refused_unforwarded() {
         .any(|r| r.to_string().contains("hidden moon cat")));
 }
 
+/// A body of many small values costs the gateway many times its size once parsed: one over
+/// `server.max_body_values` is refused from the first pass, unforwarded and recorded, while a
+/// body just within the limit, and one carrying a long string, go through.
+#[tokio::test]
+async fn a_body_of_more_json_values_than_allowed_is_refused_unforwarded() {
+    let mut env = setup(sim_config(), |cfg| cfg.server.max_body_values = 1000).await;
+    let before = env.sim.stats();
+    // The object, two strings and the array: four values, plus the array's items.
+    let body = |items: usize| {
+        format!(
+            r#"{{"model_name":"kling-v2-6","prompt":"p","zz":[{}]}}"#,
+            vec!["1"; items].join(",")
+        )
+    };
+    let (status, headers, answer) = env
+        .post_raw(&env.alice, "/v1/videos/text2video", body(997))
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (400, Some(1200)),
+        "{answer}"
+    );
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("1000") && message.contains("server.max_body_values"),
+        "{message}"
+    );
+    let refused = record_header(&headers);
+    env.assert_nothing_forwarded(&before);
+    let (status, _, answer) = env
+        .post_raw(&env.alice, "/v1/videos/text2video", body(996))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let image = "A".repeat(400_000);
+    let (status, _, answer) = env
+        .post(
+            &env.alice,
+            "/v1/videos/image2video",
+            &serde_json::json!({"model_name": "kling-v2-6", "image": image}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let denied = records.iter().find(|r| seq(r) == refused).unwrap();
+    assert_eq!(denied["type"], "gateway.denied");
+    assert_eq!(denied["details"]["reason"], "body-too-many-values");
+    assert_eq!(denied["details"]["max_body_values"], 1000);
+}
+
 /// A lone surrogate escape, bytes that are not UTF-8 or a number beyond a double's range stop
 /// the record's parser, while many receivers read past them: the keys after them (here a
 /// repeated prompt) never reach the record. Such a body is refused, unforwarded and recorded,

@@ -7,6 +7,7 @@
 //! the minifier below is written by hand; `serde_json` still does the validation.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -30,7 +31,8 @@ impl Details {
     /// object, nesting deeper than serde_json's limit of 128.
     pub fn parse(text: &str) -> Result<Self, EntryError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let kind = StrictValue
+        let unlimited = Cell::new(usize::MAX);
+        let kind = StrictValue { left: &unlimited }
             .deserialize(&mut de)
             .and_then(|kind| de.end().map(|()| kind))
             .map_err(|e| map_json_error(&e))?;
@@ -126,15 +128,31 @@ pub enum UnfaithfulJson {
     /// A number beyond the range of a double (`1e400`): valid JSON that the record cannot
     /// read, while JavaScript, Python and Java parsers read it as infinity and go on.
     NumberOutOfRange,
+    /// More values (scalars and containers together) than the caller's limit: a service that
+    /// goes on to build the document in memory would hold many times its size.
+    TooManyValues {
+        /// The limit that was passed.
+        max: usize,
+    },
 }
 
 /// Checks JSON that a service forwards but does not own. Text that is not JSON at all passes:
 /// no receiver reads it as JSON either.
 pub fn unfaithful_json(text: &[u8]) -> Option<UnfaithfulJson> {
+    unfaithful_json_within(text, usize::MAX)
+}
+
+/// [`unfaithful_json`] that also refuses JSON of more than `max_values` values (every scalar,
+/// array and object counts one), in the same pass, before anything is built from it.
+pub fn unfaithful_json_within(text: &[u8], max_values: usize) -> Option<UnfaithfulJson> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let Err(e) = StrictValue.deserialize(&mut de) else {
+    let left = Cell::new(max_values);
+    let Err(e) = (StrictValue { left: &left }).deserialize(&mut de) else {
         return None;
     };
+    if e.to_string().starts_with(TOO_MANY_VALUES) {
+        return Some(UnfaithfulJson::TooManyValues { max: max_values });
+    }
     match map_json_error(&e) {
         EntryError::DuplicateKey { key } => Some(UnfaithfulJson::RepeatedKey(key)),
         EntryError::DetailsNotJson { reason, .. } if reason.starts_with("recursion limit") => {
@@ -161,6 +179,8 @@ const NOT_UNICODE: &[&str] = &[
 ];
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";
+/// The error text of a document over its value limit.
+const TOO_MANY_VALUES: &str = "too many JSON values";
 
 fn map_json_error(e: &serde_json::Error) -> EntryError {
     let msg = e.to_string();
@@ -228,17 +248,26 @@ impl Kind {
     }
 }
 
-/// A validating visitor: accepts any JSON value, rejects repeated keys, keeps nothing.
-struct StrictValue;
+/// A validating visitor: accepts any JSON value, rejects repeated keys, keeps nothing. `left`
+/// is how many more values the document may hold.
+#[derive(Clone, Copy)]
+struct StrictValue<'c> {
+    left: &'c Cell<usize>,
+}
 
-impl<'de> DeserializeSeed<'de> for StrictValue {
+impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
     type Value = Kind;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
+        let left = self.left.get();
+        if left == 0 {
+            return Err(de::Error::custom(TOO_MANY_VALUES));
+        }
+        self.left.set(left - 1);
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for StrictValue {
+impl<'de> Visitor<'de> for StrictValue<'_> {
     type Value = Kind;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,13 +292,13 @@ impl<'de> Visitor<'de> for StrictValue {
         Ok(Kind::String)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
-        while seq.next_element_seed(StrictValue)?.is_some() {}
+        while seq.next_element_seed(self)?.is_some() {}
         Ok(Kind::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
         let mut seen = Seen::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            map.next_value_seed(StrictValue)?;
+            map.next_value_seed(self)?;
             if let Err(key) = seen.insert(key) {
                 let quoted = serde_json::to_string(&*key).unwrap_or_default();
                 return Err(de::Error::custom(format_args!(
@@ -450,6 +479,27 @@ mod tests {
         assert_eq!(unfaithful_json(br#"{"x":"\ud83d\ude00"}"#), None);
         assert_eq!(unfaithful_json(b"\xff\xfe{}"), None);
         assert_eq!(unfaithful_json(b"prompt=\xff"), None);
+    }
+
+    #[test]
+    fn json_over_its_value_limit_is_refused_counting_scalars_and_containers() {
+        // An object, an array, three numbers and a string: six values.
+        let text = br#"{"a":[1,2,3],"b":"x"}"#;
+        assert_eq!(unfaithful_json_within(text, 6), None);
+        assert_eq!(
+            unfaithful_json_within(text, 5),
+            Some(UnfaithfulJson::TooManyValues { max: 5 })
+        );
+        // Keys are not values; long strings count once.
+        let long = format!(r#"{{"{}":"{}"}}"#, "k".repeat(100), "v".repeat(100_000));
+        assert_eq!(unfaithful_json_within(long.as_bytes(), 2), None);
+        let many = format!("[{}1]", "1,".repeat(1000));
+        assert_eq!(
+            unfaithful_json_within(many.as_bytes(), 1000),
+            Some(UnfaithfulJson::TooManyValues { max: 1000 })
+        );
+        assert_eq!(unfaithful_json_within(many.as_bytes(), 1002), None);
+        assert_eq!(unfaithful_json(many.as_bytes()), None);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 pub use commit::Commitments;
-pub use details::{unfaithful_json, Details, UnfaithfulJson};
+pub use details::{unfaithful_json, unfaithful_json_within, Details, UnfaithfulJson};
 pub use error::{AppendError, EntryError, OpenError};
 pub use keys::{InitSecrets, KeySet};
 pub use open::TornTail;
