@@ -27,13 +27,14 @@ pub const GATEWAY_ACTOR: &str = "gateway";
 /// Why a record was not written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
-    /// The entry broke a record rule (a bug in the gateway, never caller input).
-    #[error("audit record of type {kind} is malformed: {reason}")]
+    /// The entry broke a record rule: a bug in the gateway, or a record made from caller input
+    /// too large for one record. The ledger itself is fine, so this is not a ledger failure.
+    #[error("audit record of type {kind} is malformed: {source}")]
     Entry {
         /// The record type.
         kind: String,
-        /// The ledger's explanation.
-        reason: String,
+        /// The rule broken.
+        source: Arc<EntryError>,
     },
     /// The ledger refused the append.
     #[error("audit ledger refused the record: {0}")]
@@ -170,7 +171,7 @@ impl Auditor {
             .and_then(|d| Entry::new(kind, actor, d))
             .map_err(|e| AuditError::Entry {
                 kind: kind.to_owned(),
-                reason: e.to_string(),
+                source: Arc::new(e),
             })?;
         let started = Instant::now();
         let ledger = self.ledger();
@@ -202,7 +203,7 @@ impl Auditor {
                 }
                 Err(e) => results.push(Some(Err(AuditError::Entry {
                     kind: kind.to_owned(),
-                    reason: e.to_string(),
+                    source: Arc::new(e),
                 }))),
             }
         }
@@ -230,8 +231,16 @@ impl Auditor {
     }
 
     /// Counts and logs a record the ledger refused, and starts the reopen loop when the ledger
-    /// has stopped taking records.
+    /// has stopped taking records. A record the writer found breaking a record rule (too large
+    /// once encoded) says nothing of the ledger: it is neither counted nor logged as a ledger
+    /// failure, and the caller decides what it means.
     fn refused(self: &Arc<Self>, kind: &str, e: AppendError) -> AuditError {
+        if let AppendError::Entry(source) = e {
+            return AuditError::Entry {
+                kind: kind.to_owned(),
+                source,
+            };
+        }
         self.metrics.ledger_failures.fetch_add(1, Ordering::Relaxed);
         if let Some(not_logged) = self.may_log_refusal() {
             tracing::error!(
@@ -453,6 +462,19 @@ impl LogGate {
     }
 }
 
+impl AuditError {
+    /// `(encoded size, limit)` when the record was refused for its size alone.
+    pub fn record_too_large(&self) -> Option<(usize, usize)> {
+        match self {
+            AuditError::Entry { source, .. } => match **source {
+                EntryError::RecordTooLarge { len, max } => Some((len, max)),
+                _ => None,
+            },
+            AuditError::Append(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +536,21 @@ mod tests {
         a.refusal_log.0.lock().unwrap().0 = Some(Instant::now() - Duration::from_secs(2));
         assert_eq!(a.may_log_refusal(), Some(50));
         assert_eq!(a.may_log_refusal(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_too_large_is_refused_without_counting_a_ledger_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = auditor(tmp.path());
+        let details =
+            serde_json::json!({"x": "y".repeat(kling_audit_ledger::record::MAX_RECORD_BYTES)});
+        let e = a.append("t.huge", "actor", &details).await.unwrap_err();
+        let (len, max) = e.record_too_large().expect("refused for its size");
+        assert!(len > max, "{len} {max}");
+        assert_eq!(a.metrics.ledger_failures.load(Ordering::Relaxed), 0);
+        assert!(a.writable());
+        let small = serde_json::json!({"x": "y"});
+        a.append("t.small", "actor", &small).await.unwrap();
     }
 
     #[test]

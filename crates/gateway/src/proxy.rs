@@ -886,6 +886,47 @@ pub async fn handle(
         .await
     {
         Ok(r) => Some(r),
+        // A record that breaks a record rule (too large, for a body whose recorded fields the
+        // caps below did not keep small) is the request's doing, not the ledger's: refused in
+        // either mode, never forwarded unrecorded, and no ledger failure.
+        Err(e @ AuditError::Entry { .. }) => {
+            let (reason, status, code) = match e.record_too_large() {
+                Some(_) => (
+                    "request-record-too-large",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PARAMETER_ERROR,
+                ),
+                None => (
+                    "request-record-invalid",
+                    StatusCode::BAD_REQUEST,
+                    codes::PARAMETER_INVALID,
+                ),
+            };
+            let (record_bytes, max_record_bytes) = e.record_too_large().unzip();
+            let fields = [
+                ("reason", json!(reason)),
+                ("code", json!(code)),
+                ("http_status", json!(status.as_u16())),
+                ("body_bytes", json!(raw_body.len())),
+                ("record_bytes", json!(record_bytes)),
+                ("max_record_bytes", json!(max_record_bytes)),
+                ("credential", Value::clone(&caller.credential)),
+            ];
+            let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+            state.metrics.count_request(route, Outcome::BadRequest);
+            tracing::warn!(target: "kling_audit_gateway::access", %request_id, route, %actor, reason, error = %e, "request refused: its record breaks a record rule");
+            let message = match e.record_too_large() {
+                Some((len, max)) => format!(
+                    "the request's audit record would be {len} bytes, over the ledger's limit \
+                     of {max} bytes per record; the gateway records every request before \
+                     forwarding it, so nothing was sent to Kling"
+                ),
+                None => "the request's audit record could not be made; nothing was sent to \
+                         Kling"
+                    .to_owned(),
+            };
+            return answer_refusal(&state, status, code, &message, request_id, seq, started);
+        }
         Err(e) => match state.auditor.mode() {
             FailureMode::FailClosed => {
                 return audit_unavailable(&state, route, request_id, started, &e)

@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use kling_api::auth::sign_jwt;
+use kling_audit_gateway::config::FailureMode;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -1976,4 +1977,55 @@ async fn a_query_with_unrecorded_values_is_recorded_by_its_keyed_commitment() {
         !text.contains("QUERYSECRET"),
         "query values are not recorded"
     );
+}
+
+/// The text of `/metrics` (served openly when no admin token is set).
+async fn metrics_text(env: &Env) -> String {
+    let resp = env.http.get(env.url("/metrics")).send().await.unwrap();
+    resp.text().await.unwrap()
+}
+
+/// A request whose record would still break the ledger's size limit (here an image URL whose
+/// host is far longer than DNS allows) is refused 413 in both modes, never forwarded, with a
+/// small `gateway.denied` naming the sizes; it is no ledger failure and `/readyz` stays ready.
+#[tokio::test]
+async fn a_request_whose_record_would_be_too_large_is_refused_and_recorded_in_either_mode() {
+    for mode in [FailureMode::FailClosed, FailureMode::FailOpen] {
+        let mut env = setup(sim_config(), |cfg| cfg.audit.on_failure = mode).await;
+        let before = env.sim.stats();
+        let url = format!("https://{}.example/cat.png", "a".repeat(1_100_000));
+        let (status, headers, answer) = env
+            .post(
+                &env.alice,
+                "/v1/videos/image2video",
+                &json!({"model_name": "kling-v2-6", "image": url}),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["code"].as_i64()),
+            (413, Some(1201)),
+            "{mode:?} {answer}"
+        );
+        let refused = record_header(&headers);
+        env.assert_nothing_forwarded(&before);
+        let ready = env.http.get(env.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+        let metrics = metrics_text(&env).await;
+        assert!(
+            metrics.contains("kling_gateway_ledger_failures_total 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("kling_gateway_unaudited_requests_total 0"),
+            "{metrics}"
+        );
+        env.stop().await;
+        let records = records(&env.ledger_dir);
+        assert_denied(&records, 1, "alice", "request-record-too-large", Some(413));
+        let denied = records.iter().find(|r| seq(r) == refused).unwrap();
+        let max = denied["details"]["max_record_bytes"].as_u64().unwrap();
+        assert!(denied["details"]["record_bytes"].as_u64().unwrap() > max);
+        assert!(denied.to_string().len() < 4096, "the denial stays small");
+        assert!(of_type(&records, "gateway.request").is_empty());
+    }
 }
