@@ -339,7 +339,10 @@ pub async fn handle(
     );
     details.insert(
         "external_task_id".into(),
-        json!(view.as_ref().and_then(|v| v.external_task_id.clone())),
+        json!(view
+            .as_ref()
+            .and_then(|v| v.external_task_id.as_deref())
+            .map(|id| cap_chars(id, inspect::EXTERNAL_ID_MAX_CHARS))),
     );
     details.insert("signature".into(), json!(signature));
     details.insert("signature_reason".into(), json!(signature_reason));

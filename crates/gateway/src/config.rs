@@ -196,6 +196,10 @@ pub struct CallbacksConfig {
     pub webhook_tolerance_secs: i64,
 }
 
+/// Largest `audit.message_max_chars`: a message of that many characters (four bytes each at
+/// most, six escaped) still leaves a record far under the ledger's 1 MiB.
+const MESSAGE_MAX_CHARS_LIMIT: usize = 65536;
+
 /// Most JSON values a request body may hold by default. A Kling request holds tens of values,
 /// hundreds with long lists (its images travel as one base64 string each, which counts once);
 /// parsed, a value costs the gateway some 150 bytes, so the default bounds what the parses of
@@ -509,10 +513,11 @@ impl GatewayConfig {
                 "must be from 1 to 1024; leave it unset for one per CPU",
             ));
         }
-        if self.audit.message_max_chars == 0 {
+        // Messages are kept in records, which the ledger caps at 1 MiB each.
+        if !(1..=MESSAGE_MAX_CHARS_LIMIT).contains(&self.audit.message_max_chars) {
             return Err(ConfigError::invalid(
                 "audit.message_max_chars",
-                "must be at least 1",
+                "must be from 1 to 65536",
             ));
         }
         if matches!(&self.admin_token, Some(t) if t.expose().len() < 16) {
@@ -1247,6 +1252,40 @@ mod tests {
         assert_eq!(cfg.server.max_connections, 12);
         assert_eq!(cfg.server.header_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.server.buffered_bytes(), 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn limits_that_keep_bodies_and_records_bounded_are_checked() {
+        for (var, value, key) in [
+            (
+                "KLING_AUDIT_SERVER_MAX_BODY_VALUES",
+                "999",
+                "server.max_body_values",
+            ),
+            (
+                "KLING_AUDIT_AUDIT_MESSAGE_MAX_CHARS",
+                "65537",
+                "audit.message_max_chars",
+            ),
+            (
+                "KLING_AUDIT_AUDIT_MESSAGE_MAX_CHARS",
+                "0",
+                "audit.message_max_chars",
+            ),
+        ] {
+            let mut env = KEYS.to_vec();
+            env.push((var, value));
+            let err = load(&sources(None, &env)).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let cfg = load(&sources(None, &KEYS)).unwrap();
+        assert_eq!(cfg.server.max_body_values, DEFAULT_MAX_BODY_VALUES);
+        let mut env = KEYS.to_vec();
+        env.push(("KLING_AUDIT_SERVER_MAX_BODY_VALUES", "5000"));
+        env.push(("KLING_AUDIT_AUDIT_MESSAGE_MAX_CHARS", "65536"));
+        let cfg = load(&sources(None, &env)).unwrap();
+        assert_eq!(cfg.server.max_body_values, 5000);
+        assert_eq!(cfg.audit.message_max_chars, 65536);
     }
 
     #[test]

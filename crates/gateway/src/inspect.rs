@@ -315,7 +315,12 @@ pub fn body_fields(
     out: &mut Map<String, Value>,
 ) {
     let choice = routes::model_choice(op, body);
-    out.insert("model".into(), json!(choice.name));
+    // Kling's model names are short; a longer one is the caller's text, capped like any
+    // parameter so it cannot make the record too large.
+    out.insert(
+        "model".into(),
+        json!(choice.name.map(|n| cap_chars(&n, PARAM_MAX_CHARS))),
+    );
     out.insert(
         "model_source".into(),
         json!(match choice.source {
@@ -370,7 +375,8 @@ pub fn body_fields(
             summary.insert("type".into(), kind);
         }
         if let Some(cfg) = cc.get("config").and_then(Value::as_object) {
-            for (k, v) in cfg {
+            // Kling's camera config has six keys; a caller's thousands are not all kept.
+            for (k, v) in cfg.iter().take(MAX_RECORDED_IDS) {
                 if let (true, Some(s)) = (k.len() <= 16, scalar(v)) {
                     summary.insert(format!("config.{k}"), s);
                 }
@@ -392,7 +398,11 @@ pub fn body_fields(
             .filter_map(|(_, v)| scalar(v))
             .collect();
         if !ids.is_empty() {
+            let (ids, omitted) = first_recorded(ids);
             params.insert((*list).to_owned(), Value::Array(ids));
+            if omitted > 0 {
+                params.insert(format!("{list}_omitted"), json!(omitted));
+            }
         }
     }
     if let Some(items) = body.get("multi_prompt").and_then(Value::as_array) {
@@ -419,7 +429,7 @@ pub fn body_fields(
             }
         }
     }
-    out.insert("prompts".into(), Value::Array(prompts));
+    insert_capped(out, "prompts", prompts);
     let mut media = Vec::new();
     for field in media_fields {
         for (path, value) in routes::field_values(body, field) {
@@ -428,7 +438,7 @@ pub fn body_fields(
             }
         }
     }
-    out.insert("media".into(), Value::Array(media));
+    insert_capped(out, "media", media);
     let unknown = unknown_fields(op, body);
     let omitted = unknown
         .as_ref()
@@ -444,11 +454,41 @@ pub fn body_fields(
     if omitted > 0 {
         out.insert("unknown_fields_omitted".into(), json!(omitted));
     }
+    // A longer id is refused before the record is written (see `EXTERNAL_ID_MAX_CHARS`); the
+    // cap only keeps this function's output bounded on its own.
     out.insert(
         "external_task_id".into(),
-        json!(external_task_id(op.generation, body)),
+        json!(external_task_id(op.generation, body).map(|id| cap_chars(&id, EXTERNAL_ID_MAX_CHARS))),
     );
 }
+
+/// The first [`MAX_RECORDED_IDS`] entries of a list a record keeps, and how many were left out.
+fn first_recorded(mut items: Vec<Value>) -> (Vec<Value>, usize) {
+    let omitted = items.len().saturating_sub(MAX_RECORDED_IDS);
+    items.truncate(MAX_RECORDED_IDS);
+    (items, omitted)
+}
+
+/// Inserts `name` with the first [`MAX_RECORDED_IDS`] entries of `items`, and `<name>_omitted`
+/// when there were more: a body of thousands of prompts or images would otherwise make a record
+/// over the ledger's size limit. A real Kling request has a handful.
+fn insert_capped(out: &mut Map<String, Value>, name: &str, items: Vec<Value>) {
+    let (kept, omitted) = first_recorded(items);
+    out.insert(name.into(), Value::Array(kept));
+    if omitted > 0 {
+        out.insert(format!("{name}_omitted"), json!(omitted));
+    }
+}
+
+/// Longest `external_task_id` the gateway forwards, in characters: the same cap as every id a
+/// record keeps (task ids, ids of lookups), so an id it accepts is always recorded whole, and a
+/// lookup by it finds the same text. Kling's own ids are 18 digits; a caller's are order
+/// numbers or UUIDs.
+pub const EXTERNAL_ID_MAX_CHARS: usize = 128;
+
+/// Most fields kept of one small object of an answer (a billing entry, the balance deduction),
+/// which has three or four.
+const MAX_RECORDED_KEYS: usize = 16;
 
 /// What a record keeps of a query string: values of the paging/time/id parameters, and the
 /// names of the others, borrowed from the query where nothing was decoded or capped.
@@ -830,11 +870,23 @@ pub fn result_fields(task: &Value, message_max_chars: usize) -> Map<String, Valu
             outputs.push((kind, item));
         }
     }
+    // The lists and maps of an answer or a callback (up to 1 MiB) are kept to their first
+    // entries, so that a huge one cannot make the `task.status` record too large to write.
     out.insert("outputs_count".into(), json!(outputs.len()));
     out.insert(
         "outputs".into(),
-        Value::Array(outputs.iter().map(|(k, i)| output_summary(i, k)).collect()),
+        outputs
+            .iter()
+            .take(MAX_RECORDED_IDS)
+            .map(|(k, i)| output_summary(i, k))
+            .collect(),
     );
+    if outputs.len() > MAX_RECORDED_IDS {
+        out.insert(
+            "outputs_omitted".into(),
+            json!(outputs.len() - MAX_RECORDED_IDS),
+        );
+    }
     if let Some(parent) = task.get("task_info").and_then(|i| i.get("parent_video")) {
         if let Some(id) = parent.get("id").and_then(scalar) {
             out.insert("parent_video_id".into(), id);
@@ -850,6 +902,7 @@ pub fn result_fields(task: &Value, message_max_chars: usize) -> Map<String, Valu
         let copy: Map<String, Value> = cash
             .iter()
             .filter_map(|(k, v)| scalar(v).map(|s| (cap_chars(k, 32), s)))
+            .take(MAX_RECORDED_KEYS)
             .collect();
         out.insert("final_balance_deduction".into(), Value::Object(copy));
     }
@@ -861,11 +914,12 @@ pub fn result_fields(task: &Value, message_max_chars: usize) -> Map<String, Valu
                 Value::Object(
                     e.iter()
                         .filter_map(|(k, v)| scalar(v).map(|s| (cap_chars(k, 32), s)))
+                        .take(MAX_RECORDED_KEYS)
                         .collect(),
                 )
             })
             .collect();
-        out.insert("billing".into(), Value::Array(entries));
+        insert_capped(&mut out, "billing", entries);
     }
     if let Some(units) = units_deducted(task) {
         out.insert("units_deducted".into(), json!(units));
@@ -1061,6 +1115,57 @@ mod tests {
         assert_eq!(out["params"]["settings.duration"], 7);
         assert_eq!(out["params"]["settings.duration_type"], "number");
         assert_eq!(out["prompts"][0]["chars"], 1);
+    }
+
+    #[test]
+    fn caller_lists_and_names_in_a_body_are_kept_bounded() {
+        let op = routes::classify("POST", "/v1/videos/text2video", None);
+        let config: Map<String, Value> = (0..5000).map(|i| (format!("k{i}"), json!(i))).collect();
+        let body = json!({
+            "model_name": "m".repeat(100_000),
+            "camera_control": {"type": "simple", "config": config},
+            "element_list": (0..300).map(|i| json!({"element_id": i})).collect::<Vec<_>>(),
+        });
+        let mut out = Map::new();
+        body_fields(&op, &body, &commitments(), &mut out);
+        assert_eq!(out["model"].as_str().unwrap().len(), PARAM_MAX_CHARS);
+        let camera = out["params"]["camera_control"].as_object().unwrap();
+        assert_eq!(
+            camera.len(),
+            1 + MAX_RECORDED_IDS,
+            "type and the first config keys"
+        );
+        let ids = out["params"]["element_list[].element_id"]
+            .as_array()
+            .unwrap();
+        assert_eq!(ids.len(), MAX_RECORDED_IDS);
+        assert_eq!(out["params"]["element_list[].element_id_omitted"], 200);
+        assert!(out.get("prompts_omitted").is_none());
+        assert!(Value::Object(out).to_string().len() < 20_000);
+    }
+
+    #[test]
+    fn a_final_task_with_thousands_of_outputs_keeps_the_first_hundred() {
+        let videos: Vec<Value> = (0..5000)
+            .map(|i| json!({"id": i, "url": format!("https://cdn.example/{i}.mp4")}))
+            .collect();
+        let billing: Vec<Value> = (0..500)
+            .map(|i| {
+                let e: Map<String, Value> = (0..100).map(|k| (format!("k{k}"), json!(i))).collect();
+                Value::Object(e)
+            })
+            .collect();
+        let task = json!({"task_status": "succeed", "task_result": {"videos": videos},
+                          "billing": billing});
+        let out = result_fields(&task, 256);
+        assert_eq!(out["outputs_count"], 5000);
+        assert_eq!(out["outputs"].as_array().unwrap().len(), MAX_RECORDED_IDS);
+        assert_eq!(out["outputs_omitted"], 5000 - MAX_RECORDED_IDS);
+        let billing = out["billing"].as_array().unwrap();
+        assert_eq!(billing.len(), MAX_RECORDED_IDS);
+        assert_eq!(billing[0].as_object().unwrap().len(), MAX_RECORDED_KEYS);
+        assert_eq!(out["billing_omitted"], 400);
+        assert!(Value::Object(out).to_string().len() < 100_000);
     }
 
     #[test]

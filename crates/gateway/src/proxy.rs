@@ -846,6 +846,36 @@ pub async fn handle(
             &mut record.body,
         );
         request_external_id = inspect::external_task_id(op.generation, body_value);
+        // An id longer than any record keeps is refused rather than recorded in part: the
+        // record, the task book and a later lookup all hold the id whole.
+        let id_chars = request_external_id
+            .as_deref()
+            .map_or(0, |id| id.chars().count());
+        if id_chars > inspect::EXTERNAL_ID_MAX_CHARS {
+            let fields = [
+                ("reason", json!("external-task-id-too-long")),
+                ("code", json!(codes::PARAMETER_INVALID)),
+                ("http_status", json!(400)),
+                ("external_task_id_chars", json!(id_chars)),
+                ("credential", Value::clone(&caller.credential)),
+            ];
+            let seq = record_denial(&state, base(), &actor, fields, peer, &parts.headers).await;
+            state.metrics.count_request(route, Outcome::BadRequest);
+            tracing::info!(target: "kling_audit_gateway::access", %request_id, route, %actor, id_chars, "external_task_id too long");
+            let message = format!(
+                "external_task_id is {id_chars} characters; the gateway accepts at most {}",
+                inspect::EXTERNAL_ID_MAX_CHARS
+            );
+            return answer_refusal(
+                &state,
+                StatusCode::BAD_REQUEST,
+                codes::PARAMETER_INVALID,
+                &message,
+                request_id,
+                seq,
+                started,
+            );
+        }
         if op.kind == OperationKind::Create {
             let slots = inspect::callback_url_slots(op.generation, body_value);
             let rewritten = !slots.is_empty();
@@ -1387,10 +1417,11 @@ fn digest_answer(
                         }
                         resp.task_id = Some(view.task_id);
                         resp.task_status = Some(view.status);
-                        resp.external_task_id = Some(ext);
+                        resp.external_task_id =
+                            Some(ext.map(|e| cap_chars(&e, inspect::EXTERNAL_ID_MAX_CHARS)));
                     } else if let Some(units) = data.get("final_unit_deduction").and_then(|v| {
                         v.as_str()
-                            .map(str::to_owned)
+                            .map(|s| cap_chars(s, 32))
                             .or(v.as_f64().map(|f| f.to_string()))
                     }) {
                         // Synchronous calls (identify-face) charge at once.

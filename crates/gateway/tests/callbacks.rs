@@ -515,3 +515,32 @@ async fn a_callback_too_large_to_read_is_refused_and_recorded() {
         "nothing relayed"
     );
 }
+
+/// A callback of nearly 1 MiB (an external id and a list of outputs as long as the body allows)
+/// once made its `callback.received` record too large: in fail-closed mode the callback was
+/// answered 503 and lost. Its record keeps capped fields, and the final status is recorded.
+#[tokio::test]
+async fn a_callback_with_huge_fields_is_still_recorded() {
+    let mut b = bench(None).await;
+    let (task_id, url) = b.create().await;
+    let videos: Vec<Value> = (0..20_000).map(|i| json!({"id": i})).collect();
+    let body = json!({"task_id": task_id, "task_status": "succeed",
+                      "task_info": {"external_task_id": "E".repeat(600_000)},
+                      "task_result": {"videos": videos}});
+    let (status, answer) = b.callback(&url, &body, &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    b.env.stop().await;
+    let records = records(&b.env.ledger_dir);
+    let received = of_type(&records, "callback.received");
+    assert_eq!(received.len(), 1);
+    let id = received[0]["details"]["external_task_id"].as_str().unwrap();
+    assert_eq!(id.len(), 128);
+    assert_eq!(
+        callback_statuses(&records),
+        [(task_id, "succeed".to_owned())]
+    );
+    let status = of_type(&records, "task.status");
+    let last = status.last().unwrap();
+    assert_eq!(last["details"]["outputs_count"], 20_000);
+    assert_eq!(last["details"]["outputs"].as_array().unwrap().len(), 100);
+}

@@ -1985,6 +1985,103 @@ async fn metrics_text(env: &Env) -> String {
     resp.text().await.unwrap()
 }
 
+/// An `external_task_id` longer than a record keeps once let a caller skip the write-ahead
+/// record (forwarded unrecorded in fail-open, a false 503 and ledger alarm in fail-closed).
+/// It is the caller's input: refused in both modes, never forwarded, recorded without the id,
+/// and no ledger failure.
+#[tokio::test]
+async fn an_overlong_external_task_id_is_refused_and_recorded_in_either_mode() {
+    for mode in [FailureMode::FailClosed, FailureMode::FailOpen] {
+        let mut env = setup(sim_config(), |cfg| cfg.audit.on_failure = mode).await;
+        let before = env.sim.stats();
+        let (status, headers, answer) = env
+            .post(
+                &env.alice,
+                "/v1/videos/text2video",
+                &json!({"model_name": "kling-v2-6", "prompt": "p",
+                        "external_task_id": "E".repeat(1_100_000)}),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["code"].as_i64()),
+            (400, Some(1200)),
+            "{mode:?} {answer}"
+        );
+        let refused = record_header(&headers);
+        env.assert_nothing_forwarded(&before);
+        // One character fewer than the cap's limit passes, and is recorded whole.
+        let id = "e".repeat(128);
+        let (status, headers, answer) = env
+            .post(
+                &env.alice,
+                "/v1/videos/text2video",
+                &json!({"model_name": "kling-v2-6", "prompt": "p", "external_task_id": id}),
+            )
+            .await;
+        assert_eq!(status, 200, "{mode:?} {answer}");
+        let recorded = record_header(&headers);
+        let metrics = metrics_text(&env).await;
+        assert!(
+            metrics.contains("kling_gateway_ledger_failures_total 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("kling_gateway_unaudited_requests_total 0"),
+            "{metrics}"
+        );
+        env.stop().await;
+        let records = records(&env.ledger_dir);
+        let denied = records.iter().find(|r| seq(r) == refused).unwrap();
+        assert_eq!(denied["type"], "gateway.denied");
+        assert_eq!(denied["details"]["reason"], "external-task-id-too-long");
+        assert_eq!(denied["details"]["external_task_id_chars"], 1_100_000);
+        assert!(denied.to_string().len() < 4096, "the denial stays small");
+        let request = records.iter().find(|r| seq(r) == recorded).unwrap();
+        assert_eq!(request["details"]["external_task_id"], id.as_str());
+    }
+}
+
+/// Thousands of prompts once made a request record over the ledger's 1 MiB (forwarded
+/// unrecorded in fail-open, 503 in fail-closed): the record keeps the first hundred
+/// commitments and counts the rest, and the call goes through recorded.
+#[tokio::test]
+async fn a_body_of_thousands_of_prompts_is_recorded_with_the_first_hundred() {
+    let mut env = setup(sim_config(), |_| {}).await;
+    let before = env.sim.stats();
+    let items: Vec<_> = (0..12_000)
+        .map(|i| json!({"index": i, "prompt": format!("shot {i}"), "duration": "1"}))
+        .collect();
+    let (status, headers, answer) = env
+        .post(
+            &env.alice,
+            "/v1/videos/text2video",
+            &json!({"model_name": "kling-v2-6", "multi_shot": true, "multi_prompt": items,
+                    "voice_list": (0..500).map(|i| json!({"voice_id": format!("v{i}")}))
+                        .collect::<Vec<_>>()}),
+        )
+        .await;
+    // What Kling (here the simulator) makes of so many shots does not matter: the call went
+    // out, recorded first.
+    assert_ne!(status, 503, "{answer}");
+    assert_eq!(
+        env.sim.stats().requests_total,
+        before.requests_total + 1,
+        "forwarded"
+    );
+    let recorded = record_header(&headers);
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let request = records.iter().find(|r| seq(r) == recorded).unwrap();
+    assert_eq!(request["type"], "gateway.request");
+    let details = &request["details"];
+    assert_eq!(details["prompts"].as_array().unwrap().len(), 100);
+    assert_eq!(details["prompts_omitted"], 11_900);
+    assert_eq!(details["params"]["multi_prompt_items"], 12_000);
+    let voices = &details["params"]["voice_list[].voice_id"];
+    assert_eq!(voices.as_array().unwrap().len(), 100);
+    assert_eq!(details["params"]["voice_list[].voice_id_omitted"], 400);
+}
+
 /// A request whose record would still break the ledger's size limit (here an image URL whose
 /// host is far longer than DNS allows) is refused 413 in both modes, never forwarded, with a
 /// small `gateway.denied` naming the sizes; it is no ledger failure and `/readyz` stays ready.
