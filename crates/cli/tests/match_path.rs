@@ -4,11 +4,12 @@
 //! path or query never requested, nor for a prompt of the same text.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use kling_api::SecretString;
 use kling_audit_gateway::GatewayConfig;
-use serde_json::Value;
+
+mod matching;
+use matching::{json_of, kling_audit};
 
 const PATH: &str = "/v1/not-a-kling-route/order-5521";
 /// A known route with a query parameter the records keep by name only.
@@ -55,27 +56,6 @@ fn request_an_unknown_path(dir: &Path) {
         gw.shutdown().await.unwrap();
         sim.shutdown().await.unwrap();
     });
-}
-
-fn kling_audit(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kling-audit"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("KLING_AUDIT_KEYS_DIR")
-        .env_remove("KLING_AUDIT_COMMIT_KEY")
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! the audited client submitted, and nothing for a prompt that was never sent.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use kling_api::client::{ClientConfig, PollOptions};
@@ -10,7 +9,9 @@ use kling_api::requests::TextToVideoRequest;
 use kling_api::SecretString;
 use kling_audit_client::AuditedClient;
 use kling_audit_ledger::{Ledger, LedgerOptions};
-use serde_json::Value;
+
+mod matching;
+use matching::{json_of, kling_audit};
 
 const PROMPT: &str = "an orchard of glass apples under moonlight";
 const NEGATIVE: &str = "fog, grain";
@@ -46,27 +47,6 @@ fn record_a_task(dir: &Path) -> String {
         ledger.close_async().await.unwrap();
         sim.shutdown().await.unwrap();
         sub.corr.to_string()
-    })
-}
-
-fn kling_audit(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kling-audit"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("KLING_AUDIT_KEYS_DIR")
-        .env_remove("KLING_AUDIT_COMMIT_KEY")
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
     })
 }
 
