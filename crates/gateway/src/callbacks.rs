@@ -25,6 +25,8 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use http::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use kling_api::clock::{Clock as _, SystemClock};
@@ -41,8 +43,11 @@ use crate::tasks::CallbackObserved;
 
 /// Path prefix of the callback endpoint.
 pub const CALLBACK_PATH: &str = "/_gateway/callback/";
-/// Commitment label of callback tokens.
+/// Commitment label of callback tokens (the tag of the earlier, unsealed form, and the sealed
+/// form's associated data).
 const TOKEN_LABEL: &str = "gateway-callback";
+/// Commitment label of the key that seals callback tokens.
+const TOKEN_KEY_LABEL: &str = "gateway-callback-key";
 /// Largest callback body accepted (task objects are a few KiB).
 const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
 /// Header telling the caller's receiver which record holds the callback.
@@ -62,7 +67,10 @@ pub struct TokenPayload {
     pub request_id: String,
 }
 
-/// Makes the token for one create.
+/// Makes the token for one create: the payload sealed (XChaCha20-Poly1305, a random nonce,
+/// under a key derived from the commit key), so the caller's callback URL, which may carry a
+/// secret in its query, cannot be read from the URL the gateway gives Kling, nor from the
+/// logs of anything that sees it.
 pub fn make_token(commitments: &Commitments, actor: &str, url: &str, request_id: &str) -> String {
     let payload = TokenPayload {
         actor: actor.to_owned(),
@@ -71,13 +79,59 @@ pub fn make_token(commitments: &Commitments, actor: &str, url: &str, request_id:
     };
     // Serialising three strings cannot fail.
     let json = serde_json::to_vec(&payload).unwrap_or_default();
-    let encoded = URL_SAFE_NO_PAD.encode(json);
-    let tag = &commitments.commit(TOKEN_LABEL, encoded.as_bytes())[..32];
-    format!("{encoded}.{tag}")
+    let nonce: [u8; NONCE_BYTES] = rand::random();
+    let sealed = token_cipher(commitments)
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &json,
+                aad: TOKEN_LABEL.as_bytes(),
+            },
+        )
+        // Encryption fails only for messages beyond 256 GiB.
+        .unwrap_or_default();
+    let mut token = nonce.to_vec();
+    token.extend_from_slice(&sealed);
+    URL_SAFE_NO_PAD.encode(token)
 }
 
-/// Checks a token's tag and decodes it; `None` for anything forged or malformed.
+/// Checks a token and opens it; `None` for anything forged or malformed. Tokens made before
+/// they were sealed (`<base64 payload>.<tag>`) are still accepted, for tasks created before an
+/// upgrade whose callbacks come after it.
 pub fn open_token(commitments: &Commitments, token: &str) -> Option<TokenPayload> {
+    if token.contains('.') {
+        return open_signed_token(commitments, token);
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    if bytes.len() < NONCE_BYTES {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+    let json = token_cipher(commitments)
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: TOKEN_LABEL.as_bytes(),
+            },
+        )
+        .ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// Bytes of a sealed token's nonce.
+const NONCE_BYTES: usize = 24;
+
+/// The cipher of callback tokens, keyed by a commitment of its own label under the commit key.
+fn token_cipher(commitments: &Commitments) -> XChaCha20Poly1305 {
+    let mut key = [0u8; 32];
+    // A commitment is 64 hex digits, so this always fills the key.
+    let _ = hex::decode_to_slice(commitments.commit(TOKEN_KEY_LABEL, b""), &mut key);
+    XChaCha20Poly1305::new(&key.into())
+}
+
+/// Opens a token of the earlier, signed but unsealed form.
+fn open_signed_token(commitments: &Commitments, token: &str) -> Option<TokenPayload> {
     let (encoded, tag) = token.rsplit_once('.')?;
     let expected = commitments.commit(TOKEN_LABEL, encoded.as_bytes());
     let expected = expected.get(..32)?;
@@ -524,13 +578,25 @@ async fn relay(
 mod tests {
     use super::*;
 
+    /// The token of the earlier form: the payload in base64 and a tag, readable by anyone.
+    fn signed_token(c: &Commitments, actor: &str, url: &str, request_id: &str) -> String {
+        let payload = TokenPayload {
+            actor: actor.to_owned(),
+            url: url.to_owned(),
+            request_id: request_id.to_owned(),
+        };
+        let encoded = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
+        let tag = c.commit(TOKEN_LABEL, encoded.as_bytes());
+        format!("{encoded}.{}", &tag[..32])
+    }
+
     #[test]
     fn tokens_round_trip_and_resist_forgery() {
         let c = Commitments::new([3; 32]);
         let token = make_token(&c, "alice", "http://127.0.0.1:9/cb?x=1", "req-1");
         assert!(token
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
         let payload = open_token(&c, &token).unwrap();
         assert_eq!(payload.actor, "alice");
         assert_eq!(payload.url, "http://127.0.0.1:9/cb?x=1");
@@ -538,13 +604,53 @@ mod tests {
 
         let other = Commitments::new([4; 32]);
         assert!(open_token(&other, &token).is_none(), "another key");
-        let (enc, tag) = token.rsplit_once('.').unwrap();
+        // Any change to a sealed token, or a token sealed under another key, fails to open.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for i in [0, NONCE_BYTES, bytes.len() - 1] {
+            bytes[i] ^= 1;
+            assert!(
+                open_token(&c, &URL_SAFE_NO_PAD.encode(&bytes)).is_none(),
+                "byte {i}"
+            );
+            bytes[i] ^= 1;
+        }
         let forged = make_token(&other, "mallory", "http://evil/", "r");
-        let (forged_enc, _) = forged.rsplit_once('.').unwrap();
-        assert!(open_token(&c, &format!("{forged_enc}.{tag}")).is_none());
-        assert!(open_token(&c, enc).is_none());
+        assert!(open_token(&c, &forged).is_none());
+        assert!(open_token(&c, &token[..token.len() - 2]).is_none());
         assert!(open_token(&c, "").is_none());
         assert!(open_token(&c, "....").is_none());
+    }
+
+    #[test]
+    fn a_token_does_not_show_the_callers_url() {
+        let c = Commitments::new([3; 32]);
+        let url = "https://app.example/hooks/kling?signature=s3cr3t-value";
+        let token = make_token(&c, "alice", url, "req-1");
+        let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for needle in ["s3cr3t", "app.example", "alice"] {
+            assert!(!token.contains(needle), "{needle} in {token}");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} readable in the token"
+            );
+        }
+        // Two tokens of one create differ: nothing links them but the key.
+        assert_ne!(token, make_token(&c, "alice", url, "req-1"));
+        assert_eq!(open_token(&c, &token).unwrap().url, url);
+    }
+
+    #[test]
+    fn a_token_of_the_earlier_signed_form_still_opens_and_is_still_checked() {
+        let c = Commitments::new([3; 32]);
+        let token = signed_token(&c, "alice", "http://127.0.0.1:9/cb", "req-1");
+        let payload = open_token(&c, &token).unwrap();
+        assert_eq!(payload.actor, "alice");
+        assert_eq!(payload.url, "http://127.0.0.1:9/cb");
+        let (encoded, tag) = token.rsplit_once('.').unwrap();
+        let forged = signed_token(&Commitments::new([4; 32]), "mallory", "http://evil/", "r");
+        let (forged_encoded, _) = forged.rsplit_once('.').unwrap();
+        assert!(open_token(&c, &format!("{forged_encoded}.{tag}")).is_none());
+        assert!(open_token(&c, &format!("{encoded}.")).is_none());
     }
 
     proptest::proptest! {
