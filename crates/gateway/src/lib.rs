@@ -367,13 +367,19 @@ pub async fn run_with_ready(
         })
     };
 
+    // Stopped by a signal rather than aborted, so that counts it has taken are written.
+    let (stop_summaries, summaries_stopped) = oneshot::channel::<()>();
     let summaries = {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let mut stopped = summaries_stopped;
             let mut tick = tokio::time::interval(flood::SUMMARY_INTERVAL);
             tick.tick().await;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => break,
+                }
                 write_denial_summaries(&state).await;
             }
         })
@@ -401,7 +407,8 @@ pub async fn run_with_ready(
     // Counted before the threads stop: stopping drops the relays still running.
     let relays_abandoned = state.relays.running();
     workers.stop().await;
-    summaries.abort();
+    let _ = stop_summaries.send(());
+    let _ = summaries.await;
     write_denial_summaries(&state).await;
     let requests_served = state.served.load(Ordering::Relaxed);
     let shutdown_details = json!({

@@ -57,8 +57,8 @@ pub(crate) struct Served {
 /// A connection is handed to one thread when accepted and stays there: its calls, the
 /// upstream connections they use (each thread has its own pool) and their timers. Only the
 /// ledger's acknowledgements cross threads. One multi-threaded runtime instead moved tasks
-/// between its workers and woke idle workers to steal them; on two shared cores this served
-/// about a fifth fewer calls per second (see docs/performance.md).
+/// between its workers and woke idle workers to steal them; on two shared cores it served
+/// about a tenth fewer calls per second, at a tenth more CPU per call (docs/performance.md).
 pub(crate) struct Workers {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
