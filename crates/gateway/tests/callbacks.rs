@@ -136,6 +136,18 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Asserts that no callback was received, moved a task's status or was relayed.
+    fn assert_callback_had_no_effect(&self, records: &[Value]) {
+        assert!(of_type(records, "callback.received").is_empty());
+        assert!(callback_statuses(records).is_empty());
+        assert!(
+            self.receiver.bodies.lock().unwrap().is_empty(),
+            "nothing relayed"
+        );
+    }
+}
+
 fn callback_statuses(records: &[Value]) -> Vec<(String, String)> {
     of_type(records, "task.status")
         .into_iter()
@@ -472,12 +484,7 @@ async fn other_methods_on_the_callback_endpoint_are_refused_with_a_recorded_405(
         assert_eq!(details["http_status"], 405, "{record}");
         assert!(!record.to_string().contains(token), "{record}");
     }
-    assert!(of_type(&records, "callback.received").is_empty());
-    assert!(callback_statuses(&records).is_empty());
-    assert!(
-        b.receiver.bodies.lock().unwrap().is_empty(),
-        "nothing relayed"
-    );
+    b.assert_callback_had_no_effect(&records);
 }
 
 /// A callback whose body is over the gateway's limit is refused with 413 and recorded as
@@ -508,12 +515,7 @@ async fn a_callback_too_large_to_read_is_refused_and_recorded() {
     assert_eq!(rejected[0]["actor"], "alice");
     assert_eq!(rejected[0]["details"]["reason"], "body-too-large");
     assert_eq!(rejected[0]["details"]["http_status"], 413);
-    assert!(of_type(&records, "callback.received").is_empty());
-    assert!(callback_statuses(&records).is_empty());
-    assert!(
-        b.receiver.bodies.lock().unwrap().is_empty(),
-        "nothing relayed"
-    );
+    b.assert_callback_had_no_effect(&records);
 }
 
 /// A callback of nearly 1 MiB (an external id and a list of outputs as long as the body allows)

@@ -1980,6 +1980,17 @@ async fn a_query_with_unrecorded_values_is_recorded_by_its_keyed_commitment() {
 }
 
 /// The text of `/metrics` (served openly when no admin token is set).
+/// Asserts that the gateway counted no ledger failure and let no request through unrecorded.
+async fn assert_no_ledger_failure_counted(env: &Env) {
+    let metrics = metrics_text(env).await;
+    for counter in [
+        "kling_gateway_ledger_failures_total 0",
+        "kling_gateway_unaudited_requests_total 0",
+    ] {
+        assert!(metrics.contains(counter), "{counter}: {metrics}");
+    }
+}
+
 async fn metrics_text(env: &Env) -> String {
     let resp = env.http.get(env.url("/metrics")).send().await.unwrap();
     resp.text().await.unwrap()
@@ -2020,15 +2031,7 @@ async fn an_overlong_external_task_id_is_refused_and_recorded_in_either_mode() {
             .await;
         assert_eq!(status, 200, "{mode:?} {answer}");
         let recorded = record_header(&headers);
-        let metrics = metrics_text(&env).await;
-        assert!(
-            metrics.contains("kling_gateway_ledger_failures_total 0"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("kling_gateway_unaudited_requests_total 0"),
-            "{metrics}"
-        );
+        assert_no_ledger_failure_counted(&env).await;
         env.stop().await;
         let records = records(&env.ledger_dir);
         let denied = records.iter().find(|r| seq(r) == refused).unwrap();
@@ -2107,15 +2110,7 @@ async fn a_request_whose_record_would_be_too_large_is_refused_and_recorded_in_ei
         env.assert_nothing_forwarded(&before);
         let ready = env.http.get(env.url("/readyz")).send().await.unwrap();
         assert_eq!(ready.status(), 200);
-        let metrics = metrics_text(&env).await;
-        assert!(
-            metrics.contains("kling_gateway_ledger_failures_total 0"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("kling_gateway_unaudited_requests_total 0"),
-            "{metrics}"
-        );
+        assert_no_ledger_failure_counted(&env).await;
         env.stop().await;
         let records = records(&env.ledger_dir);
         assert_denied(&records, 1, "alice", "request-record-too-large", Some(413));
