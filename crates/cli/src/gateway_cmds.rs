@@ -68,6 +68,21 @@ pub enum ActorsCommand {
         #[arg(long, env = "KLING_AUDIT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Accept a disabled actor's requests again.
+    Enable {
+        name: String,
+        #[arg(long, env = "KLING_AUDIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Give an actor a new access key and secret key (shown this once), under the same name;
+    /// its old keys are refused from the gateway's next reload on.
+    Rotate {
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[arg(long, env = "KLING_AUDIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn sources(g: &Global, args: &GatewayArgs) -> Sources {
@@ -223,6 +238,30 @@ fn actors_file(g: &Global, config_file: &Option<PathBuf>) -> anyhow::Result<Path
     config::actors_file(&sources(g, &args)).context("cannot locate the actor store")
 }
 
+/// Prints an actor's new keys, which are shown this once.
+fn print_new_keys(actor: &actors::NewActor, format: Format) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "name": actor.name,
+                "access_key": actor.access_key,
+                "secret_key": actor.secret_key.expose(),
+            })
+        ),
+        Format::Text => {
+            println!("actor:      {}", actor.name);
+            println!("access key: {}", actor.access_key);
+            println!("secret key: {}", actor.secret_key.expose());
+            let _ = writeln!(
+                std::io::stderr(),
+                "Give these to the app as its Kling access key and secret key; the secret key \
+                 is not shown again."
+            );
+        }
+    }
+}
+
 /// `kling-audit actors ...`.
 pub fn actors_cmd(g: &Global, command: &ActorsCommand) -> anyhow::Result<Exit> {
     match command {
@@ -232,26 +271,24 @@ pub fn actors_cmd(g: &Global, command: &ActorsCommand) -> anyhow::Result<Exit> {
             config,
         } => {
             let path = actors_file(g, config)?;
-            let actor = actors::add(&path, name)?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::json!({
-                        "name": actor.name,
-                        "access_key": actor.access_key,
-                        "secret_key": actor.secret_key.expose(),
-                    })
-                ),
-                Format::Text => {
-                    println!("actor:      {}", actor.name);
-                    println!("access key: {}", actor.access_key);
-                    println!("secret key: {}", actor.secret_key.expose());
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "Give these to the app as its Kling access key and secret key; the \
-                         secret key is not shown again."
-                    );
-                }
+            print_new_keys(&actors::add(&path, name)?, *format);
+            Ok(Exit::Ok)
+        }
+        ActorsCommand::Rotate {
+            name,
+            format,
+            config,
+        } => {
+            let path = actors_file(g, config)?;
+            print_new_keys(&actors::rotate(&path, name)?, *format);
+            Ok(Exit::Ok)
+        }
+        ActorsCommand::Enable { name, config } => {
+            let path = actors_file(g, config)?;
+            if actors::enable(&path, name)? {
+                println!("actor {name} enabled");
+            } else {
+                println!("actor {name} was not disabled");
             }
             Ok(Exit::Ok)
         }

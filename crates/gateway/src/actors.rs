@@ -100,6 +100,9 @@ pub struct StoredActor {
     /// When the actor was disabled, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_unix: Option<u64>,
+    /// When the actor's keys were last replaced, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_unix: Option<u64>,
 }
 
 impl std::fmt::Debug for StoredActor {
@@ -273,12 +276,7 @@ pub fn add(path: &Path, name: &str) -> Result<NewActor, ActorError> {
             name: name.to_owned(),
         });
     }
-    let access_key = loop {
-        let candidate = random_text(ACCESS_KEY_LEN);
-        if !store.actors.iter().any(|a| a.access_key == candidate) {
-            break candidate;
-        }
-    };
+    let access_key = fresh_access_key(&store);
     let secret_key = random_text(SECRET_KEY_LEN);
     store.actors.push(StoredActor {
         name: name.to_owned(),
@@ -287,6 +285,7 @@ pub fn add(path: &Path, name: &str) -> Result<NewActor, ActorError> {
         created_unix: now_unix(),
         disabled: false,
         disabled_unix: None,
+        rotated_unix: None,
     });
     write_store(path, &store)?;
     Ok(NewActor {
@@ -320,13 +319,7 @@ pub fn list(path: &Path) -> Result<Vec<ActorInfo>, ActorError> {
 /// An unknown name, or a store that cannot be read or written.
 pub fn disable(path: &Path, name: &str) -> Result<bool, ActorError> {
     let mut store = read_store(path)?;
-    let actor = store
-        .actors
-        .iter_mut()
-        .find(|a| a.name == name)
-        .ok_or_else(|| ActorError::NotFound {
-            name: name.to_owned(),
-        })?;
+    let actor = find_mut(&mut store, name)?;
     if actor.disabled {
         return Ok(false);
     }
@@ -334,6 +327,65 @@ pub fn disable(path: &Path, name: &str) -> Result<bool, ActorError> {
     actor.disabled_unix = Some(now_unix());
     write_store(path, &store)?;
     Ok(true)
+}
+
+/// Enables a disabled actor; its tokens are accepted from the gateway's next reload on.
+/// Returns `false` when it was not disabled.
+///
+/// # Errors
+/// An unknown name, or a store that cannot be read or written.
+pub fn enable(path: &Path, name: &str) -> Result<bool, ActorError> {
+    let mut store = read_store(path)?;
+    let actor = find_mut(&mut store, name)?;
+    if !actor.disabled {
+        return Ok(false);
+    }
+    actor.disabled = false;
+    actor.disabled_unix = None;
+    write_store(path, &store)?;
+    Ok(true)
+}
+
+/// Gives an actor a new access key and secret key, under the same name; tokens signed with
+/// the old ones are refused from the gateway's next reload on. Whether the actor is disabled
+/// does not change.
+///
+/// # Errors
+/// An unknown name, or a store that cannot be read or written.
+pub fn rotate(path: &Path, name: &str) -> Result<NewActor, ActorError> {
+    let mut store = read_store(path)?;
+    let access_key = fresh_access_key(&store);
+    let secret_key = random_text(SECRET_KEY_LEN);
+    let actor = find_mut(&mut store, name)?;
+    actor.access_key = access_key.clone();
+    actor.secret_key = secret_key.clone();
+    actor.rotated_unix = Some(now_unix());
+    write_store(path, &store)?;
+    Ok(NewActor {
+        name: name.to_owned(),
+        access_key,
+        secret_key: SecretString::new(secret_key),
+    })
+}
+
+fn find_mut<'a>(store: &'a mut StoreFile, name: &str) -> Result<&'a mut StoredActor, ActorError> {
+    store
+        .actors
+        .iter_mut()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ActorError::NotFound {
+            name: name.to_owned(),
+        })
+}
+
+/// An access key no actor of `store` has.
+fn fresh_access_key(store: &StoreFile) -> String {
+    loop {
+        let candidate = random_text(ACCESS_KEY_LEN);
+        if !store.actors.iter().any(|a| a.access_key == candidate) {
+            break candidate;
+        }
+    }
 }
 
 /// A verified caller's identity as the gateway sees it.
@@ -439,6 +491,55 @@ mod tests {
         let index = ActorIndex::load(&path).unwrap();
         assert!(index.get(&alice.access_key).unwrap().disabled);
         assert!(!index.get(&bob.access_key).unwrap().disabled);
+    }
+
+    #[test]
+    fn a_disabled_actor_is_enabled_again_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("actors.json");
+        let alice = add(&path, "alice").unwrap();
+        assert!(!enable(&path, "alice").unwrap(), "not disabled");
+        assert!(disable(&path, "alice").unwrap());
+        assert!(enable(&path, "alice").unwrap());
+        let index = ActorIndex::load(&path).unwrap();
+        let a = index.get(&alice.access_key).unwrap();
+        assert!(!a.disabled);
+        assert_eq!(a.secret_key.expose(), alice.secret_key.expose());
+        assert!(matches!(
+            enable(&path, "carol"),
+            Err(ActorError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_rotated_actor_keeps_its_name_and_state_and_only_its_new_keys_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("actors.json");
+        let alice = add(&path, "alice").unwrap();
+        let bob = add(&path, "bob").unwrap();
+        assert!(disable(&path, "bob").unwrap());
+        let new_alice = rotate(&path, "alice").unwrap();
+        let new_bob = rotate(&path, "bob").unwrap();
+        assert_eq!(new_alice.name, "alice");
+        assert_ne!(new_alice.access_key, alice.access_key);
+        assert_ne!(new_alice.secret_key.expose(), alice.secret_key.expose());
+        let index = ActorIndex::load(&path).unwrap();
+        assert!(index.get(&alice.access_key).is_none(), "old key gone");
+        assert!(index.get(&bob.access_key).is_none(), "old key gone");
+        let a = index.get(&new_alice.access_key).unwrap();
+        assert_eq!(a.name, "alice");
+        assert_eq!(a.secret_key.expose(), new_alice.secret_key.expose());
+        assert!(!a.disabled);
+        assert!(
+            index.get(&new_bob.access_key).unwrap().disabled,
+            "still disabled"
+        );
+        let names: Vec<_> = list(&path).unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert!(matches!(
+            rotate(&path, "carol"),
+            Err(ActorError::NotFound { .. })
+        ));
     }
 
     #[test]

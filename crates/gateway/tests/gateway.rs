@@ -183,6 +183,50 @@ async fn a_flood_of_unauthenticated_requests_is_recorded_in_a_summary() {
     assert_eq!(summary["details"]["reasons"]["bad-header"], summarized);
 }
 
+/// Rotating an actor's keys takes effect in the running gateway: the old token is refused as
+/// an unknown key, the new keys are served under the same actor name, and an actor disabled
+/// then enabled again is served again.
+#[tokio::test]
+async fn a_rotated_or_re_enabled_actor_is_served_by_its_current_keys_alone() {
+    const COSTS: &str = "/account/costs?start_time=0&end_time=1";
+    let mut env = setup(sim_config(), |_| {}).await;
+    let actors_file = env.keys_dir().join("actors.json");
+    let (status, _, _) = env.get(&env.alice, COSTS).await;
+    assert_eq!(status, 200);
+    let old = env.alice.clone();
+    let new = kling_audit_gateway::actors::rotate(&actors_file, "alice").unwrap();
+    // The running gateway picks the change up from the file within about a second.
+    let eventually = |actor: kling_audit_gateway::actors::NewActor, want: u16| {
+        let env = &env;
+        async move {
+            for _ in 0..100 {
+                let (status, _, body) = env.get(&actor, COSTS).await;
+                if status == want {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{} never answered {want}", actor.name);
+        }
+    };
+    let refused = eventually(old, 401).await;
+    assert_eq!(refused["code"], 1002);
+    let (status, _, _) = env.get(&new, COSTS).await;
+    assert_eq!(status, 200);
+    assert!(kling_audit_gateway::actors::disable(&actors_file, "alice").unwrap());
+    eventually(new.clone(), 401).await;
+    assert!(kling_audit_gateway::actors::enable(&actors_file, "alice").unwrap());
+    eventually(new.clone(), 200).await;
+    env.stop().await;
+    let records = records(&env.ledger_dir);
+    let served = of_type(&records, "gateway.request");
+    assert!(served.len() >= 3);
+    assert!(
+        served.iter().all(|r| r["actor"] == "alice"),
+        "one actor throughout"
+    );
+}
+
 #[tokio::test]
 async fn auth_failures_answer_kling_codes_and_forward_nothing() {
     let env = setup(sim_config(), |_| {}).await;
