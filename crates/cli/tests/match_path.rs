@@ -9,7 +9,7 @@ use kling_api::SecretString;
 use kling_audit_gateway::GatewayConfig;
 
 mod matching;
-use matching::{json_of, kling_audit};
+use matching::{json_of, kling_audit, the_one_match};
 
 const PATH: &str = "/v1/not-a-kling-route/order-5521";
 /// A known route with a query parameter the records keep by name only.
@@ -65,19 +65,10 @@ fn a_requested_unknown_path_is_found_and_another_is_not() {
     request_an_unknown_path(&dir);
 
     let out = kling_audit(&dir, &["match-path", "--path", PATH, "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc = json_of(&out);
-    assert_eq!(doc["found"], true);
-    let matches = doc["matches"].as_array().unwrap();
-    assert_eq!(matches.len(), 1, "{doc}");
-    assert_eq!(matches[0]["type"], "gateway.request");
-    assert_eq!(matches[0]["actor"], "alice");
-    assert_eq!(matches[0]["path"], "path_hmac");
+    let found = the_one_match(&out, PATH);
+    assert_eq!(found["type"], "gateway.request");
+    assert_eq!(found["actor"], "alice");
+    assert_eq!(found["path"], "path_hmac");
 
     // Text output names the same record.
     let out = kling_audit(&dir, &["match-path", "--path", PATH]);
@@ -137,17 +128,9 @@ fn a_requested_query_with_unrecorded_values_is_found_with_its_path_and_no_other(
             &dir,
             &["match-path", "--path", candidate, "--format", "json"],
         );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{candidate}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc = json_of(&out);
-        let matches = doc["matches"].as_array().unwrap();
-        assert_eq!(matches.len(), 1, "{candidate}: {doc}");
-        assert_eq!(matches[0]["type"], "gateway.request");
-        assert_eq!(matches[0]["path"], "query_hmac");
+        let found = the_one_match(&out, candidate);
+        assert_eq!(found["type"], "gateway.request");
+        assert_eq!(found["path"], "query_hmac");
     }
 
     // Another value, the same query on another path or route, another key: not found.

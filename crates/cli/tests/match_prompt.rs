@@ -11,7 +11,7 @@ use kling_audit_client::AuditedClient;
 use kling_audit_ledger::{Ledger, LedgerOptions};
 
 mod matching;
-use matching::{json_of, kling_audit};
+use matching::{json_of, kling_audit, the_one_match};
 
 const PROMPT: &str = "an orchard of glass apples under moonlight";
 const NEGATIVE: &str = "fog, grain";
@@ -60,21 +60,12 @@ fn a_submitted_prompt_is_found_and_another_is_not() {
         &dir,
         &["match-prompt", "--prompt", PROMPT, "--format", "json"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc = json_of(&out);
-    assert_eq!(doc["found"], true);
-    let matches = doc["matches"].as_array().unwrap();
-    assert_eq!(matches.len(), 1, "{doc}");
-    assert_eq!(matches[0]["type"], "kling.intent");
-    assert_eq!(matches[0]["actor"], "auditor-test");
-    assert_eq!(matches[0]["field"], "prompt");
-    assert_eq!(matches[0]["path"], "request.text[0].commitment");
-    assert!(matches[0]["seq"].as_u64().is_some());
+    let found = the_one_match(&out, PROMPT);
+    assert_eq!(found["type"], "kling.intent");
+    assert_eq!(found["actor"], "auditor-test");
+    assert_eq!(found["field"], "prompt");
+    assert_eq!(found["path"], "request.text[0].commitment");
+    assert!(found["seq"].as_u64().is_some());
 
     // Text output names the same record.
     let out = kling_audit(&dir, &["match-prompt", "--prompt", PROMPT]);

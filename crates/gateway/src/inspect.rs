@@ -480,11 +480,14 @@ fn insert_capped(out: &mut Map<String, Value>, name: &str, items: Vec<Value>) {
     }
 }
 
-/// Longest `external_task_id` the gateway forwards, in characters: the same cap as every id a
-/// record keeps (task ids, ids of lookups), so an id it accepts is always recorded whole, and a
-/// lookup by it finds the same text. Kling's own ids are 18 digits; a caller's are order
-/// numbers or UUIDs.
-pub const EXTERNAL_ID_MAX_CHARS: usize = 128;
+/// Longest id a record keeps, in characters (task ids, external ids, request ids); longer ones
+/// are cut. Kling's own ids are 18 digits; a caller's are order numbers or UUIDs.
+pub const ID_MAX_CHARS: usize = 128;
+
+/// Longest `external_task_id` the gateway forwards, in characters: the cap of every id a
+/// record keeps, so an id it accepts is always recorded whole, and a lookup by it finds the
+/// same text.
+pub const EXTERNAL_ID_MAX_CHARS: usize = ID_MAX_CHARS;
 
 /// Most fields kept of one small object of an answer (a billing entry, the balance deduction),
 /// which has three or four.
@@ -605,7 +608,7 @@ pub fn operation_fields(op: &Operation, method: &str, out: &mut Map<String, Valu
     }
     match &op.kind {
         OperationKind::QueryOne { task_id } => {
-            out.insert("task_id".into(), json!(cap_chars(task_id, 128)));
+            out.insert("task_id".into(), json!(cap_chars(task_id, ID_MAX_CHARS)));
         }
         OperationKind::LookupByExternalId {
             external_task_id,
@@ -613,7 +616,7 @@ pub fn operation_fields(op: &Operation, method: &str, out: &mut Map<String, Valu
         } => {
             out.insert(
                 "external_task_id".into(),
-                json!(cap_chars(external_task_id, 128)),
+                json!(cap_chars(external_task_id, ID_MAX_CHARS)),
             );
             out.insert("lookup_form".into(), json!(form.as_str()));
         }
@@ -647,7 +650,7 @@ pub fn recorded_ids(ids: &[String]) -> (Vec<String>, usize) {
     let kept = ids
         .iter()
         .take(MAX_RECORDED_IDS)
-        .map(|id| cap_chars(id, 128))
+        .map(|id| cap_chars(id, ID_MAX_CHARS))
         .collect();
     (kept, ids.len().saturating_sub(MAX_RECORDED_IDS))
 }
@@ -714,7 +717,7 @@ pub fn parse_answer(bytes: &[u8], message_max_chars: usize, whole: bool) -> Answ
                     .code
                     .and_then(|r| serde_json::from_str::<i64>(r.get()).ok()),
                 message: text(head.message, message_max_chars),
-                request_id: text(head.request_id, 128),
+                request_id: text(head.request_id, ID_MAX_CHARS),
                 json: true,
                 body: None,
             };
@@ -732,7 +735,7 @@ pub fn parse_answer(bytes: &[u8], message_max_chars: usize, whole: bool) -> Answ
         request_id: body
             .get("request_id")
             .and_then(Value::as_str)
-            .map(|s| cap_chars(s, 128)),
+            .map(|s| cap_chars(s, ID_MAX_CHARS)),
         json: true,
         body: whole.then_some(body),
     }
@@ -775,7 +778,7 @@ pub fn task_view(value: &Value) -> Option<TaskView<'_>> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     Some(TaskView {
-        task_id: cap_chars(&task_id, 128),
+        task_id: cap_chars(&task_id, ID_MAX_CHARS),
         status,
         external_task_id,
         raw: value,

@@ -11,7 +11,7 @@ use kling_api::routes::{Operation, OperationKind};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::inspect::{cap_chars, recorded_ids, QuerySummary};
+use crate::inspect::{cap_chars, recorded_ids, QuerySummary, ID_MAX_CHARS};
 
 /// The details of a `gateway.request` record.
 pub(crate) struct RequestRecord<'a> {
@@ -94,7 +94,7 @@ impl<'a> RequestRecord<'a> {
                 external_task_id, ..
             } => f.push((
                 "external_task_id",
-                Field::Owned(cap_chars(external_task_id, 128)),
+                Field::Owned(cap_chars(external_task_id, ID_MAX_CHARS)),
             )),
             _ => f.push(("external_task_id", Field::Null)),
         }
@@ -144,7 +144,7 @@ impl<'a> RequestRecord<'a> {
         }
         match &op.kind {
             OperationKind::QueryOne { task_id } => {
-                f.push(("task_id", Field::Owned(cap_chars(task_id, 128))));
+                f.push(("task_id", Field::Owned(cap_chars(task_id, ID_MAX_CHARS))));
             }
             OperationKind::QueryTasks { task_ids, .. } => {
                 let (kept, omitted) = recorded_ids(task_ids);

@@ -28,3 +28,19 @@ pub fn json_of(out: &Output) -> Value {
         )
     })
 }
+
+/// The one match of a `--format json` run for `what` that must find something: fails the test
+/// unless the command exited 0 and reported exactly one match.
+pub fn the_one_match(out: &Output, what: &str) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(out);
+    assert_eq!(doc["found"], true, "{what}: {doc}");
+    let matches = doc["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{what}: {doc}");
+    matches[0].clone()
+}
